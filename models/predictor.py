@@ -1,0 +1,122 @@
+"""The seam between models and the service: one predictor per task, same method names in all three.
+
+A predictor owns a loaded model, its tokenizer and its calibration. The service never touches torch:
+it calls `prepare` on the event loop (cheap: tokenise + validate, raises `InputError`), queues the
+prepared items, and calls `predict` on a worker thread with a batch of them.
+
+Contract for `predict`:
+- `items` are prepared by this predictor; each carries its own `MCRequest` (samples T and seed).
+  Items with different T may share a batch; the predictor folds all T copies into one forward.
+- returns one prediction per item, in order; raises on a failure of the whole batch (the service
+  fails that batch's requests only).
+- T = 0 is deterministic: no dropout, no uncertainty (`uncertainty is None`), same output every call.
+- the same (text, T, seed) gives the same prediction whatever else shares the batch (up to float
+  rounding of different padding), because dropout masks are drawn per item from its own seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+
+class InputError(ValueError):
+    """A request that parses but breaks a limit (empty, too long, bad parameter): HTTP 422."""
+
+
+@dataclass(frozen=True)
+class MCRequest:
+    """How to sample one item: `mc_samples` T (0 = deterministic) and the dropout-mask `seed`."""
+
+    mc_samples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    """Serving-time choices for a predictor; the service builds this from its settings.
+
+    - `device`: torch device string ("cpu", "cuda", "cuda:0").
+    - `dtype`: "float32", "bfloat16" or "float16" (compute dtype under autocast).
+    - `mc_last_k`: how many top layers run stochastically; None = the manifest's default; a value
+      >= the number of layers means full MC (embeddings dropout included).
+    - `mc_dropout_sites`: which dropouts are live at MC time, subset of {"hidden", "attention", "head"};
+      None = the manifest's default.
+    - `max_input_tokens`: refuse (sentiment: truncate head+tail to) this many tokens; None = model's limit.
+    """
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    mc_last_k: int | None = None
+    mc_dropout_sites: frozenset[str] | None = None
+    max_input_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class PreparedItem:
+    """One validated, tokenised input waiting in a queue. `n_tokens` drives length grouping."""
+
+    text: str
+    input_ids: tuple[int, ...]
+    n_tokens: int
+    truncated: bool = False
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClassificationUncertainty:
+    """MC-dropout uncertainty of one classification, natural logs (nats)."""
+
+    predictive_entropy: float
+    expected_entropy: float
+    mutual_information: float
+    variation_ratio: float
+    probability_std: float
+
+
+@dataclass(frozen=True)
+class SentimentPrediction:
+    """One sentiment prediction; `uncertainty` is None when T = 0 (then `abstain` is False)."""
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    uncertainty: ClassificationUncertainty | None
+    abstain: bool
+    input_tokens: int
+    truncated: bool
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What the service needs from every task's predictor (see module docstring)."""
+
+    task: ClassVar[str]
+    name: str
+    version: str
+    default_mc_samples: int
+
+    def prepare(self, text: str, parameters: Mapping[str, Any]) -> PreparedItem:
+        """Validate and tokenise one input; raises InputError with a message for the client."""
+        ...
+
+    def batch_key(self, item: PreparedItem) -> Hashable:
+        """Items may share a batch only when their keys are equal (sentiment: always)."""
+        ...
+
+    def cost(self, item: PreparedItem, request: MCRequest) -> int:
+        """Token rows this item adds to a forward pass, for the batcher's token budget."""
+        ...
+
+    def predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
+        """Run one batch (see module docstring); len(result) == len(items)."""
+        ...
+
+    def warmup(self) -> None:
+        """Run a real forward (deterministic and MC) so the first request pays no lazy init."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready facts for GET /models/{name}: device, dtype, dropout placement, MC mode, limits."""
+        ...
