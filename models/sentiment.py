@@ -75,6 +75,8 @@ class SentimentPredictor:
         self.head_tokens = int(pre.get("head_tokens", self.max_length // 4))
         calibration = manifest.calibration or {}
         self.temperature = float(calibration.get("temperature", 1.0))
+        # τ was fitted at the serving T; a deterministic pass has its own (sharper) logits and τ.
+        self.deterministic_temperature = float(calibration.get("deterministic_temperature", self.temperature))
         abstain = calibration.get("abstain") or {}
         self.abstain_measure: str | None = abstain.get("measure")
         self.abstain_threshold = float(abstain.get("threshold", math.inf))
@@ -141,7 +143,8 @@ class SentimentPredictor:
         return [self._prediction(item, request, logits.cpu()) for item, request, logits in zip(items, requests, per_item)]
 
     def _prediction(self, item: PreparedItem, request: MCRequest, logits: torch.Tensor) -> SentimentPrediction:
-        probs = calibrated_probs(logits, self.temperature)  # [T or 1, C]
+        temperature = self.temperature if request.mc_samples > 0 else self.deterministic_temperature
+        probs = calibrated_probs(logits, temperature)  # [T or 1, C]
         mean = probs.double().mean(dim=0)
         top = int(mean.argmax())
         uncertainty = None
@@ -188,6 +191,7 @@ class SentimentPredictor:
             },
             "calibration": {
                 "temperature": self.temperature,
+                "deterministic_temperature": self.deterministic_temperature,
                 "abstain_measure": self.abstain_measure,
                 "abstain_threshold": None if math.isinf(self.abstain_threshold) else self.abstain_threshold,
             },

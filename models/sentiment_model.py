@@ -111,7 +111,8 @@ def encode_head_tail(
     """Token ids with [CLS] … [SEP], at most `max_length` long, head+tail truncated; plus a truncated flag."""
     if max_length < 3:
         raise ValueError(f"max_length must be >= 3, got {max_length}")
-    encoded = tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+    # verbose=False: the over-length warning is moot, head+tail truncation follows.
+    encoded = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     out = []
     for ids in encoded:
         kept, truncated = head_tail(ids, max_length - 2, head_tokens)

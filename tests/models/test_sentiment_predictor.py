@@ -88,6 +88,16 @@ def test_temperature_and_abstain_come_from_the_manifest(tmp_path: Path) -> None:
     assert soft.abstain is True, "entropy > 0 passes a zero threshold"
 
 
+def test_deterministic_requests_use_the_deterministic_temperature(tmp_path: Path) -> None:
+    art = make_tiny_sentiment_artifact(
+        tmp_path, calibration={"temperature": 1.0, "deterministic_temperature": 0.01}
+    )
+    predictor = load_predictor(art, PredictorOptions())
+    item = predictor.prepare("a wonderful film", {})
+    det, mc = predictor.predict([item, item], [MCRequest(0, 1), MCRequest(4, 1)])
+    assert det.confidence > 0.9 > mc.confidence
+
+
 def test_bfloat16_matches_float32_closely(tmp_path: Path) -> None:
     art = make_tiny_sentiment_artifact(tmp_path)
     fp32 = load_predictor(art, PredictorOptions(dtype="float32"))

@@ -1,0 +1,92 @@
+"""Labelled text splits and the seeded stratified splitter every classification dataset uses.
+
+Contract of `stratified_split(labels, sizes, seed)`: `sizes` maps split name → number of examples, in
+allocation order; at most one size may be None ("the rest"). Each class's indices are shuffled once with
+`seed` and dealt out in that order, every split getting its class share by largest remainder, so the
+splits are disjoint, stratified, and a split allocated first (put "test" first) does not change when a
+later size changes. Raises ValueError when the sizes exceed the data.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TextSplit:
+    """Parallel lists of texts and integer labels."""
+
+    texts: list[str]
+    labels: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, n: int | None, seed: int) -> TextSplit:
+        """A fixed, stratified subset of `n` examples (all when n is None or ≥ len)."""
+        if n is None or n >= len(self):
+            return self
+        (index,) = stratified_split(self.labels, {"subset": n}, seed).values()
+        return TextSplit([self.texts[i] for i in index], [self.labels[i] for i in index])
+
+
+@dataclass(frozen=True)
+class ClassificationData:
+    """Named splits (train/validation/test), the label names, and the data-source record for manifests."""
+
+    splits: dict[str, TextSplit]
+    label_names: tuple[str, ...]
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(split) for name, split in self.splits.items()}
+
+
+def _shares(class_sizes: Sequence[int], n: int) -> list[int]:
+    """Split n across classes proportionally to their sizes (largest remainder, capped by availability)."""
+    total = sum(class_sizes)
+    exact = [n * size / total for size in class_sizes]
+    shares = [min(int(x), size) for x, size in zip(exact, class_sizes)]
+    order = sorted(range(len(class_sizes)), key=lambda c: exact[c] - int(exact[c]), reverse=True)
+    for c in order * 2:
+        if sum(shares) == n:
+            break
+        if shares[c] < class_sizes[c]:
+            shares[c] += 1
+    return shares
+
+
+def stratified_split(labels: Sequence[int], sizes: Mapping[str, int | None], seed: int) -> dict[str, list[int]]:
+    """Indices per split (see module docstring); each split's indices come shuffled."""
+    rest = [name for name, size in sizes.items() if size is None]
+    if len(rest) > 1:
+        raise ValueError(f"at most one split may take the rest, got {rest}")
+    fixed = sum(size for size in sizes.values() if size is not None)
+    if fixed > len(labels):
+        raise ValueError(f"split sizes {dict(sizes)} need {fixed} examples, only {len(labels)} available")
+    rng = random.Random(seed)
+    classes = sorted(set(labels))
+    pools = {c: [i for i, label in enumerate(labels) if label == c] for c in classes}
+    for c in classes:
+        rng.shuffle(pools[c])
+    remaining = {c: len(pools[c]) for c in classes}
+    taken = dict.fromkeys(classes, 0)
+    out: dict[str, list[int]] = {}
+    for name, size in sizes.items():
+        n = sum(remaining.values()) - sum(s for k, s in sizes.items() if s is not None and k not in out and k != name) if size is None else size
+        shares = _shares([remaining[c] for c in classes], n)
+        picked: list[int] = []
+        for c, share in zip(classes, shares):
+            picked.extend(pools[c][taken[c]: taken[c] + share])
+            taken[c] += share
+            remaining[c] -= share
+        rng.shuffle(picked)
+        out[name] = picked
+    return out
