@@ -25,16 +25,21 @@ def _label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
     return dict(enumerate(labels)), {label: i for i, label in enumerate(labels)}
 
 
-def load_pretrained_classifier(path: Path | str, labels: Sequence[str], dropout: float | None = None) -> BertForSequenceClassification:
+def load_pretrained_classifier(
+    path: Path | str, labels: Sequence[str], dropout: float | None = None, attention_dropout: float | None = None
+) -> BertForSequenceClassification:
     """A pretrained BERT encoder from a local directory with a fresh classification head.
 
-    `dropout` overrides hidden, attention and classifier dropout (None keeps the checkpoint's rates).
+    `dropout` overrides hidden, attention and classifier dropout (None keeps the checkpoint's rates);
+    `attention_dropout` then overrides the attention-probability rate alone.
     Safetensors only: a directory holding only pickle weights is refused by transformers.
     """
     id2label, label2id = _label_maps(labels)
     overrides: dict[str, float] = {}
     if dropout is not None:
         overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout, "classifier_dropout": dropout}
+    if attention_dropout is not None:
+        overrides["attention_probs_dropout_prob"] = attention_dropout
     model = AutoModelForSequenceClassification.from_pretrained(
         str(path), num_labels=len(labels), id2label=id2label, label2id=label2id, use_safetensors=True, **overrides
     )

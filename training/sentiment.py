@@ -77,6 +77,11 @@ class SentimentConfig(TrainConfig):
     mc_last_k_candidates: tuple[int, ...] = field(default=(1, 2), metadata={"help": "last-k modes compared with full MC"})
     mc_last_k_tolerance: float = field(default=0.01, metadata={"help": "AUROC a last-k mode may lose vs full MC"})
     mc_sites: tuple[str, ...] = field(default=("hidden", "head"), metadata={"help": "dropouts live at MC time"})
+    attention_dropout: float | None = field(
+        default=None,
+        metadata={"help": "attention-probability dropout in training; none = `dropout`. 0 trains ~20 % faster on "
+                  "CPU (the fused attention kernel) and matches MC sites that leave attention off"},
+    )
     target_risk: float = field(default=0.05, metadata={"help": "selective risk the abstain threshold targets"})
     eval_batch_rows: int = field(default=256, metadata={"help": "rows (items × relative MC cost) per eval batch"})
     eval_dtype: str = field(default="auto", metadata={"help": "float32|bfloat16|auto (as the service resolves it)"})
@@ -115,7 +120,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # MC ≈ 2.5 reviews/s, last-2 ≈ 10/s, last-1 and deterministic ≈ 60/s when the machine is idle).
         "train_limit": 6000, "max_train_seconds": 540.0, "epochs": 1, "batch_size": 16, "lr": 8e-5,
         "warmup_ratio": 0.1, "bf16": True, "eval_every": 100, "eval_subset": 400, "calibration_size": 1000,
-        "test_limit": 600, "headline_test_limit": 3000, "max_length": 256, "head_tokens": 64, "eval_batch_rows": 128,
+        "test_limit": 600, "headline_test_limit": 3000, "attention_dropout": 0.0, "max_length": 256, "head_tokens": 64, "eval_batch_rows": 128,
     },
     "full": {
         "epochs": 3, "batch_size": 32, "lr": 5e-5, "warmup_ratio": 0.06, "bf16": True, "eval_every": 500,
@@ -138,7 +143,9 @@ Built = tuple[nn.Module, PreTrainedTokenizerBase, dict[str, Any]]
 
 def _minilm(config: SentimentConfig, data: ClassificationData, cache: Path, checkpoints: Path) -> Built:
     archive, path = ensure_extracted(MINILM, cache)
-    model = load_pretrained_classifier(path, data.label_names, dropout=config.dropout)
+    model = load_pretrained_classifier(
+        path, data.label_names, dropout=config.dropout, attention_dropout=config.attention_dropout
+    )
     return model, AutoTokenizer.from_pretrained(path), MINILM.record(archive)
 
 

@@ -1,0 +1,47 @@
+"""Per-task glue between a predictor's prediction objects and the HTTP layer: a dict registry.
+
+An adapter turns one prediction (a models-layer dataclass) into its response model and feeds the
+uncertainty metrics. Translation and generation register theirs in `ADAPTERS` in their own issues;
+the controller never branches on the task name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from service.metrics import ServiceMetrics
+from service.schemas import SentimentPredictionOut
+
+
+class TaskAdapter(Protocol):
+    def to_response(self, prediction: Any) -> BaseModel:
+        """The response model of one prediction (field names as DESIGN.md §5)."""
+        ...
+
+    def observe(self, metrics: ServiceMetrics, task: str, prediction: Any) -> None:
+        """Record the prediction's uncertainty (and generated tokens, for sequence tasks)."""
+        ...
+
+
+class SentimentAdapter:
+    """`models.predictor.SentimentPrediction` → `SentimentPredictionOut`."""
+
+    def to_response(self, prediction: Any) -> BaseModel:
+        return SentimentPredictionOut.model_validate(dataclasses.asdict(prediction))
+
+    def observe(self, metrics: ServiceMetrics, task: str, prediction: Any) -> None:
+        # Deterministic predictions carry no uncertainty; counting them as 0 would fake a calm model.
+        if prediction.uncertainty is None:
+            return
+        metrics.observe_uncertainty(
+            task,
+            prediction.uncertainty.predictive_entropy,
+            prediction.uncertainty.mutual_information,
+            prediction.abstain,
+        )
+
+
+ADAPTERS: dict[str, TaskAdapter] = {"sentiment": SentimentAdapter()}

@@ -1,0 +1,58 @@
+"""The Litestar application factory.
+
+`create_app(settings, runtime=None)` builds an app whose startup begins loading the models in the
+background (so `/health/*` answers during loading) and whose shutdown fails whatever is still queued
+and releases the inference thread. Tests pass their own `Runtime` (fake loader); `python -m service`
+lets the factory build the real one. Nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from service.controllers import HealthController, MetricsController, ModelsController, PredictController
+from service.errors import EXCEPTION_HANDLERS
+from service.http_metrics import http_metrics_config
+from service.runtime import Runtime
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
+    """An app serving `settings` with `runtime` (built from the settings and the model registry if None)."""
+    runtime = runtime if runtime is not None else Runtime(settings)
+    registry = runtime.metrics.registry
+
+    async def start_runtime() -> None:
+        await runtime.start()
+
+    async def stop_runtime() -> None:
+        await runtime.close()
+
+    return Litestar(
+        route_handlers=[PredictController, HealthController, ModelsController, MetricsController],
+        state=State({"settings": settings, "runtime": runtime, "metrics_registry": registry}),
+        on_startup=[start_runtime],
+        on_shutdown=[stop_runtime],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[http_metrics_config(registry).middleware],
+        request_max_body_size=settings.max_payload_bytes,
+        openapi_config=OpenAPIConfig(
+            title="NLP inference service",
+            version=API_VERSION,
+            description="Sentiment, translation and generation with Monte-Carlo-dropout uncertainty. "
+            "Entropies and mutual information are in nats; probabilities in [0, 1].",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        # debug=False keeps tracebacks out of response bodies whatever the log level.
+        debug=False,
+    )

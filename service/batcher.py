@@ -1,0 +1,289 @@
+"""Dynamic batching for one model: a bounded queue of prepared items drained by a single worker.
+
+Contract:
+- `check_capacity(n)` is called *before* tokenising: it raises `QueueFullError` (429, with a Retry-After
+  estimate) when `n` more items would not fit in `max_queue`, `LimitError` (422) when `n` could never fit,
+  and `UnavailableError` (503) once the batcher is closing.
+- `submit(items, requests)` queues the items (a client list counts item by item) and returns their
+  predictions in order. Cancelling the awaiting task (timeout, client gone) cancels its items' futures,
+  and cancelled items are dropped before their batch runs.
+- The worker forms batches from the oldest item (FIFO fairness) plus the queued items with an equal
+  `predictor.batch_key` and the closest token length (less padding), up to `max_batch_size` items and
+  `max_batch_tokens` summed `predictor.cost` (an item over the budget on its own still runs, alone).
+  It waits at most `max_wait_ms` after the oldest item arrived for the batch to fill; items that queued
+  while the previous batch ran go at once.
+- `predictor.predict` runs on an executor thread, never on the event loop. An exception fails that
+  batch's futures only (`InferenceError`, 500); the worker carries on with the next batch.
+- `close(timeout)` stops intake, lets queued and running items finish for up to `timeout` seconds, then
+  fails what is left with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from models.predictor import MCRequest, PreparedItem, Predictor
+from service.errors import InferenceError, LimitError, QueueFullError, UnavailableError
+from service.settings import BatchLimits
+
+log = logging.getLogger(__name__)
+
+
+class BatchObserver(Protocol):
+    """Receives one call per executed batch (implemented by `ServiceMetrics`)."""
+
+    def observe_batch(self, task: str, size: int, queue_waits_s: list[float], inference_s: float) -> None: ...
+
+
+@dataclass(eq=False)
+class _Entry:
+    """One queued item and the future its request awaits."""
+
+    item: PreparedItem
+    request: MCRequest
+    key: Hashable
+    cost: int
+    future: asyncio.Future[Any]
+    enqueued: float
+
+
+class Batcher:
+    """The queue and worker of one model (see module docstring)."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        limits: BatchLimits,
+        *,
+        executor: Executor | None = None,
+        observer: BatchObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.predictor = predictor
+        self.task: str = predictor.task
+        self.limits = limits
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"nlp-{self.task}")
+        self._observer = observer
+        self._clock = clock
+        self._pending: list[_Entry] = []
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+        self._crashed = False
+        self._running = 0
+        # Smoothed batch wall time, seconds: the basis of the Retry-After estimate.
+        self._batch_seconds = 0.05
+
+    # --- state ---------------------------------------------------------------------------------------
+    @property
+    def queued_items(self) -> int:
+        """Items waiting (not yet in a running batch); abandoned items are removed at once."""
+        return len(self._pending)
+
+    @property
+    def running_items(self) -> int:
+        return self._running
+
+    @property
+    def alive(self) -> bool:
+        """Started and its worker still running (a closed or crashed batcher serves nothing)."""
+        return self._worker is not None and not self._worker.done() and not self._closing
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker on the running loop (idempotent)."""
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.task}")
+            self._worker.add_done_callback(self._worker_done)
+
+    def _worker_done(self, worker: asyncio.Task[None]) -> None:
+        # The worker only ends on close; if a bug kills it, nothing would ever answer the queue, so fail
+        # what is queued and refuse new work instead of letting every request wait for its timeout.
+        if worker.cancelled() or worker.exception() is None:
+            return
+        log.error("batcher %s worker died", self.task, exc_info=worker.exception())
+        self._closing = self._crashed = True
+        self._fail_pending(lambda: InferenceError(f"{self.task} batcher stopped unexpectedly"))
+
+    async def close(self, timeout: float = 0.0) -> None:
+        """Refuse new items, let queued/running ones finish within `timeout` s, fail the rest with 503."""
+        self._closing = True
+        self._wakeup.set()
+        if self._worker is not None:
+            done, _ = await asyncio.wait({self._worker}, timeout=timeout)
+            if not done:
+                self._worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._worker
+        self._fail_pending(lambda: UnavailableError("server is shutting down", error_type="draining"))
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- intake --------------------------------------------------------------------------------------
+    def retry_after_s(self, n_items: int) -> float:
+        """Seconds until roughly `n_items` more would fit: batches needed to drain the queue × batch time."""
+        batches = (len(self._pending) + n_items) / self.limits.max_batch_size
+        return max(1.0, batches * self._batch_seconds)
+
+    def check_capacity(self, n_items: int) -> None:
+        """Raise unless `n_items` more items can be queued now (cheap; call before tokenising)."""
+        if self._crashed:
+            raise UnavailableError(f"{self.task} batcher stopped; see the server log", error_type="model_not_loaded")
+        if self._closing:
+            raise UnavailableError("server is draining; retry on another replica", error_type="draining")
+        if n_items > self.limits.max_queue:
+            raise LimitError(f"{n_items} items exceed this model's queue of {self.limits.max_queue}; split the request")
+        if len(self._pending) + n_items > self.limits.max_queue:
+            raise QueueFullError(
+                f"{self.task} queue is full ({len(self._pending)}/{self.limits.max_queue} items)",
+                retry_after_s=self.retry_after_s(n_items),
+            )
+
+    async def submit(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
+        """Queue `items` (with their MC requests) and return one prediction per item, in order."""
+        if len(items) != len(requests):
+            raise ValueError("items and requests differ in length")
+        self.check_capacity(len(items))
+        if self._worker is None:
+            raise UnavailableError(f"{self.task} batcher not started", error_type="model_not_loaded")
+        loop = asyncio.get_running_loop()
+        now = self._clock()
+        entries = [
+            _Entry(item, req, self.predictor.batch_key(item), self.predictor.cost(item, req), loop.create_future(), now)
+            for item, req in zip(items, requests, strict=True)
+        ]
+        self._pending.extend(entries)
+        self._wakeup.set()
+        try:
+            return list(await asyncio.gather(*(entry.future for entry in entries)))
+        finally:
+            # Timeout, disconnect or a sibling item's failure: whatever has not run yet is dropped now,
+            # so abandoned items stop holding queue capacity while a long batch runs.
+            for entry in entries:
+                if not entry.future.done():
+                    entry.future.cancel()
+            if any(entry.future.cancelled() for entry in entries):
+                self._drop_cancelled()
+
+    # --- worker --------------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            self._drop_cancelled()
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._fill_window()
+            batch = self._select()
+            if batch:
+                await self._execute(batch)
+
+    def _drop_cancelled(self) -> None:
+        if any(entry.future.done() for entry in self._pending):
+            self._pending = [entry for entry in self._pending if not entry.future.done()]
+
+    def _full(self) -> bool:
+        """Whether the oldest item's group already fills a batch (by items or by token budget)."""
+        key = self._pending[0].key
+        count = cost = 0
+        for entry in self._pending:
+            if entry.key == key and not entry.future.done():
+                count += 1
+                cost += entry.cost
+                if count >= self.limits.max_batch_size or cost >= self.limits.max_batch_tokens:
+                    return True
+        return False
+
+    async def _fill_window(self) -> None:
+        """Wait until the oldest item has waited `max_wait_ms`, or its batch is full, or we are closing."""
+        deadline = self._pending[0].enqueued + self.limits.max_wait_ms / 1000.0
+        # Re-check emptiness after every await: abandoned requests remove their items meanwhile.
+        while self._pending and not self._closing and not self._full():
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
+            self._drop_cancelled()
+
+    def _select(self) -> list[_Entry]:
+        """Take the oldest item plus same-key items of the closest lengths, within both limits."""
+        self._drop_cancelled()
+        if not self._pending:
+            return []
+        anchor = self._pending[0]
+        length = anchor.item.n_tokens
+        same_key = [entry for entry in self._pending[1:] if entry.key == anchor.key]
+        same_key.sort(key=lambda entry: (abs(entry.item.n_tokens - length), entry.enqueued))
+        chosen, budget = [anchor], anchor.cost
+        for entry in same_key:
+            if len(chosen) >= self.limits.max_batch_size:
+                break
+            if budget + entry.cost > self.limits.max_batch_tokens:
+                continue  # a shorter item further down may still fit
+            chosen.append(entry)
+            budget += entry.cost
+        taken = set(map(id, chosen))
+        self._pending = [entry for entry in self._pending if id(entry) not in taken]
+        return chosen
+
+    async def _execute(self, batch: list[_Entry]) -> None:
+        live = [entry for entry in batch if not entry.future.done()]
+        if not live:
+            return
+        started = self._clock()
+        waits = [started - entry.enqueued for entry in live]
+        self._running = len(live)
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(
+                self._executor, self.predictor.predict, [e.item for e in live], [e.request for e in live]
+            )
+            if len(results) != len(live):
+                raise RuntimeError(f"predictor returned {len(results)} predictions for {len(live)} items")
+        except asyncio.CancelledError:
+            self._fail(live, lambda: UnavailableError("server is shutting down", error_type="draining"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - any predictor failure fails this batch only
+            log.exception("%s batch of %d items failed", self.task, len(live))
+            def error() -> Exception:
+                failure = InferenceError(f"inference failed for this batch ({type(exc).__name__})")
+                failure.__cause__ = exc
+                return failure
+
+            self._fail(live, error)
+        else:
+            for entry, result in zip(live, results, strict=True):
+                if not entry.future.done():
+                    entry.future.set_result(result)
+        finally:
+            self._running = 0
+            elapsed = self._clock() - started
+            self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
+            if self._observer is not None:
+                self._observer.observe_batch(self.task, len(live), waits, elapsed)
+
+    @staticmethod
+    def _fail(entries: list[_Entry], make_error: Callable[[], Exception]) -> None:
+        # A fresh exception per future: one instance raised in many tasks would share a mutating traceback.
+        for entry in entries:
+            if not entry.future.done():
+                entry.future.set_exception(make_error())
+
+    def _fail_pending(self, make_error: Callable[[], Exception]) -> None:
+        pending, self._pending = self._pending, []
+        self._fail(pending, make_error)

@@ -1,0 +1,44 @@
+"""Device/dtype resolution for serving (delegated to `models.runtime`, the one source of truth that
+`place_model`/`autocast_context` also follow), the torch thread count, and GPU memory readings.
+
+"auto" device = CUDA when visible, else CPU; "auto" dtype = bfloat16 on CUDA (float16 where the GPU
+lacks bf16), bfloat16 on CPUs with AMX-BF16/AVX512-BF16 units (weights stay fp32, matmuls autocast),
+else float32. torch is imported inside the functions so `import service` stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(requested: str) -> str:
+    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" without a GPU raises RuntimeError."""
+    from models.runtime import resolve_device as resolve
+
+    return resolve(requested)
+
+
+def resolve_dtype(requested: str, device: str) -> str:
+    """The compute dtype name for `device` ("auto" as in the module docstring; explicit ones pass through)."""
+    from models.runtime import resolve_dtype as resolve
+
+    return resolve(requested, device)
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Apply the intra-op thread count once at start-up (None keeps torch's default)."""
+    if threads is None:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+    log.info("torch intra-op threads set to %d", threads)
+
+
+def gpu_memory_bytes(device: str) -> tuple[float, float]:
+    """(allocated, reserved) bytes on a CUDA device, read at scrape time."""
+    import torch
+
+    return float(torch.cuda.memory_allocated(device)), float(torch.cuda.memory_reserved(device))

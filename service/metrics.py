@@ -1,0 +1,143 @@
+"""Prometheus metrics of DESIGN.md §7, all on one `CollectorRegistry` per app.
+
+Every metric is declared once, in `ServiceMetrics.__init__` below, and bound to the registry it is given,
+so each `create_app` (each test) gets its own counters without "duplicated timeseries" errors, and
+`GET /metrics` exposes exactly that registry. Label values are only task names (from the fixed task
+list, never the raw request field), status codes, reasons and model facts: never request text or ids.
+
+Units follow Prometheus conventions: seconds, counts, nats (natural-log entropy) and tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Latency buckets span a cached 5 ms deterministic call to a 60 s generation under load.
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_MC = (0, 1, 2, 5, 10, 20, 30, 50, 100)
+# Entropy in nats: ln 2 = 0.69 is the two-class maximum; token entropies of an LM reach a few nats.
+_ENTROPY = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0, 2.0, 4.0, 8.0)
+# Mutual information is usually an order of magnitude smaller than the entropy.
+_MI = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+_TOKENS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class ServiceMetrics:
+    """The service's metrics bound to `registry` (a fresh one when None). Thread-safe (prometheus_client)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "nlp_requests_total", "Finished /predict requests by task and HTTP status.", ["task", "status"], registry=r
+        )
+        self.request_duration = Histogram(
+            "nlp_request_duration_seconds", "Time from request parsed to response ready, seconds.", ["task"],
+            buckets=_SECONDS, registry=r,
+        )
+        self.queue_duration = Histogram(
+            "nlp_queue_duration_seconds", "Time an item waited in its model queue, seconds.", ["task"],
+            buckets=_SECONDS, registry=r,
+        )
+        self.inference_duration = Histogram(
+            "nlp_inference_duration_seconds", "Time of one batch's forward (all MC samples), seconds.", ["task"],
+            buckets=_SECONDS, registry=r,
+        )
+        self.batch_size = Histogram(
+            "nlp_batch_size", "Items (single texts) per executed batch.", ["task"], buckets=_BATCH, registry=r
+        )
+        self.queue_size = Gauge("nlp_queue_size", "Items waiting in the model queue.", ["task"], registry=r)
+        self.rejected = Counter(
+            "nlp_rejected_requests_total", "Requests refused before inference, by reason.", ["task", "reason"],
+            registry=r,
+        )
+        self.mc_samples = Histogram(
+            "nlp_mc_samples", "Monte-Carlo samples T per request (0 = deterministic).", ["task"], buckets=_MC,
+            registry=r,
+        )
+        self.entropy = Histogram(
+            "nlp_prediction_entropy", "Predictive entropy per prediction, nats (MC requests only).", ["task"],
+            buckets=_ENTROPY, registry=r,
+        )
+        self.mutual_information = Histogram(
+            "nlp_prediction_mutual_information", "Mutual information (epistemic) per prediction, nats.", ["task"],
+            buckets=_MI, registry=r,
+        )
+        self.abstentions = Counter(
+            "nlp_abstentions_total", "Predictions flagged abstain=true.", ["task"], registry=r
+        )
+        self.input_tokens = Histogram(
+            "nlp_input_tokens", "Tokens per input item after tokenisation.", ["task"], buckets=_TOKENS, registry=r
+        )
+        self.generated_tokens = Counter(
+            "nlp_generated_tokens_total", "Tokens produced by sequence models.", ["task"], registry=r
+        )
+        self.model_info = Gauge(
+            "nlp_model_info", "1 for each loaded model, labelled with its facts.",
+            ["task", "version", "device", "dtype"], registry=r,
+        )
+        self.model_loaded = Gauge("nlp_model_loaded", "1 when the task's model is loaded and warmed.", ["task"],
+                                  registry=r)
+        self.gpu_memory_allocated = Gauge(
+            "nlp_gpu_memory_allocated_bytes", "CUDA memory held by tensors, bytes.", ["device"], registry=r
+        )
+        self.gpu_memory_reserved = Gauge(
+            "nlp_gpu_memory_reserved_bytes", "CUDA memory reserved by the caching allocator, bytes.", ["device"],
+            registry=r,
+        )
+
+    # --- batcher-facing (see service.batcher.BatchObserver) ---------------------------------------------
+    def observe_batch(self, task: str, size: int, queue_waits_s: list[float], inference_s: float) -> None:
+        """One executed batch: its item count, each item's queue wait and the forward's wall time."""
+        self.batch_size.labels(task).observe(size)
+        queue = self.queue_duration.labels(task)
+        for wait in queue_waits_s:
+            queue.observe(wait)
+        self.inference_duration.labels(task).observe(inference_s)
+
+    def track_queue(self, task: str, read_size: Callable[[], float]) -> None:
+        """Read the queue size at scrape time, so the gauge is never stale."""
+        self.queue_size.labels(task).set_function(read_size)
+
+    # --- request-facing -------------------------------------------------------------------------------
+    def observe_request(self, task: str, status: int, seconds: float | None) -> None:
+        """A finished /predict request; `seconds` None for requests refused before timing started."""
+        self.requests.labels(task, str(status)).inc()
+        if seconds is not None:
+            self.request_duration.labels(task).observe(seconds)
+
+    def observe_rejection(self, task: str, reason: str) -> None:
+        self.rejected.labels(task, reason).inc()
+
+    def observe_inputs(self, task: str, mc_samples: int, token_counts: list[int]) -> None:
+        self.mc_samples.labels(task).observe(mc_samples)
+        tokens = self.input_tokens.labels(task)
+        for count in token_counts:
+            tokens.observe(count)
+
+    def observe_uncertainty(self, task: str, entropy: float, mutual_information: float, abstain: bool) -> None:
+        self.entropy.labels(task).observe(entropy)
+        self.mutual_information.labels(task).observe(mutual_information)
+        if abstain:
+            self.abstentions.labels(task).inc()
+
+    def observe_generated(self, task: str, tokens: int) -> None:
+        self.generated_tokens.labels(task).inc(tokens)
+
+    # --- runtime-facing -------------------------------------------------------------------------------
+    def set_model(self, task: str, loaded: bool, version: str = "", device: str = "", dtype: str = "") -> None:
+        """Publish a model's state: loaded 1/0 and, when loaded, one info series with its facts."""
+        self.model_loaded.labels(task).set(1 if loaded else 0)
+        if loaded:
+            self.model_info.labels(task, version, device, dtype).set(1)
+
+    def clear_model_info(self, task: str, version: str, device: str, dtype: str) -> None:
+        self.model_info.remove(task, version, device, dtype)
+
+    def track_gpu(self, device: str, read: Callable[[], tuple[float, float]]) -> None:
+        """Expose CUDA memory of `device`, read at scrape time (only called when serving on CUDA)."""
+        self.gpu_memory_allocated.labels(device).set_function(lambda: read()[0])
+        self.gpu_memory_reserved.labels(device).set_function(lambda: read()[1])

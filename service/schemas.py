@@ -1,0 +1,148 @@
+"""Request and response bodies of the HTTP API (DESIGN.md §5), as pydantic models.
+
+The field descriptions are the API reference: Litestar copies them into the OpenAPI schema (`/schema`),
+units included. Probabilities are in [0, 1]; entropies and mutual information are natural-log nats.
+Translation and generation add their prediction models here and to `PredictionOut` in their issues.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SEED_MAX = 2**31 - 1
+
+
+class PredictRequest(BaseModel):
+    """`POST /predict` body. Limits (items, characters, tokens, mc_samples cap) come from the settings."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"task": "sentiment", "text": "A quiet, moving film.", "mc_samples": 20,
+                                         "seed": 7}]},
+    )
+
+    task: str = Field(description="Task to run: `sentiment`, `translation` or `generation` (whichever are loaded; "
+                      "see `GET /models`).", examples=["sentiment"])
+    text: str | list[str] = Field(
+        description="One input text, or a list of texts (one prediction per item, in the same order). Each "
+        "item counts against the per-request item limit and the model's queue; each is limited in characters "
+        "and, after tokenisation, in tokens.",
+        examples=["A quiet, moving film.", ["Loved it.", "Two hours I will not get back."]],
+    )
+    mc_samples: int | None = Field(
+        default=None, ge=0,
+        description="Monte-Carlo dropout samples T (count of stochastic forward passes). 0 = deterministic, "
+        "no uncertainty; absent = the server's default for the model; above the server's cap = 422.",
+    )
+    seed: int | None = Field(
+        default=None, ge=0, le=SEED_MAX,
+        description="Seed of the dropout masks (integer 0..2^31-1). The same text, mc_samples and seed give "
+        "the same prediction. Absent = the server draws one and returns it in the response's `seed`, so any "
+        "result can be reproduced. Every item of a list uses this seed.",
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Task-specific options. Sentiment takes none; translation/generation take e.g. "
+        "`max_new_tokens` (tokens), `temperature`, `top_p`. Unknown options are refused with 422.",
+    )
+
+
+class ModelRef(BaseModel):
+    name: str = Field(description="Model name (the task it serves).")
+    version: str = Field(description="Artifact version id (UTC timestamp + suffix).")
+
+
+class ClassificationUncertainty(BaseModel):
+    """MC-dropout uncertainty of one classification, from T samples; all in nats unless noted."""
+
+    predictive_entropy: float = Field(description="H[mean_t p_t]: total uncertainty, nats (≤ ln #labels).")
+    expected_entropy: float = Field(description="mean_t H[p_t]: aleatoric (data) uncertainty, nats.")
+    mutual_information: float = Field(
+        description="predictive − expected entropy: epistemic (model) uncertainty, nats, ≥ 0.")
+    variation_ratio: float = Field(description="Fraction of the T samples whose argmax is not the prediction, 0..1.")
+    probability_std: float = Field(description="Std over samples of the predicted label's probability, 0..1.")
+
+
+class SentimentPredictionOut(BaseModel):
+    """One sentiment prediction."""
+
+    label: str = Field(description="Predicted label: argmax of the mean (calibrated) probabilities.")
+    confidence: float = Field(description="Probability of `label`, 0..1.")
+    probabilities: dict[str, float] = Field(description="Mean calibrated probability per label, 0..1, sums to 1.")
+    uncertainty: ClassificationUncertainty | None = Field(description="MC uncertainty; null when mc_samples = 0.")
+    abstain: bool = Field(
+        description="True when the calibrated uncertainty passes the model's abstain threshold (chosen on "
+        "validation for a target risk): treat the label as unreliable. Always false when mc_samples = 0.")
+    input_tokens: int = Field(description="Tokens the model read for this item (count).")
+    truncated: bool = Field(description="True when the text was cut to the model's token limit.")
+
+
+# One prediction type per task; translation and generation extend this union in their issues.
+PredictionOut = SentimentPredictionOut
+
+
+class PredictResponse(BaseModel):
+    """`POST /predict` result: predictions in the order of the request's texts."""
+
+    task: str = Field(description="The task that ran.")
+    model: ModelRef = Field(description="Which model and artifact version answered.")
+    mc_samples: int = Field(description="T actually used (the request's, or the default when it gave none).")
+    seed: int = Field(description="Dropout-mask seed actually used (the request's, or the one the server drew); "
+                      "send it back to reproduce this response.")
+    predictions: list[PredictionOut] = Field(description="One per input text, same order.")
+
+
+class ErrorBody(BaseModel):
+    """Every error response (4xx/5xx) has this body."""
+
+    error: str = Field(description="Human-readable message.")
+    error_type: str = Field(description="Stable machine-readable kind, e.g. `queue_full`, `timeout`.")
+
+
+class ModelState(BaseModel):
+    state: Literal["pending", "loading", "ready", "failed"] = Field(description="Load state of the model.")
+    version: str | None = Field(default=None, description="Artifact version once known.")
+    error: str | None = Field(default=None, description="Why loading failed (state `failed`).")
+    queued_items: int | None = Field(default=None, description="Items waiting in the model's queue (count).")
+
+
+class ReadinessResponse(BaseModel):
+    """`GET /health/ready`: 200 when every configured model is loaded and warmed and not draining, else 503."""
+
+    status: Literal["ready", "loading", "degraded", "draining"] = Field(
+        description="ready; loading (models still loading); degraded (a model failed: see `models`); draining.")
+    models: dict[str, ModelState] = Field(description="State of each configured model, by task.")
+    error: str | None = Field(default=None, description="Summary of what is missing (503 only).")
+    error_type: str | None = Field(default=None, description="`not_ready` or `draining` (503 only).")
+
+
+class LivenessResponse(BaseModel):
+    status: Literal["live"] = "live"
+
+
+class ModelSummary(BaseModel):
+    name: str = Field(description="Model name (the task it serves).")
+    task: str
+    state: Literal["pending", "loading", "ready", "failed"]
+    version: str | None = None
+    device: str | None = Field(default=None, description="torch device, e.g. cpu or cuda.")
+    dtype: str | None = Field(default=None, description="Compute dtype, e.g. bfloat16.")
+    error: str | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+class ModelDetail(ModelSummary):
+    """`GET /models/{name}`: the summary plus manifest facts, batching limits and the predictor's own view."""
+
+    batching: dict[str, int | float] = Field(default_factory=dict, description="max_batch_size (items), "
+                                       "max_batch_tokens (cost units), max_wait_ms (ms), max_queue (items).")
+    mc: dict[str, Any] = Field(default_factory=dict, description="default_samples and cap (counts), and the "
+                               "settings' last_k / dropout_sites overrides (null = the manifest's default; the "
+                               "effective values are under `predictor`).")
+    manifest: dict[str, Any] = Field(default_factory=dict, description="Artifact manifest summary.")
+    predictor: dict[str, Any] = Field(default_factory=dict, description="The predictor's `describe()`.")

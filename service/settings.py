@@ -1,0 +1,167 @@
+"""Service settings: one pydantic-settings object, read from `NLP_*` environment variables.
+
+Nothing here runs at import time: `Settings()` reads the environment when *called* (by `python -m service`
+or a test), and the result is passed explicitly into `create_app(settings)`.
+
+Scalar fields map to one variable each (`NLP_PORT=8080`, `NLP_MAX_BATCH_SIZE=1`). Lists accept a comma
+list or JSON (`NLP_TASKS=sentiment,translation`). Per-model maps take JSON
+(`NLP_VERSIONS='{"sentiment": "20250101T000000Z-abc123"}'`) or nested variables with a double underscore
+(`NLP_BATCHING__SENTIMENT__MAX_BATCH_SIZE=8`, `NLP_MC_LAST_K__SENTIMENT=2`).
+
+Units are in the field names: `_ms` milliseconds, `_s` seconds, `_bytes` bytes; "items" are single texts
+(a client list of n texts counts n items), "tokens" are tokenizer tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Device = Literal["auto", "cpu", "cuda"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+MC_SITES = frozenset({"hidden", "attention", "head"})
+
+
+class BatchLimits(BaseModel):
+    """Resolved dynamic-batching limits of one model (see `Settings.batch_limits`)."""
+
+    max_batch_size: int = Field(ge=1, description="Most items (single texts) in one forward batch.")
+    max_batch_tokens: int = Field(ge=1, description="Token budget of one batch, summed `predictor.cost` units.")
+    max_wait_ms: float = Field(ge=0, description="Longest a queued item waits for its batch to fill, ms.")
+    max_queue: int = Field(ge=1, description="Most items waiting in the queue; beyond it requests get 429.")
+
+
+class BatchOverrides(BaseModel):
+    """Per-model overrides of the global batching limits; unset fields inherit the global value."""
+
+    max_batch_size: int | None = Field(default=None, ge=1)
+    max_batch_tokens: int | None = Field(default=None, ge=1)
+    max_wait_ms: float | None = Field(default=None, ge=0)
+    max_queue: int | None = Field(default=None, ge=1)
+
+
+def _split_list(value: Any) -> Any:
+    """Accept `a,b` as well as a JSON list from the environment (NoDecode hands us the raw string)."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            import json
+
+            return json.loads(stripped)
+        return [part.strip() for part in stripped.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. Pass an instance to `create_app`; defaults suit a 2-core CPU."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NLP_",
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="ignore",
+    )
+
+    # --- network -------------------------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 inside a container.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0 = any free port).")
+
+    # --- which models ----------------------------------------------------------------------------------
+    artifacts_dir: Path = Field(default=Path("artifacts"), description="Root holding <task>/<version>/.")
+    tasks: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="Tasks to load; None = every task with an artifact. A listed task without a loadable "
+        "artifact keeps readiness at 503 (the others still serve).",
+    )
+    versions: dict[str, str] = Field(
+        default_factory=dict, description="Pinned version id per task; unpinned tasks load their newest."
+    )
+
+    # --- device --------------------------------------------------------------------------------------
+    device: Device = Field(default="auto", description="auto = cuda when available, else cpu.")
+    dtype: DType = Field(
+        default="auto",
+        description="Compute dtype. auto = bfloat16 on CUDA (float16 where bf16 is unsupported); on CPU "
+        "bfloat16 only where the processor has fast bf16 units (AMX or AVX512-BF16), else float32.",
+    )
+    torch_threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; None = torch's.")
+
+    # --- batching (global defaults, per-model overrides) -----------------------------------------------
+    max_batch_size: int = Field(default=32, ge=1, description="Items per batch (a list counts per item).")
+    max_batch_tokens: int = Field(default=16384, ge=1, description="Token budget per batch (predictor.cost).")
+    max_wait_ms: float = Field(default=5.0, ge=0, description="Batch fill window, milliseconds.")
+    max_queue: int = Field(default=256, ge=1, description="Queued items per model before 429.")
+    batching: dict[str, BatchOverrides] = Field(default_factory=dict, description="Per-task overrides.")
+
+    # --- Monte-Carlo dropout ---------------------------------------------------------------------------
+    mc_samples_default: int | None = Field(
+        default=None, ge=0, description="T when a request omits mc_samples; None = the model's manifest default."
+    )
+    mc_samples_cap: int = Field(default=64, ge=0, description="Largest mc_samples a request may ask for.")
+    mc_last_k: dict[str, int] = Field(
+        default_factory=dict, description="Per task: top layers run stochastically; unset = manifest default."
+    )
+    mc_dropout_sites: dict[str, Annotated[list[str], NoDecode]] = Field(
+        default_factory=dict, description="Per task: dropouts live at MC time, subset of hidden/attention/head."
+    )
+
+    # --- request limits --------------------------------------------------------------------------------
+    max_payload_bytes: int = Field(default=1_048_576, ge=1, description="Largest request body, bytes (413).")
+    max_items_per_request: int = Field(default=64, ge=1, description="Most texts in one request (422).")
+    max_chars_per_text: int = Field(default=20_000, ge=1, description="Longest text, characters (422).")
+    max_input_tokens: int | None = Field(
+        default=None, ge=1, description="Token limit handed to predictors; None = each model's own limit."
+    )
+    request_timeout_s: float = Field(default=30.0, gt=0, description="Queue + inference time before 504.")
+    drain_timeout_s: float = Field(default=30.0, ge=0, description="SIGTERM: longest wait for in-flight work.")
+
+    # --- security and logs -----------------------------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, /predict and /models need `Authorization: Bearer <key>` or "
+        "`X-API-Key: <key>`; health, metrics and the schema stay open for probes and scrapers."
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(default="info")
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _tasks_from_text(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("mc_dropout_sites", mode="before")
+    @classmethod
+    def _sites_from_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {task: _split_list(sites) for task, sites in value.items()}
+        return value
+
+    @field_validator("mc_dropout_sites")
+    @classmethod
+    def _known_sites(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for task, sites in value.items():
+            unknown = set(sites) - MC_SITES
+            if unknown:
+                raise ValueError(f"mc_dropout_sites[{task}]: unknown sites {sorted(unknown)}; use {sorted(MC_SITES)}")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    def batch_limits(self, task: str) -> BatchLimits:
+        """The batching limits of `task`: its overrides on top of the global defaults."""
+        override = self.batching.get(task, BatchOverrides())
+        return BatchLimits(
+            max_batch_size=override.max_batch_size or self.max_batch_size,
+            max_batch_tokens=override.max_batch_tokens or self.max_batch_tokens,
+            max_wait_ms=self.max_wait_ms if override.max_wait_ms is None else override.max_wait_ms,
+            max_queue=override.max_queue or self.max_queue,
+        )
+
+    def dropout_sites(self, task: str) -> frozenset[str] | None:
+        """MC-time dropout sites of `task`, or None for the manifest's default."""
+        sites = self.mc_dropout_sites.get(task)
+        return None if sites is None else frozenset(sites)

@@ -1,0 +1,110 @@
+"""Shared fixtures for service tests: fake artifacts, an in-process server, metric parsing.
+
+In-process tests drive the app with `httpx.AsyncClient(transport=ASGITransport(app))` inside
+`app.lifespan()`, all on the test's event loop. (Litestar's AsyncTestClient hands every request to a
+blocking portal and waits for it, which would serialise the concurrent requests these tests need.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from prometheus_client.parser import text_string_to_metric_families
+
+from models.artifacts import Manifest, write_artifact
+from service.app import create_app
+from service.runtime import Runtime
+from service.settings import Settings
+from tests.service.fakes import FakeLoader, FakePredictor
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_fake_artifact(root: Path, task: str = "sentiment", version: str = "20250101T000000Z-aaaaaa") -> Path:
+    """A complete artifact directory whose model is a placeholder file (the fake loader ignores it)."""
+
+    def write(staging: Path) -> None:
+        (staging / "model").mkdir()
+        (staging / "model" / "placeholder.txt").write_text("fake model\n")
+
+    return write_artifact(root, Manifest(task=task, version=version, model_class="Fake", labels=["negative", "positive"]),
+                          write)
+
+
+@dataclass
+class Served:
+    app: Litestar
+    client: httpx.AsyncClient
+    runtime: Runtime
+    fake: FakePredictor
+    loader: FakeLoader
+
+    async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of /metrics keyed by (sample name, sorted labels)."""
+        response = await self.client.get("/metrics")
+        assert response.status_code == 200
+        return parse_metrics(response.text)
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def sample(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    """One sample's value, 0.0 when absent (a counter that never moved)."""
+    return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@asynccontextmanager
+async def serve(
+    tmp_path: Path,
+    *,
+    predictor: FakePredictor | None = None,
+    loader: FakeLoader | None = None,
+    wait_loaded: bool = True,
+    with_artifact: bool = True,
+    **overrides: Any,
+) -> AsyncIterator[Served]:
+    """Run the app in-process with a fake predictor behind a fake artifact under `tmp_path`."""
+    if with_artifact:
+        make_fake_artifact(tmp_path)
+    loader = loader or FakeLoader(predictor or FakePredictor())
+    settings = Settings(artifacts_dir=tmp_path, **{"max_wait_ms": 2.0, "device": "cpu", **overrides})
+    runtime = Runtime(settings, loader=loader, known_tasks=("sentiment", "translation", "generation"))
+    app = create_app(settings, runtime)
+    async with app.lifespan():
+        if wait_loaded:
+            await runtime.wait_loaded()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30) as client:
+            yield Served(app, client, runtime, loader.predictor, loader)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Yield to the loop until `predicate()` holds (state polling, not a timing assumption)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached within the test's patience")
+        await asyncio.sleep(0.001)
+
+
+async def wait_event(event: Any, timeout: float = 5.0) -> None:
+    """Await a threading.Event set by the predictor's worker thread."""
+    assert await asyncio.to_thread(event.wait, timeout), "event never set"
