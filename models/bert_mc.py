@@ -9,6 +9,11 @@ One call runs every item's T samples as ONE forward over R = Σ max(T_i, 1) rows
   (keys/values still come from every position). Exact, and with k = 1 and attention dropout off the
   whole stochastic part is a few [R, hidden] matmuls: MC costs about what a deterministic pass does.
 
+The deterministic layers below the stochastic region run on packed tokens ([N_tokens, hidden], padding
+removed): projections and the feed-forward, most of the arithmetic at these lengths, never touch pad
+positions, and only the attention kernel sees the padded [B, L] layout. Batches of mixed lengths (what a
+server gets) lose nothing to padding there.
+
 Attention uses the fused scaled_dot_product_attention kernel unless attention-probability dropout is
 live in a stochastic layer, where it is computed explicitly so the mask can be seeded per row.
 The layer maths mirrors transformers' BertLayer (post-LayerNorm); a test checks it against
@@ -117,6 +122,37 @@ def _attention(
     return context.transpose(1, 2).reshape(rows, -1, hidden)
 
 
+class _Packing:
+    """Maps between padded [B, L, ·] activations and packed [N, ·] rows of the real tokens."""
+
+    def __init__(self, key_mask: torch.Tensor) -> None:
+        self.batch, self.length = key_mask.shape
+        self.index = key_mask.reshape(-1).nonzero().squeeze(1)
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        return padded.reshape(self.batch * self.length, -1).index_select(0, self.index)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        out = packed.new_zeros(self.batch * self.length, packed.shape[-1])
+        out.index_copy_(0, self.index, packed)
+        return out.view(self.batch, self.length, -1)
+
+
+def _packed_layer(layer: nn.Module, x: torch.Tensor, packing: _Packing, key_mask: torch.Tensor) -> torch.Tensor:
+    """One deterministic BertLayer on packed tokens x [N, hidden] → [N, hidden]."""
+    att = layer.attention.self
+    heads, head_dim = att.num_attention_heads, att.attention_head_size
+
+    def heads_view(t: torch.Tensor) -> torch.Tensor:
+        return packing.unpack(t).view(packing.batch, packing.length, heads, head_dim).transpose(1, 2)
+
+    q, k, v = heads_view(att.query(x)), heads_view(att.key(x)), heads_view(att.value(x))
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+    context = packing.pack(context.transpose(1, 2))
+    attended = layer.attention.output.LayerNorm(layer.attention.output.dense(context) + x)
+    return layer.output.LayerNorm(layer.output.dense(layer.intermediate(attended)) + attended)
+
+
 def forward_logits(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -150,7 +186,20 @@ def forward_logits(
         h, key_mask = rows.expand(h, key_mask)
         h = drop.dropout(h, rates["hidden"], EMBEDDINGS_SITE)
 
+    # Layers that run once per item with no dropout (below the stochastic region and below the [CLS]-only
+    # top layer) run packed; with full MC and live embedding dropout there are none.
+    first_live = n_layers - k if stochastic else n_layers
+    packed_layers = 0 if rows.expanded else min(first_live, n_layers - 1)
+    if packed_layers:
+        packing = _Packing(key_mask)
+        x = packing.pack(h)
+        for layer in model.bert.encoder.layer[:packed_layers]:
+            x = _packed_layer(layer, x, packing, key_mask)
+        h = packing.unpack(x)
+
     for index, layer in enumerate(model.bert.encoder.layer):
+        if index < packed_layers:
+            continue
         live = stochastic and index >= n_layers - k
         cls_only = index == n_layers - 1
         layer_drop = drop if live else None

@@ -51,12 +51,14 @@ def test_mc_passes_differ_and_seeds_reproduce(model, batch, last_k: int) -> None
     assert (a.std(dim=1) > 0).all(), "every item's samples must differ"
 
 
-def test_item_result_does_not_depend_on_batch_neighbours(model) -> None:
+@pytest.mark.parametrize("last_k", [1, 2, 3])
+def test_item_result_does_not_depend_on_batch_neighbours(model, last_k: int) -> None:
+    """Holds for the packed lower layers (k < 3) and for full MC, where nothing is packed."""
     alone_ids, alone_mask = collate([[2, 9, 14, 3]], 0)
     ids, mask = collate([[2, 5, 6, 7, 8, 9, 10, 11, 3], [2, 9, 14, 3]], 0)
     with torch.inference_mode():
-        alone = forward_logits(model, alone_ids, alone_mask, [5], [99], 3, HIDDEN_HEAD)[0]
-        shared = forward_logits(model, ids, mask, [0, 5], [1, 99], 3, HIDDEN_HEAD)[1]
+        alone = forward_logits(model, alone_ids, alone_mask, [5], [99], last_k, HIDDEN_HEAD)[0]
+        shared = forward_logits(model, ids, mask, [0, 5], [1, 99], last_k, HIDDEN_HEAD)[1]
     torch.testing.assert_close(alone, shared, rtol=1e-4, atol=1e-5)
 
 
