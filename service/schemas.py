@@ -61,7 +61,7 @@ class ClassificationUncertainty(BaseModel):
     expected_entropy: float = Field(description="mean_t H[p_t]: aleatoric (data) uncertainty, nats.")
     mutual_information: float = Field(
         description="predictive − expected entropy: epistemic (model) uncertainty, nats, ≥ 0.")
-    variation_ratio: float = Field(description="Fraction of the T samples whose argmax is not the prediction, 0..1.")
+    variation_ratio: float = Field(description="1 − (count of the most common per-sample argmax) / T, 0..1.")
     probability_std: float = Field(description="Std over samples of the predicted label's probability, 0..1.")
 
 
