@@ -260,9 +260,10 @@ class Batcher:
             raise
         except Exception as exc:  # noqa: BLE001 - any predictor failure fails this batch only
             log.exception("%s batch of %d items failed", self.task, len(live))
-            def error() -> Exception:
-                failure = InferenceError(f"inference failed for this batch ({type(exc).__name__})")
-                failure.__cause__ = exc
+
+            def error(cause: BaseException = exc) -> Exception:
+                failure = InferenceError(f"inference failed for this batch ({type(cause).__name__})")
+                failure.__cause__ = cause
                 return failure
 
             self._fail(live, error)

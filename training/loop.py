@@ -124,8 +124,8 @@ class Trainer:
         h = self.history
         show = cfg.progress and self.is_main and sys.stderr.isatty()
         # Without a terminal (pipes, container logs) a log line every ~5 % of the run stands in for the bar.
-        self._log_every = 0 if show or not self.is_main else max(1, self.horizon.total_steps // 20)
-        bar = tqdm(total=self.horizon.total_steps, initial=h.steps_done, disable=not show, unit="step", dynamic_ncols=True)
+        self._log_every = 0 if show or not self.is_main else max(1, self.planned_steps // 20)
+        bar = tqdm(total=self.planned_steps, initial=h.steps_done, disable=not show, unit="step", dynamic_ncols=True)
         started = self.clock() - h.train_seconds - h.eval_seconds
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
         # A run resumed after its patience ran out stays stopped.
@@ -181,14 +181,14 @@ class Trainer:
             bar.set_postfix(loss=f"{loss_sum / micro:.4f}", lr=f"{lr:.2e}", samples_s=f"{samples / max(elapsed, 1e-9):.1f}")
             if self._log_every and h.steps_done % self._log_every == 0:
                 recent = h.losses[-self._log_every:]
-                log.info("step %d/%d: loss %.4f, lr %.2e, %.1f samples/s, %.0f s", h.steps_done, self.horizon.total_steps,
+                log.info("step %d/%d: loss %.4f, lr %.2e, %.1f samples/s, %.0f s", h.steps_done, self.planned_steps,
                          sum(recent) / len(recent), lr, h.samples_seen / max(h.train_seconds, 1e-9), h.train_seconds)
             if end_of_epoch:  # before validating, so a checkpoint written there resumes at the next epoch
                 self._epoch, self._batch_in_epoch = self._epoch + 1, 0
             due = h.steps_done % cfg.eval_every == 0 if cfg.eval_every else end_of_epoch
             stopped = self._validate() if due else None
             if stopped is None:
-                stopped = self._check_limits(started, window, bar)
+                stopped = self._check_limits(started, window)
             if stopped is not None or h.steps_done >= self.planned_steps:
                 return stopped
             micro, loss_sum, samples, t0 = 0, 0.0, 0, self.clock()
@@ -204,7 +204,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return lr
 
-    def _check_limits(self, started: float, window: list[float], bar: Any) -> str | None:
+    def _check_limits(self, started: float, window: list[float]) -> str | None:
         """Stop for the time budget, and fit the schedule's horizon to it (if configured).
 
         The horizon is re-estimated after every step from the median of the last 20 step times (robust
@@ -230,7 +230,7 @@ class Trainer:
             if total != self.horizon.total_steps:
                 self.horizon.total_steps = total
                 self.horizon.warmup_steps = min(self.planned_warmup, total - 1)
-                h.planned_steps = bar.total = total
+                h.planned_steps = total  # the LR horizon; the bar counts planned steps
         return None
 
     def _validate(self) -> str | None:
