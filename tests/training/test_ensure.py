@@ -1,0 +1,46 @@
+"""`python -m training.ensure`: trains only the tasks without a complete artifact."""
+
+from pathlib import Path
+
+import pytest
+
+from models.artifacts import MANIFEST_NAME, list_artifacts
+from training import ensure
+from tests.factories import make_tiny_sentiment_artifact
+
+
+def test_parse_tasks_accepts_lists_and_all_and_rejects_unknown() -> None:
+    assert ensure.parse_tasks("sentiment") == ["sentiment"]
+    assert ensure.parse_tasks(" sentiment , ") == ["sentiment"]
+    assert ensure.parse_tasks("all") == list(ensure.JOBS)
+    with pytest.raises(ValueError, match="unknown tasks"):
+        ensure.parse_tasks("sentiment,weather")
+    with pytest.raises(ValueError):
+        ensure.parse_tasks(" , ")
+
+
+def test_existing_artifact_is_used_not_retrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    existing = make_tiny_sentiment_artifact(tmp_path)
+
+    def must_not_train(argv: list[str]) -> int:
+        raise AssertionError(f"trained although {existing} exists: {argv}")
+
+    monkeypatch.setattr("training.sentiment.main", must_not_train)
+    assert ensure.main(["--tasks", "sentiment", "--output-dir", str(tmp_path)]) == 0
+    assert list_artifacts(tmp_path, "sentiment") == [existing]
+
+
+def test_missing_or_half_written_artifact_is_trained(tmp_path: Path) -> None:
+    half = make_tiny_sentiment_artifact(tmp_path)
+    (half / MANIFEST_NAME).unlink()  # an interrupted run: must not count as present
+    status = ensure.main(
+        ["--tasks", "sentiment", "--preset", "tiny", "--output-dir", str(tmp_path), "--cache-dir", str(tmp_path / "c")]
+    )
+    assert status == 0
+    trained = list_artifacts(tmp_path, "sentiment")
+    assert len(trained) == 1 and trained[0] != half
+
+
+def test_failed_training_exits_nonzero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("training.sentiment.main", lambda argv: 0)  # "succeeds" but writes nothing
+    assert ensure.main(["--tasks", "sentiment", "--output-dir", str(tmp_path)]) == 1
