@@ -65,6 +65,10 @@ def count_samples(batch: Any) -> int:
     raise TypeError("cannot count the examples of this batch; pass count=… to Trainer")
 
 
+# Step times the budget estimate takes its median over: a busy spell shorter than half of it (a test run
+# on a shared machine) moves neither the estimate nor the LR horizon.
+_STEP_WINDOW = 100
+
 class Trainer:
     """See module docstring."""
 
@@ -207,7 +211,7 @@ class Trainer:
     def _check_limits(self, started: float, window: list[float]) -> str | None:
         """Stop for the time budget, and fit the schedule's horizon to it (if configured).
 
-        The horizon is re-estimated after every step from the median of the last 20 step times (robust
+        The horizon is re-estimated after every step from the median of the last `_STEP_WINDOW` step times (robust
         to a few slow steps, e.g. a busy machine) and may move back up, never beyond the planned steps,
         so one slow spell early on cannot cut the run short for good. The horizon shapes the LR only:
         training ends at the planned steps or the clock, never because a busy spell shrank the horizon
@@ -217,7 +221,7 @@ class Trainer:
         if budget is None:
             return None
         remaining = budget - (self.clock() - started)
-        recent = sorted(window[-20:])
+        recent = sorted(window[-_STEP_WINDOW:])
         per_step = recent[len(recent) // 2]
         eval_cost = h.eval_seconds / max(1, len(h.evals))  # the final validation still has to fit
         if remaining - eval_cost < per_step:
