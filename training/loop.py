@@ -69,6 +69,7 @@ def count_samples(batch: Any) -> int:
 # on a shared machine) moves neither the estimate nor the LR horizon.
 _STEP_WINDOW = 100
 
+
 class Trainer:
     """See module docstring."""
 
