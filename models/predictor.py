@@ -88,6 +88,43 @@ class SentimentPrediction:
     truncated: bool
 
 
+@dataclass(frozen=True)
+class SequenceUncertainty:
+    """MC-dropout uncertainty of one output sequence scored under T masks (models/sequence_uncertainty.py).
+    Log-probabilities are sums over the output's tokens in nats; `sampling_chrf` only in "sampling" mode."""
+
+    sequence_log_prob: float
+    mc_log_prob_mean: float
+    mc_log_prob_var: float
+    mean_token_entropy: float
+    mean_token_mutual_information: float
+    max_token_mutual_information: float
+    sampling_chrf: float | None = None
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """One output token: its text, MC mean probability, predictive entropy (nats) and MI (nats, None at T=0)."""
+
+    token: str
+    probability: float
+    entropy: float
+    mutual_information: float | None
+
+
+@dataclass(frozen=True)
+class TranslationPrediction:
+    """One translation; `uncertainty` is None when T = 0; `tokens` only when asked (`return_tokens`)."""
+
+    translation: str
+    uncertainty: SequenceUncertainty | None
+    tokens: list[TokenScore] | None
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    abstain: bool = False
+
+
 @runtime_checkable
 class Predictor(Protocol):
     """What the service needs from every task's predictor (see module docstring)."""

@@ -8,11 +8,13 @@ from pathlib import Path
 from models.artifacts import ArtifactError, read_manifest
 from models.predictor import Predictor, PredictorOptions
 from models.sentiment import SentimentPredictor
+from models.translation import TranslationPredictor
 
 Loader = Callable[[Path, PredictorOptions], Predictor]
 
 LOADERS: dict[str, Loader] = {
     SentimentPredictor.task: SentimentPredictor.load,
+    TranslationPredictor.task: TranslationPredictor.load,
 }
 TASKS: tuple[str, ...] = tuple(LOADERS)
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from service.metrics import ServiceMetrics
-from service.schemas import SentimentPredictionOut
+from service.schemas import SentimentPredictionOut, TranslationPredictionOut
 
 
 class TaskAdapter(Protocol):
@@ -44,4 +44,25 @@ class SentimentAdapter:
         )
 
 
-ADAPTERS: dict[str, TaskAdapter] = {"sentiment": SentimentAdapter()}
+class TranslationAdapter:
+    """`models.predictor.TranslationPrediction` → `TranslationPredictionOut`.
+
+    The entropy/MI histograms get the sequence's mean token entropy and mean token MI (nats), so they stay
+    on the per-prediction scale of the other tasks; generated tokens are counted for every prediction."""
+
+    def to_response(self, prediction: Any) -> BaseModel:
+        return TranslationPredictionOut.model_validate(dataclasses.asdict(prediction))
+
+    def observe(self, metrics: ServiceMetrics, task: str, prediction: Any) -> None:
+        metrics.observe_generated(task, prediction.output_tokens)
+        if prediction.uncertainty is None:
+            return
+        metrics.observe_uncertainty(
+            task,
+            prediction.uncertainty.mean_token_entropy,
+            prediction.uncertainty.mean_token_mutual_information,
+            prediction.abstain,
+        )
+
+
+ADAPTERS: dict[str, TaskAdapter] = {"sentiment": SentimentAdapter(), "translation": TranslationAdapter()}

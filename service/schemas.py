@@ -79,8 +79,56 @@ class SentimentPredictionOut(BaseModel):
     truncated: bool = Field(description="True when the text was cut to the model's token limit.")
 
 
-# One prediction type per task; translation and generation extend this union in their issues.
-PredictionOut = SentimentPredictionOut
+class SequenceUncertaintyOut(BaseModel):
+    """MC-dropout uncertainty of one output sequence: the deterministic output scored under T dropout masks
+    in one teacher-forced pass (Fomicheva et al. 2020). Log-probabilities are sums over the output's tokens
+    (`</s>` included when generated), in nats."""
+
+    sequence_log_prob: float = Field(description="TP: log-probability of the output under the deterministic "
+                                     "model, nats (≤ 0; closer to 0 = more confident).")
+    mc_log_prob_mean: float = Field(description="D-TP: mean over the T dropout samples of the output's "
+                                    "log-probability, nats (≤ 0).")
+    mc_log_prob_var: float = Field(description="D-Var: variance over the T samples of the output's "
+                                   "log-probability, nats² (≥ 0; higher = less certain).")
+    mean_token_entropy: float = Field(description="Mean over output tokens of the predictive entropy of the MC "
+                                      "mean next-token distribution, nats.")
+    mean_token_mutual_information: float = Field(description="Mean over output tokens of the mutual information "
+                                                 "(epistemic), nats, ≥ 0.")
+    max_token_mutual_information: float = Field(description="Largest token mutual information, nats, ≥ 0.")
+    sampling_chrf: float | None = Field(
+        default=None, description="Only with `uncertainty_mode: sampling`: mean pairwise chrF of T stochastic "
+        "decodes, 0..1 (1 = the samples agree). Null in `scoring` mode.")
+
+
+class TokenOut(BaseModel):
+    """One output token (subword), in output order."""
+
+    token: str = Field(description="The token's text (a subword; `</s>` for the end of sequence).")
+    probability: float = Field(description="Mean over the T samples of the token's probability, 0..1 "
+                               "(deterministic probability when mc_samples = 0).")
+    entropy: float = Field(description="Predictive entropy of the MC mean next-token distribution, nats.")
+    mutual_information: float | None = Field(description="Token mutual information (epistemic), nats, ≥ 0; "
+                                             "null when mc_samples = 0.")
+
+
+class TranslationPredictionOut(BaseModel):
+    """One translation."""
+
+    translation: str = Field(description="The translation (greedy or beam decode without dropout).")
+    uncertainty: SequenceUncertaintyOut | None = Field(description="Sequence uncertainty; null when mc_samples = 0.")
+    tokens: list[TokenOut] | None = Field(
+        default=None, description="Per-token scores, one per output token (`len == output_tokens`); only "
+        "with `parameters.return_tokens: true`.")
+    finish_reason: Literal["eos", "length"] = Field(
+        description="`eos`: the model ended the sentence; `length`: cut at max_new_tokens.")
+    input_tokens: int = Field(description="Tokens the model read for this item (count, `</s>` included).")
+    output_tokens: int = Field(description="Tokens generated (count, `</s>` included when generated).")
+    abstain: bool = Field(default=False, description="True when the calibrated uncertainty passes the model's "
+                          "abstain threshold. Always false when mc_samples = 0 or no threshold was fitted.")
+
+
+# One prediction type per task; generation extends this union in its issue.
+PredictionOut = SentimentPredictionOut | TranslationPredictionOut
 
 
 class PredictResponse(BaseModel):

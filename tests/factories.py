@@ -8,6 +8,9 @@ from typing import Any
 from models.artifacts import Manifest, library_versions, new_version_id, write_artifact
 from models.sentiment import save_sentiment_model
 from models.sentiment_model import build_tiny_classifier, train_wordpiece_tokenizer
+from models.translation import save_translation_model
+from models.translation_model import build_marian_preset, train_joint_tokenizer
+from training.data.bible import make_parallel_corpus
 
 LABELS = ["negative", "positive"]
 CORPUS = [
@@ -55,3 +58,43 @@ def make_tiny_sentiment_artifact(
         },
     )
     return write_artifact(Path(root), manifest, lambda staging: save_sentiment_model(model, tokenizer, staging))
+
+
+def make_tiny_translation_artifact(
+    root: Path,
+    *,
+    dropout: float = 0.1,
+    decoder_layers: int = 2,
+    mc_last_k: int | None = None,
+    mc_sites: list[str] | None = None,
+    calibration: dict[str, Any] | None = None,
+    max_input_tokens: int = 48,
+    max_new_tokens: int = 24,
+    default_max_new_tokens: int = 12,
+    seed: int = 0,
+) -> Path:
+    """Write `root/translation/<version>/` holding an untrained tiny Marian (preset "tiny", joint BPE
+    vocabulary trained on the synthetic Bible-like corpus) and return its path."""
+    pairs = make_parallel_corpus(60, seed=seed)
+    tokenizer = train_joint_tokenizer([t for p in pairs for t in (p.source, p.target)], vocab_size=300)
+    model = build_marian_preset(
+        "tiny", vocab_size=len(tokenizer), decoder_layers=decoder_layers, dropout=dropout,
+        attention_dropout=dropout, activation_dropout=dropout, seed=seed,
+    )
+    manifest = Manifest(
+        task="translation",
+        version=new_version_id(),
+        model_class=type(model).__name__,
+        libraries=library_versions(),
+        dropout={
+            "rates": {"hidden": dropout, "attention": dropout, "activation": dropout},
+            "mc_sites": mc_sites or ["hidden"],
+            "mc_last_k": mc_last_k or decoder_layers,
+            "num_layers": decoder_layers,
+        },
+        default_mc_samples=4,
+        preprocessing={"max_input_tokens": max_input_tokens, "max_new_tokens": max_new_tokens,
+                       "default_max_new_tokens": default_max_new_tokens},
+        calibration=calibration or {"temperature": 1.0, "mc_samples": 4},
+    )
+    return write_artifact(Path(root), manifest, lambda staging: save_translation_model(model, tokenizer, staging))

@@ -72,7 +72,7 @@ def test_unknown_parameters_are_an_input_error(predictor) -> None:
 
 def test_temperature_and_abstain_come_from_the_manifest(tmp_path: Path) -> None:
     cold = load_predictor(
-        make_tiny_sentiment_artifact(tmp_path, calibration={"temperature": 0.01}), PredictorOptions()
+        make_tiny_sentiment_artifact(tmp_path, calibration={"temperature": 1e-4}), PredictorOptions()
     )
     strict = load_predictor(
         make_tiny_sentiment_artifact(
@@ -82,7 +82,7 @@ def test_temperature_and_abstain_come_from_the_manifest(tmp_path: Path) -> None:
     )
     item = cold.prepare("a wonderful film", {})
     sharp = cold.predict([item], [MCRequest(4, 1)])[0]
-    assert sharp.confidence > 0.9, "τ = 0.01 sharpens the tiny model's near-uniform output"
+    assert sharp.confidence > 0.9, "τ = 1e-4 sharpens the tiny model's near-uniform output"
     assert sharp.abstain is False, "no abstain rule in that manifest"
     soft = strict.predict([strict.prepare("a wonderful film", {})], [MCRequest(4, 1)])[0]
     assert soft.abstain is True, "entropy > 0 passes a zero threshold"
@@ -90,7 +90,7 @@ def test_temperature_and_abstain_come_from_the_manifest(tmp_path: Path) -> None:
 
 def test_deterministic_requests_use_the_deterministic_temperature(tmp_path: Path) -> None:
     art = make_tiny_sentiment_artifact(
-        tmp_path, calibration={"temperature": 1.0, "deterministic_temperature": 0.01}
+        tmp_path, calibration={"temperature": 1.0, "deterministic_temperature": 1e-4}
     )
     predictor = load_predictor(art, PredictorOptions())
     item = predictor.prepare("a wonderful film", {})

@@ -1,0 +1,96 @@
+"""Sequence uncertainty from a fixed output scored under T dropout masks (DESIGN.md §4, Fomicheva et al. 2020).
+
+Inputs, for one output sequence y_1..y_n (the deterministic decode, `</s>` included when generated):
+- `det_log_probs` [n, V]: log-distributions of the deterministic (no-dropout) teacher-forced pass;
+- `mc_log_probs` [T, n, V]: the same under T dropout masks.
+
+Token measures (natural logs, nats), each [n]:
+- `probability`:         mean_t p_t(y_j), the MC mean probability of the output token, in [0, 1]
+- `predictive_entropy`:  H[mean_t p_t(· | y_<j)] (total)
+- `expected_entropy`:    mean_t H[p_t(· | y_<j)] (aleatoric)
+- `mutual_information`:  predictive − expected, clamped ≥ 0 (epistemic)
+
+Sequence measures:
+- TP   `sequence_log_prob`: Σ_j log p(y_j) of the deterministic pass (sum over tokens, nats, ≤ 0)
+- D-TP `mc_log_prob_mean`:  mean over t of Σ_j log p_t(y_j)
+- D-Var `mc_log_prob_var`:  population variance over t of Σ_j log p_t(y_j) (0 for T = 1), nats²
+- `mean_token_entropy`, `mean_token_mutual_information`, `max_token_mutual_information`.
+Everything is reduced in float64, so MI (a small difference of two similar entropies) is not rounding noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from models.uncertainty import entropy
+
+
+@dataclass(frozen=True)
+class TokenMeasures:
+    """Per-token MC measures of one output, each a float64 tensor [n]; `sample_log_probs` is [T, n]."""
+
+    probability: torch.Tensor
+    predictive_entropy: torch.Tensor
+    expected_entropy: torch.Tensor
+    mutual_information: torch.Tensor
+    sample_log_probs: torch.Tensor
+
+
+def token_log_probs(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(y_j) picked from log-distributions [..., n, V] at `targets` [n] → [..., n] (float64)."""
+    index = targets.to(log_probs.device).long().expand(*log_probs.shape[:-1]).unsqueeze(-1)
+    return torch.gather(log_probs, -1, index).squeeze(-1).to(torch.float64)
+
+
+def token_measures(mc_log_probs: torch.Tensor, targets: torch.Tensor) -> TokenMeasures:
+    """Token measures of the module docstring from `mc_log_probs` [T, n, V] and the output `targets` [n]."""
+    if mc_log_probs.dim() != 3:
+        raise ValueError(f"mc_log_probs must be [T, n, V], got shape {tuple(mc_log_probs.shape)}")
+    if mc_log_probs.shape[1] != targets.shape[-1]:
+        raise ValueError(f"{mc_log_probs.shape[1]} scored positions but {targets.shape[-1]} target tokens")
+    lp = mc_log_probs.to(torch.float64)
+    p = lp.exp()
+    mean = p.mean(dim=0)  # [n, V]
+    total = entropy(mean)
+    aleatoric = (-(p * lp).nan_to_num(nan=0.0).sum(dim=-1)).mean(dim=0)  # 0 · (−inf) where p underflows is 0
+    mutual = (total - aleatoric).clamp_min(0.0)
+    picked = token_log_probs(lp, targets)  # [T, n]
+    return TokenMeasures(
+        probability=picked.exp().mean(dim=0).clamp(0.0, 1.0),
+        predictive_entropy=total,
+        expected_entropy=aleatoric,
+        mutual_information=mutual,
+        sample_log_probs=picked,
+    )
+
+
+def sequence_measures(det_token_log_probs: torch.Tensor, tokens: TokenMeasures) -> dict[str, float]:
+    """TP, D-TP, D-Var and the token summaries (module docstring) as plain floats."""
+    sample_totals = tokens.sample_log_probs.sum(dim=-1)  # [T]
+    return {
+        "sequence_log_prob": float(det_token_log_probs.to(torch.float64).sum()),
+        "mc_log_prob_mean": float(sample_totals.mean()),
+        "mc_log_prob_var": float(sample_totals.var(unbiased=False)) if sample_totals.numel() > 1 else 0.0,
+        "mean_token_entropy": float(tokens.predictive_entropy.mean()),
+        "mean_token_mutual_information": float(tokens.mutual_information.mean()),
+        "max_token_mutual_information": float(tokens.mutual_information.max()),
+    }
+
+
+def mean_pairwise_chrf(hypotheses: list[str]) -> float:
+    """Mean sentence chrF (0..1) over ordered pairs i ≠ j of T sampled outputs (D-Lex-Sim style: high =
+    the samples agree). 1.0 for fewer than two samples."""
+    from sacrebleu.metrics import CHRF
+
+    if len(hypotheses) < 2:
+        return 1.0
+    chrf = CHRF()
+    scores = [
+        chrf.sentence_score(hypotheses[i], [hypotheses[j]]).score / 100.0
+        for i in range(len(hypotheses))
+        for j in range(len(hypotheses))
+        if i != j
+    ]
+    return sum(scores) / len(scores)
