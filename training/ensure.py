@@ -21,6 +21,7 @@ from models.artifacts import list_artifacts
 # Task → training job module (a dict registry; each module exposes `main(argv) -> int | None`).
 JOBS: dict[str, str] = {
     "sentiment": "training.sentiment",
+    "translation": "training.translation",
 }
 
 

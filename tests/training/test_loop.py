@@ -224,3 +224,14 @@ def test_needs_a_length_or_max_steps() -> None:
     config = dataclasses.replace(TrainConfig(), progress=False)
     with pytest.raises(ValueError, match="no training steps"):
         Trainer(Model(), loss_fn, iter([]), lambda: {"mse": 0.0}, config, metric="mse")
+
+
+def test_tied_parameters_are_stepped_once() -> None:
+    """Marian ties one embedding matrix to four modules; AdamW must see it once."""
+    from models.translation_model import build_marian_preset
+    from training.loop import param_groups
+
+    model = build_marian_preset("tiny", 50)
+    params = [p for group in param_groups(model, 0.01) for p in group["params"]]
+    assert len(params) == len({id(p) for p in params})
+    assert {id(p) for p in params} == {id(p) for p in model.parameters() if p.requires_grad}
