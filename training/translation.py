@@ -119,7 +119,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "quick": {
         # 2-core CPU, bf16 autocast ≈0.25 s per batch of 32 → ≈2,000 steps (≈2 epochs) fit the 9-minute budget.
-        "model": "quick", "epochs": 4, "batch_size": 32, "lr": 1e-3, "warmup_steps": 150, "weight_decay": 0.01,
+        # lr 1e-3 with 150 warm-up steps collapsed the post-LN encoder (same output for every input); 5e-4/400 did not.
+        "model": "quick", "epochs": 4, "batch_size": 32, "lr": 5e-4, "warmup_steps": 400, "weight_decay": 0.01,
         "label_smoothing": 0.1, "bf16": True, "max_train_seconds": 510.0, "eval_every": 200, "patience": 4,
         "eval_subset": 300, "test_limit": 400, "probes_per_kind": 100, "num_threads": 2,
     },
