@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 from transformers import BertForSequenceClassification
 
-from models.artifacts import MODEL_DIR, ArtifactError, Manifest, verify_artifact
+from models.artifacts import MODEL_DIR, ArtifactError, Manifest
 from models.bert_mc import DropoutRates, forward_logits, num_layers
 from models.dropout import DEFAULT_MC_SITES, validate_sites
+from models.loading import load_verified
 from models.predictor import (
     ClassificationUncertainty,
     InputError,
@@ -84,15 +85,7 @@ class SentimentPredictor:
     @classmethod
     def load(cls, artifact_dir: Path, options: PredictorOptions) -> SentimentPredictor:
         """Verify and load a sentiment artifact. Raises ArtifactError (corrupt, wrong task, no dropout)."""
-        manifest = verify_artifact(artifact_dir)
-        if manifest.task != TASK:
-            raise ArtifactError(f"{artifact_dir}: task {manifest.task!r} is not {TASK!r}")
-        model_dir = Path(artifact_dir) / MODEL_DIR
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{artifact_dir}: cannot load model: {exc}") from exc
+        manifest, model, tokenizer = load_verified(artifact_dir, TASK, AutoModelForSequenceClassification)
         if not isinstance(model, BertForSequenceClassification):
             raise ArtifactError(f"{artifact_dir}: {type(model).__name__} has no sentiment fast path")
         return cls(model, tokenizer, manifest, options)

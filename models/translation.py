@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from transformers import AutoTokenizer, MarianMTModel, PreTrainedTokenizerBase
+from transformers import MarianMTModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
-from models.artifacts import MODEL_DIR, ArtifactError, Manifest, verify_artifact
+from models.artifacts import MODEL_DIR, ArtifactError, Manifest
 from models.dropout import mix_seed, validate_sites
 from models.marian_mc import MarianDropoutRates, decoder_logits, encode, num_decoder_layers, stochastic_greedy_decode
+from models.loading import load_verified
 from models.predictor import (
     InputError,
     MCRequest,
@@ -117,15 +118,7 @@ class TranslationPredictor:
     @classmethod
     def load(cls, artifact_dir: Path, options: PredictorOptions) -> TranslationPredictor:
         """Verify and load a translation artifact. Raises ArtifactError (corrupt, wrong task, no dropout)."""
-        manifest = verify_artifact(artifact_dir)
-        if manifest.task != TASK:
-            raise ArtifactError(f"{artifact_dir}: task {manifest.task!r} is not {TASK!r}")
-        model_dir = Path(artifact_dir) / MODEL_DIR
-        try:
-            model = MarianMTModel.from_pretrained(model_dir, use_safetensors=True)
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{artifact_dir}: cannot load model: {exc}") from exc
+        manifest, model, tokenizer = load_verified(artifact_dir, TASK, MarianMTModel)
         return cls(model, tokenizer, manifest, options)
 
     # -- parameters ---------------------------------------------------------------------------------
