@@ -53,3 +53,26 @@ def review(rng: random.Random, min_words: int = 20, max_words: int = 60) -> str:
 def reviews(count: int, seed: int = 0, min_words: int = 20, max_words: int = 60) -> list[str]:
     rng = random.Random(seed)
     return [review(rng, min_words, max_words) for _ in range(count)]
+
+
+_PEOPLE = ["The Lord", "The king", "His servants", "The people of Israel", "The prophet", "My son", "The angel",
+           "The elders of the city", "Her mother", "The disciples", "The priest", "Every man"]
+_ACTS = ["spoke to them", "went up to the mountain", "gave thanks", "blessed the bread", "built an altar",
+         "sent messengers", "heard the voice", "kept his commandments", "came into the house", "wept bitterly"]
+_SETTINGS = ["in the morning", "in the wilderness", "by the river", "before all the people", "in those days",
+             "on the third day", "at the gate of the city", "in the land of Egypt", "", ""]
+_CLAUSES = ["and they were afraid", "for his mercy endures forever", "so that the word might be fulfilled",
+            "and the people rejoiced", "because the hour had come", "and no one answered him", ""]
+
+
+def verse(rng: random.Random) -> str:
+    """One Bible-style English sentence (the translation model's domain)."""
+    parts = [rng.choice(_PEOPLE), rng.choice(_ACTS), rng.choice(_SETTINGS)]
+    clause = rng.choice(_CLAUSES)
+    text = " ".join(p for p in parts if p)
+    return f"{text}, {clause}." if clause else f"{text}."
+
+
+def verses(count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [verse(rng) for _ in range(count)]

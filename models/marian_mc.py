@@ -107,7 +107,7 @@ def _attend(
     return attn.out_proj(context.transpose(1, 2).reshape(rows, length, dim))
 
 
-def decoder_logits(
+def decoder_hidden(
     model: nn.Module,
     encoder_states: torch.Tensor,
     encoder_mask: torch.Tensor,
@@ -117,9 +117,9 @@ def decoder_logits(
     last_k: int,
     sites: frozenset[str],
 ) -> torch.Tensor:
-    """Logits [R, Ly, V] of `decoder_input_ids` [B, Ly] (right-padded; causal attention means padding never
-    reaches a real position). Item i owns `counts[i]` consecutive rows of `row_seeds` (R = Σ counts).
-    Call under torch.inference_mode(); the model must be in eval mode (checked)."""
+    """Top decoder states [R, Ly, d] of `decoder_input_ids` [B, Ly] (right-padded; causal attention means
+    padding never reaches a real position). Item i owns `counts[i]` consecutive rows of `row_seeds`
+    (R = Σ counts). Call under torch.inference_mode(); the model must be in eval mode (checked)."""
     if model.training:
         raise RuntimeError("decoder_logits expects model.eval(); MC dropout is applied explicitly")
     if last_k < 1:
@@ -184,7 +184,28 @@ def decoder_logits(
 
     if not expanded:
         h = h.index_select(0, index)
-    return (model.lm_head(h) + model.final_logits_bias).float()
+    return h
+
+
+def project(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Output-layer logits [..., V] (float32) of decoder states [..., d]. Callers that score ragged outputs
+    pack the real positions first: the vocabulary projection is most of the scoring pass's cost."""
+    return (model.lm_head(hidden) + model.final_logits_bias).float()
+
+
+def decoder_logits(
+    model: nn.Module,
+    encoder_states: torch.Tensor,
+    encoder_mask: torch.Tensor,
+    decoder_input_ids: torch.Tensor,
+    row_seeds: Sequence[int | None],
+    counts: Sequence[int],
+    last_k: int,
+    sites: frozenset[str],
+) -> torch.Tensor:
+    """Logits [R, Ly, V] of `decoder_hidden` (same contract) at every position, padding included."""
+    hidden = decoder_hidden(model, encoder_states, encoder_mask, decoder_input_ids, row_seeds, counts, last_k, sites)
+    return project(model, hidden)
 
 
 def stochastic_greedy_decode(

@@ -15,16 +15,19 @@ Sequence measures:
 - D-TP `mc_log_prob_mean`:  mean over t of Σ_j log p_t(y_j)
 - D-Var `mc_log_prob_var`:  population variance over t of Σ_j log p_t(y_j) (0 for T = 1), nats²
 - `mean_token_entropy`, `mean_token_mutual_information`, `max_token_mutual_information`.
-Everything is reduced in float64, so MI (a small difference of two similar entropies) is not rounding noise.
+MI is computed as the mean KL divergence of each sample from the mean, E_t KL(p_t ‖ p̄), not as the
+difference of two similar entropies: the KL terms are each small and non-negative, so float32 (kept on the
+model's device, where the [T, n, V] tensor already lives) is accurate to ~1e-6 nats, and the total is
+aleatoric + MI exactly. Only the [n]-sized results are returned, as float64 on the CPU.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from models.uncertainty import entropy
 
 
 @dataclass(frozen=True)
@@ -45,24 +48,29 @@ def token_log_probs(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 def token_measures(mc_log_probs: torch.Tensor, targets: torch.Tensor) -> TokenMeasures:
-    """Token measures of the module docstring from `mc_log_probs` [T, n, V] and the output `targets` [n]."""
+    """Token measures of the module docstring from `mc_log_probs` [T, n, V] and the output `targets` [n].
+
+    Reduced in the input's precision (at least float32) on its device; results are float64 CPU tensors."""
     if mc_log_probs.dim() != 3:
         raise ValueError(f"mc_log_probs must be [T, n, V], got shape {tuple(mc_log_probs.shape)}")
     if mc_log_probs.shape[1] != targets.shape[-1]:
         raise ValueError(f"{mc_log_probs.shape[1]} scored positions but {targets.shape[-1]} target tokens")
-    lp = mc_log_probs.to(torch.float64)
+    lp = mc_log_probs if mc_log_probs.dtype in (torch.float32, torch.float64) else mc_log_probs.float()
+    samples = lp.shape[0]
     p = lp.exp()
-    mean = p.mean(dim=0)  # [n, V]
-    total = entropy(mean)
-    aleatoric = (-(p * lp).nan_to_num(nan=0.0).sum(dim=-1)).mean(dim=0)  # 0 · (−inf) where p underflows is 0
-    mutual = (total - aleatoric).clamp_min(0.0)
-    picked = token_log_probs(lp, targets)  # [T, n]
+    log_mean = torch.logsumexp(lp, dim=0) - math.log(samples)  # log p̄ [n, V]
+    # 0 · (−inf) where a probability underflows is 0, hence nan_to_num.
+    aleatoric = (-(p * lp).nan_to_num(nan=0.0).sum(dim=-1)).mean(dim=0)
+    mutual = (p * (lp - log_mean)).nan_to_num(nan=0.0).sum(dim=-1).mean(dim=0).clamp_min(0.0)
+    picked = token_log_probs(lp, targets)  # [T, n] float64
+    cpu = torch.device("cpu")
+    aleatoric, mutual = aleatoric.to(cpu, torch.float64), mutual.to(cpu, torch.float64)
     return TokenMeasures(
-        probability=picked.exp().mean(dim=0).clamp(0.0, 1.0),
-        predictive_entropy=total,
+        probability=picked.exp().mean(dim=0).clamp(0.0, 1.0).to(cpu),
+        predictive_entropy=aleatoric + mutual,
         expected_entropy=aleatoric,
         mutual_information=mutual,
-        sample_log_probs=picked,
+        sample_log_probs=picked.to(cpu),
     )
 
 

@@ -27,7 +27,14 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from models.artifacts import MODEL_DIR, ArtifactError, Manifest
 from models.dropout import mix_seed, validate_sites
-from models.marian_mc import MarianDropoutRates, decoder_logits, encode, num_decoder_layers, stochastic_greedy_decode
+from models.marian_mc import (
+    MarianDropoutRates,
+    decoder_hidden,
+    encode,
+    num_decoder_layers,
+    project,
+    stochastic_greedy_decode,
+)
 from models.loading import load_verified
 from models.predictor import (
     InputError,
@@ -240,13 +247,17 @@ class TranslationPredictor:
             counts.append(1 + requests[i].mc_samples)
         decoder_inputs, _ = _collate([[self.start_id, *outputs[i][:-1]] for i in chosen], self.pad_id, self.device)
         index = torch.tensor(chosen, device=self.device)
-        logits = decoder_logits(self.model, states.index_select(0, index), mask.index_select(0, index),
+        hidden = decoder_hidden(self.model, states.index_select(0, index), mask.index_select(0, index),
                                 decoder_inputs, seeds, counts, self.last_k, self.sites)
-        log_probs_all = torch.log_softmax(logits / self.temperature, dim=-1).cpu()  # float32, one op
-        for i, rows in zip(chosen, torch.split(log_probs_all, counts)):
-            n = len(outputs[i])
-            log_probs = rows[:, :n]
-            result[i] = (log_probs, torch.tensor(outputs[i]))
+        # Project only the real positions of each item's rows, packed: no vocabulary work on padding.
+        lengths = [len(outputs[i]) for i in chosen]
+        packed = torch.cat([rows[:, :n].reshape(-1, rows.shape[-1])
+                            for rows, n in zip(torch.split(hidden, counts), lengths)])
+        # Stays on the model's device: the [rows, n, V] reductions run there (models/sequence_uncertainty.py).
+        log_probs_all = torch.log_softmax(project(self.model, packed) / self.temperature, dim=-1)
+        sizes = [count * n for count, n in zip(counts, lengths)]
+        for i, flat, count, n in zip(chosen, torch.split(log_probs_all, sizes), counts, lengths):
+            result[i] = (flat.view(count, n, -1), torch.tensor(outputs[i], device=self.device))
         return result
 
     def _sample(self, requests: Sequence[MCRequest], states: torch.Tensor, mask: torch.Tensor,
@@ -294,8 +305,8 @@ class TranslationPredictor:
                 probability, entropy, mutual = (measures.probability, measures.predictive_entropy,
                                                 measures.mutual_information.tolist())
             else:
-                probability = token_log_probs(det, targets).exp()
-                entropy = -(det.exp() * det).nan_to_num(nan=0.0).sum(dim=-1, dtype=torch.float64)
+                probability = token_log_probs(det, targets).exp().cpu()
+                entropy = -(det.exp() * det).nan_to_num(nan=0.0).sum(dim=-1, dtype=torch.float64).cpu()
                 mutual = [None] * len(output)
             if item.parameters["return_tokens"]:
                 tokens = [

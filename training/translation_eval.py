@@ -13,6 +13,13 @@
      (confidence measures — TP, D-TP, lex_sim — should correlate positively, the others negatively);
    - OOD detection: AUROC of each measure, oriented so that higher means "less sure" (confidence measures
      negated), for in-domain test inputs (0) against probes (1), overall and per probe kind.
+3. last-k comparison: the same outputs scored with only the top k decoder layers stochastic (each k of
+   `compare_last_k`), with seconds, correlations and AUROCs, against the default (full unless mc_last_k);
+4. the abstain rule: on greedy outputs of validation sentences, the threshold on one measure (higher = less
+   sure, default mean token entropy) that flags `abstain_rate` of them; the report says what it does on
+   the test subset (abstain rate, chrF of kept vs abstained) and on the probes.
+A collapse guard: the share of distinct outputs per distinct input (a collapsed model translates every
+input the same way) is reported, with a warning below COLLAPSE_RATIO.
 When no scorer is available the report holds `"mc": "unavailable"` and no MC numbers.
 """
 
@@ -22,16 +29,16 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from sacrebleu.metrics import BLEU, CHRF
 from torch import nn
-from torchmetrics.functional.classification import binary_auroc
 from transformers import PreTrainedTokenizerBase
 
 from models.runtime import autocast_context
+from training.uncertainty_stats import correlation_table, ood_table
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,9 @@ ORIENTATION = {"tp": 1, "tp_per_token": 1, "d_tp": 1, "d_tp_per_token": 1, "d_va
                "lex_sim": 1}
 
 
+COLLAPSE_RATIO = 0.5  # below this many distinct outputs per distinct input the report flags a collapse
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """Decoding and MC settings of the evaluation (from the job's config)."""
@@ -60,6 +70,9 @@ class EvalSettings:
     mc_last_k: int | None
     sampling_samples: int
     sampling_limit: int | None
+    abstain_measure: str
+    abstain_rate: float
+    compare_last_k: tuple[int, ...]
     seed: int
     device: torch.device
     dtype: str
@@ -126,37 +139,33 @@ def sentence_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> torch
     return torch.tensor([chrf.sentence_score(h, [r]).score for h, r in zip(hypotheses, references)], dtype=torch.float64)
 
 
-def rankdata(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..N (float64) with ties given their average rank (as scipy.stats.rankdata)."""
-    x = x.double().flatten()
-    values, inverse, counts = torch.unique(x, sorted=True, return_inverse=True, return_counts=True)
-    ends = torch.cumsum(counts, 0).double()
-    average = ends - (counts.double() - 1) / 2  # mean of the ranks end−count+1 .. end
-    return average[inverse]
+def distinct_output_ratio(sources: Sequence[str], outputs: Sequence[str]) -> float:
+    """Distinct outputs per distinct source (1.0 = every different input got a different translation). A
+    collapsed model (the same output whatever the input) scores near 1/N."""
+    return len(set(outputs)) / max(1, len(set(sources)))
 
 
-def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Pearson correlation of two equal-length vectors; NaN when either is constant or N < 2."""
-    x, y = x.double().flatten(), y.double().flatten()
-    if x.numel() != y.numel():
-        raise ValueError(f"lengths differ: {x.numel()} vs {y.numel()}")
-    if x.numel() < 2:
-        return math.nan
-    dx, dy = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float((dx * dx).sum()) * float((dy * dy).sum()))
-    return float((dx * dy).sum()) / denom if denom > 0 else math.nan
+def fit_abstain(values: torch.Tensor, rate: float, measure: str) -> dict[str, Any]:
+    """Abstain rule on validation outputs: abstain when `measure` (higher = less sure) exceeds its
+    (1 − rate) quantile there, so about `rate` of in-domain inputs are flagged."""
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"abstain rate must be in (0, 1), got {rate}")
+    if ORIENTATION.get(measure, 1) != -1:
+        raise ValueError(f"abstain measure must be one where higher means less sure, got {measure!r}")
+    threshold = float(torch.quantile(values.double(), 1.0 - rate))
+    return {"measure": MEASURE_KEYS[measure], "threshold": threshold, "target_rate": rate,
+            "fitted_on": "validation greedy outputs", "fitted_n": int(values.numel())}
 
 
-def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Spearman rank correlation (Pearson of average ranks); NaN when either is constant."""
-    return pearson(rankdata(x), rankdata(y))
-
-
-def ood_auroc(score: torch.Tensor, labels: torch.Tensor) -> float:
-    """AUROC of `score` (higher = more likely OOD) for labels 1; NaN with a single class."""
-    if int(labels.sum()) in (0, labels.numel()):
-        return math.nan
-    return float(binary_auroc(score.double(), labels.long()))
+def abstain_outcome(values: torch.Tensor, threshold: float, chrf: torch.Tensor, n_in_domain: int) -> dict[str, float]:
+    """What the abstain rule does on the test subset (first `n_in_domain` values) and the probes (the rest)."""
+    flagged = values > threshold
+    inside, probes = flagged[:n_in_domain], flagged[n_in_domain:]
+    kept = chrf[~inside]
+    return {"in_domain_abstain_rate": float(inside.double().mean()),
+            "probe_abstain_rate": float(probes.double().mean()) if probes.numel() else math.nan,
+            "chrf_kept": float(kept.mean()) if kept.numel() else math.nan,
+            "chrf_abstained": float(chrf[inside].mean()) if bool(inside.any()) else math.nan}
 
 
 def measures_from_scores(scores: Sequence[dict[str, float]], lengths: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -217,30 +226,33 @@ def lexical_similarity(model: nn.Module, sampler: Sampler, ids: Sequence[Sequenc
     return sims, time.perf_counter() - started
 
 
-def correlation_table(measures: dict[str, torch.Tensor], chrf: torch.Tensor) -> dict[str, dict[str, float]]:
-    """Pearson/Spearman of each measure with sentence chrF, and the expected sign (ORIENTATION)."""
-    return {name: {"pearson": pearson(v, chrf), "spearman": spearman(v, chrf), "expected_sign": ORIENTATION[name]}
-            for name, v in measures.items()}
-
-
-def ood_table(measures: dict[str, torch.Tensor], labels: torch.Tensor, kinds: Sequence[str]) -> dict[str, dict[str, float]]:
-    """AUROC per measure (oriented: higher = less sure) overall and for in-domain vs each probe kind."""
-    table: dict[str, dict[str, float]] = {}
-    for name, values in measures.items():
-        score = -ORIENTATION[name] * values
-        row = {"all": ood_auroc(score, labels)}
-        for kind in sorted(set(kinds) - {"in_domain"}):
-            keep = torch.tensor([k in ("in_domain", kind) for k in kinds])
-            row[kind] = ood_auroc(score[keep], labels[keep])
-        table[name] = row
+def compare_last_k(model: nn.Module, scorer: Scorer, ids: Sequence[Sequence[int]], outputs: Sequence[torch.Tensor],
+                   pad_id: int, s: EvalSettings, chrf: torch.Tensor, labels: torch.Tensor,
+                   kinds: Sequence[str]) -> dict[str, Any]:
+    """The same outputs scored with only the top k decoder layers stochastic, for each k in
+    `s.compare_last_k`: seconds, Spearman with sentence chrF and OOD AUROC per measure, so the serving
+    default is chosen on evidence (DESIGN.md §4)."""
+    n = chrf.numel()
+    table: dict[str, Any] = {}
+    for k in s.compare_last_k:
+        measures, seconds = mc_measures(model, scorer, ids, outputs, pad_id, replace(s, mc_last_k=k))
+        corr = correlation_table({m: v[:n] for m, v in measures.items()}, chrf, ORIENTATION)
+        auroc = ood_table(measures, labels, kinds, ORIENTATION)
+        table[str(k)] = {"seconds": round(seconds, 2), "spearman": {m: r["spearman"] for m, r in corr.items()},
+                         "ood_auroc": {m: r["all"] for m, r in auroc.items()}}
+        log.info("last-%d MC scoring: %.1f s, Spearman(D-TP/token) %.3f, AUROC(entropy) %.3f", k, seconds,
+                 table[str(k)]["spearman"]["d_tp_per_token"], table[str(k)]["ood_auroc"]["entropy"])
     return table
 
 
 def evaluate_translation(model: nn.Module, tokenizer: PreTrainedTokenizerBase, test_pairs: Sequence[tuple[str, str]],
                          probe_texts: Sequence[str], probe_kinds: Sequence[str], s: EvalSettings,
-                         scorer: Scorer | None, sampler: Sampler | None) -> dict[str, Any]:
-    """Steps 1–2 of the module docstring. `probe_texts`/`probe_kinds` are the out-of-domain probes only
-    (the in-domain side of the OOD task is the test subset itself). Returns a JSON-ready report."""
+                         scorer: Scorer | None, sampler: Sampler | None,
+                         calibration_sources: Sequence[str] = ()) -> dict[str, Any]:
+    """Steps 1–4 of the module docstring. `probe_texts`/`probe_kinds` are the out-of-domain probes only
+    (the in-domain side of the OOD task is the test subset itself); `calibration_sources` are validation
+    sentences the abstain rule is fitted on (none: no rule). Returns a JSON-ready report, with the fitted
+    rule under "abstain" when there is one."""
     pad = tokenizer.pad_token_id
     sources, references = [p[0] for p in test_pairs], [p[1] for p in test_pairs]
     ids = encode_sources(tokenizer, sources, s.max_input_tokens)
@@ -256,8 +268,13 @@ def evaluate_translation(model: nn.Module, tokenizer: PreTrainedTokenizerBase, t
                  len(ids), seconds)
     greedy_outs, greedy_hyps = decoded["greedy"]
     chrf = sentence_chrf(greedy_hyps, references)
+    distinct = distinct_output_ratio(sources, greedy_hyps)
+    if distinct < COLLAPSE_RATIO:
+        log.warning("only %.0f%% of distinct sources got distinct translations: the model has collapsed onto a "
+                    "few outputs (lower the learning rate or lengthen the warm-up)", 100 * distinct)
     report: dict[str, Any] = {
         "test_n": len(ids), "quality": quality, "sentence_chrf_mean": float(chrf.mean()),
+        "distinct_output_ratio": distinct, "collapsed": distinct < COLLAPSE_RATIO,
         "examples": [{"source": sources[i], "reference": references[i], "greedy": greedy_hyps[i],
                       "beam": decoded[f"beam{s.num_beams}"][1][i]} for i in range(min(5, len(ids)))],
     }
@@ -283,62 +300,27 @@ def evaluate_translation(model: nn.Module, tokenizer: PreTrainedTokenizerBase, t
         in_sub = [i for i in sub if i < n]
         sampling = {"samples": s.sampling_samples, "seconds": round(seconds, 2), "inputs": len(sub),
                     "probe_counts": {k: sub_kinds.count(k) for k in sorted(set(sub_kinds))},
-                    "correlation_with_sentence_chrf": correlation_table({"lex_sim": lex[: len(in_sub)]}, chrf[in_sub]),
-                    "ood_auroc": ood_table({"lex_sim": lex}, labels[sub], sub_kinds)}
+                    "correlation_with_sentence_chrf": correlation_table({"lex_sim": lex[: len(in_sub)]}, chrf[in_sub], ORIENTATION),
+                    "ood_auroc": ood_table({"lex_sim": lex}, labels[sub], sub_kinds, ORIENTATION)}
         log.info("sampling mode (%d decodes each) on %d inputs: %.1f s", s.sampling_samples, len(sub), seconds)
+    report["last_k_comparison"] = compare_last_k(model, scorer, all_ids, all_outs, pad, s, chrf, labels, kinds)
+    if calibration_sources:
+        cal_ids = encode_sources(tokenizer, calibration_sources, s.max_input_tokens)
+        cal_outs, _ = decode(model, cal_ids, pad, 1, s)
+        cal_measures, _ = mc_measures(model, scorer, cal_ids, cal_outs, pad, s)
+        rule = fit_abstain(cal_measures[s.abstain_measure], s.abstain_rate, s.abstain_measure)
+        report["abstain"] = {**rule, "test": abstain_outcome(measures[s.abstain_measure], rule["threshold"], chrf, n)}
+        log.info("abstain on %s > %.4f: %s", rule["measure"], rule["threshold"], report["abstain"]["test"])
     report["uncertainty"] = {
         "mc": {"samples": s.mc_samples, "last_k": s.mc_last_k, "seconds": round(mc_seconds, 2),
                "scored_outputs": len(all_ids)},
         "sampling": sampling,
         "decoded_on": "greedy outputs",
-        "correlation_with_sentence_chrf": correlation_table({k: v[:n] for k, v in measures.items()}, chrf),
-        "ood_auroc": ood_table(measures, labels, kinds),
+        "correlation_with_sentence_chrf": correlation_table({k: v[:n] for k, v in measures.items()}, chrf, ORIENTATION),
+        "ood_auroc": ood_table(measures, labels, kinds, ORIENTATION),
         "probe_counts": {k: kinds.count(k) for k in sorted(set(kinds))},
         "probe_decode_seconds": round(probe_decode_seconds, 2),
         "measure_means": {name: {kind: float(v[torch.tensor([k == kind for k in kinds])].mean()) for kind in sorted(set(kinds))}
                           for name, v in measures.items()},
     }
     return report
-
-
-def marian_scorer(sites: frozenset[str]) -> Scorer:
-    """The Scorer contract on top of models.marian_mc (the serving path's batched teacher-forced pass): per
-    item one deterministic row and T dropout rows, then models.sequence_uncertainty's measures."""
-    from models.dropout import mix_seed
-    from models.marian_mc import decoder_logits, encode, num_decoder_layers
-    from models.sequence_uncertainty import sequence_measures, token_log_probs, token_measures
-
-    def score(model: nn.Module, src: torch.Tensor, mask: torch.Tensor, out_ids: torch.Tensor, samples: int,
-              seed: int, last_k: int | None) -> list[dict[str, float]]:
-        pad = model.config.pad_token_id
-        states = encode(model, src, mask)
-        rows = samples + 1
-        seeds = [None if r % rows == 0 else mix_seed(seed, r) for r in range(rows * src.shape[0])]
-        logits = decoder_logits(model, states, mask, out_ids[:, :-1], seeds, [rows] * src.shape[0],
-                                last_k or num_decoder_layers(model), sites)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        out = []
-        for i, targets in enumerate(out_ids[:, 1:]):
-            n = max(1, int((targets != pad).sum()))
-            item = log_probs[i * rows: (i + 1) * rows, :n]
-            out.append(sequence_measures(token_log_probs(item[0], targets[:n]), token_measures(item[1:], targets[:n])))
-        return out
-
-    return score
-
-
-def marian_sampler(sites: frozenset[str], tokenizer: PreTrainedTokenizerBase, last_k: int | None) -> Sampler:
-    """The Sampler contract on models.marian_mc.stochastic_greedy_decode (T dropout greedy decodes per input)."""
-    from models.dropout import mix_seed
-    from models.marian_mc import encode, num_decoder_layers, stochastic_greedy_decode
-
-    def sample(model: nn.Module, src: torch.Tensor, mask: torch.Tensor, samples: int, seed: int,
-               max_new_tokens: int) -> list[list[str]]:
-        states = encode(model, src, mask)
-        seeds = [mix_seed(seed, 1_000_003 + r) for r in range(samples * src.shape[0])]
-        tokens = stochastic_greedy_decode(model, states, mask, seeds, [samples] * src.shape[0],
-                                          last_k or num_decoder_layers(model), sites, max_new_tokens)
-        texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
-        return [texts[i * samples: (i + 1) * samples] for i in range(src.shape[0])]
-
-    return sample

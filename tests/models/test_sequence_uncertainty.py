@@ -59,13 +59,28 @@ def test_sequence_log_probs_are_sums_over_tokens() -> None:
     assert s["mc_log_prob_var"] == pytest.approx(torch.tensor(per_sample).var(unbiased=False).item())
 
 
-def test_identical_samples_have_zero_mi_and_variance() -> None:
-    lp = _random_log_probs(1, 4, 9, 3).expand(6, 4, 9)
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_identical_samples_have_zero_mi_and_variance(dtype: torch.dtype, tolerance: float) -> None:
+    lp = _random_log_probs(1, 4, 9, 3).to(dtype).expand(6, 4, 9)
     m = token_measures(lp, torch.tensor([0, 1, 2, 3]))
-    assert float(m.mutual_information.max()) == pytest.approx(0.0, abs=1e-12)
+    assert float(m.mutual_information.max()) == pytest.approx(0.0, abs=tolerance)
     s = sequence_measures(token_log_probs(lp[0], torch.tensor([0, 1, 2, 3])), m)
-    assert s["mc_log_prob_var"] == pytest.approx(0.0, abs=1e-12)
+    assert s["mc_log_prob_var"] == pytest.approx(0.0, abs=tolerance)
     assert s["mc_log_prob_mean"] == pytest.approx(s["sequence_log_prob"])
+
+
+def test_float32_reduction_matches_the_float64_definition() -> None:
+    # MI from E_t KL(p_t || p_mean) in float32 must match H[p_mean] - E_t H[p_t] computed in float64.
+    lp64 = _random_log_probs(10, 12, 8000, 5, sharpness=4.0).to(torch.float64)
+    targets = torch.randint(0, 8000, (12,), generator=torch.Generator().manual_seed(1))
+    m = token_measures(lp64.float(), targets)
+    p = lp64.exp()
+    total = -(p.mean(0) * p.mean(0).log()).sum(-1)
+    aleatoric = -(p * lp64).sum(-1).mean(0)
+    assert m.mutual_information.dtype == torch.float64
+    assert torch.allclose(m.expected_entropy, aleatoric, atol=1e-4)
+    assert torch.allclose(m.predictive_entropy, total, atol=1e-4)
+    assert torch.allclose(m.mutual_information, (total - aleatoric).clamp_min(0), atol=2e-6)
 
 
 def test_underflowed_probabilities_do_not_make_nan() -> None:
