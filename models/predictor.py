@@ -16,7 +16,7 @@ Contract for `predict`:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -27,10 +27,13 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class MCRequest:
-    """How to sample one item: `mc_samples` T (0 = deterministic) and the dropout-mask `seed`."""
+    """How to sample one item: `mc_samples` T (0 = deterministic) and the `seed` of its dropout masks (and,
+    for generation, of its token sampling). `text_sink`, for tasks that stream (generation), receives the
+    output text in pieces, on the worker thread, as it is decoded; the pieces join into the final text."""
 
     mc_samples: int
     seed: int
+    text_sink: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,23 @@ class TranslationPrediction:
     finish_reason: str
     input_tokens: int
     output_tokens: int
+    abstain: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationPrediction:
+    """One continuation; `text` excludes the prompt (and a stop string); `uncertainty` is None when T = 0;
+    `tokens` only when asked. `finish_reason` is "eos", "stop" or "length". Timings are seconds from the
+    start of the batch the item ran in."""
+
+    text: str
+    uncertainty: SequenceUncertainty | None
+    tokens: list[TokenScore] | None
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    first_token_seconds: float | None = field(compare=False)
+    decode_seconds: float = field(compare=False)
     abstain: bool = False
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from models.artifacts import ArtifactError, read_manifest
 from models.predictor import Predictor, PredictorOptions
+from models.generation import GenerationPredictor
 from models.sentiment import SentimentPredictor
 from models.translation import TranslationPredictor
 
@@ -15,6 +16,7 @@ Loader = Callable[[Path, PredictorOptions], Predictor]
 LOADERS: dict[str, Loader] = {
     SentimentPredictor.task: SentimentPredictor.load,
     TranslationPredictor.task: TranslationPredictor.load,
+    GenerationPredictor.task: GenerationPredictor.load,
 }
 TASKS: tuple[str, ...] = tuple(LOADERS)
 

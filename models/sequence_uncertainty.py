@@ -87,6 +87,21 @@ def sequence_measures(det_token_log_probs: torch.Tensor, tokens: TokenMeasures) 
     }
 
 
+# Measures where a LOW value means uncertain; every other measure is "high = uncertain".
+LOW_IS_UNCERTAIN = frozenset({"sequence_log_prob", "mc_log_prob_mean", "sampling_chrf"})
+
+
+def abstains(measures: dict[str, float | None], measure: str | None, threshold: float) -> bool:
+    """The calibrated abstain rule of a sequence task: True when `measures[measure]` is on the uncertain
+    side of `threshold` (no rule, a NaN threshold or a missing measure: False)."""
+    if measure is None or math.isnan(threshold):
+        return False
+    value = measures.get(measure)
+    if value is None:
+        return False
+    return value < threshold if measure in LOW_IS_UNCERTAIN else value > threshold
+
+
 def mean_pairwise_chrf(hypotheses: list[str]) -> float:
     """Mean sentence chrF (0..1) over ordered pairs i ≠ j of T sampled outputs (D-Lex-Sim style: high =
     the samples agree). 1.0 for fewer than two samples."""

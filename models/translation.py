@@ -36,6 +36,7 @@ from models.marian_mc import (
     stochastic_greedy_decode,
 )
 from models.loading import load_verified
+from models.parameters import Parameters
 from models.predictor import (
     InputError,
     MCRequest,
@@ -46,14 +47,18 @@ from models.predictor import (
     TranslationPrediction,
 )
 from models.runtime import autocast_context, place_model
-from models.sequence_uncertainty import mean_pairwise_chrf, sequence_measures, token_log_probs, token_measures
+from models.sequence_uncertainty import (
+    abstains,
+    mean_pairwise_chrf,
+    sequence_measures,
+    token_log_probs,
+    token_measures,
+)
 
 TASK = "translation"
 MODES = ("scoring", "sampling")
 MAX_BEAMS = 8
 DEFAULT_MC_SITES = frozenset({"hidden"})
-# Measures where a LOW value means uncertain; every other abstain measure is "high = uncertain".
-_LOW_IS_UNCERTAIN = {"sequence_log_prob", "mc_log_prob_mean", "sampling_chrf"}
 _SAMPLING_SALT = 1_000_003
 
 
@@ -131,30 +136,12 @@ class TranslationPredictor:
     # -- parameters ---------------------------------------------------------------------------------
 
     def _parameters(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
-        known = {"max_new_tokens", "num_beams", "uncertainty_mode", "return_tokens"}
-        unknown = sorted(set(parameters) - known)
-        if unknown:
-            raise InputError(f"unknown translation parameters {unknown}; known: {sorted(known)}")
-
-        def integer(name: str, default: int, low: int, high: int) -> int:
-            value = parameters.get(name, default)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InputError(f"{name} must be an integer, got {value!r}")
-            if not low <= value <= high:
-                raise InputError(f"{name} {value} is outside {low}..{high}")
-            return value
-
-        mode = parameters.get("uncertainty_mode", "scoring")
-        if mode not in MODES:
-            raise InputError(f"uncertainty_mode must be one of {list(MODES)}, got {mode!r}")
-        return_tokens = parameters.get("return_tokens", False)
-        if not isinstance(return_tokens, bool):
-            raise InputError(f"return_tokens must be true or false, got {return_tokens!r}")
+        read = Parameters(TASK, parameters, {"max_new_tokens", "num_beams", "uncertainty_mode", "return_tokens"})
         return {
-            "max_new_tokens": integer("max_new_tokens", self.default_max_new_tokens, 1, self.max_new_tokens_cap),
-            "num_beams": integer("num_beams", 1, 1, MAX_BEAMS),
-            "uncertainty_mode": mode,
-            "return_tokens": return_tokens,
+            "max_new_tokens": read.integer("max_new_tokens", self.default_max_new_tokens, 1, self.max_new_tokens_cap),
+            "num_beams": read.integer("num_beams", 1, 1, MAX_BEAMS),
+            "uncertainty_mode": read.choice("uncertainty_mode", "scoring", MODES),
+            "return_tokens": read.flag("return_tokens", False),
         }
 
     # -- Predictor protocol -------------------------------------------------------------------------
@@ -301,7 +288,7 @@ class TranslationPredictor:
                 summary = sequence_measures(token_log_probs(det, targets), measures)
                 summary["sampling_chrf"] = mean_pairwise_chrf(sampled) if sampled is not None else None
                 uncertainty = SequenceUncertainty(**summary)
-                abstain = self._abstain(summary)
+                abstain = abstains(summary, self.abstain_measure, self.abstain_threshold)
                 probability, entropy, mutual = (measures.probability, measures.predictive_entropy,
                                                 measures.mutual_information.tolist())
             else:
@@ -324,16 +311,6 @@ class TranslationPredictor:
             output_tokens=len(output),
             abstain=abstain,
         )
-
-    def _abstain(self, measures: Mapping[str, float | None]) -> bool:
-        if self.abstain_measure is None or math.isnan(self.abstain_threshold):
-            return False
-        value = measures.get(self.abstain_measure)
-        if value is None:
-            return False
-        if self.abstain_measure in _LOW_IS_UNCERTAIN:
-            return value < self.abstain_threshold
-        return value > self.abstain_threshold
 
     def warmup(self) -> None:
         item = self.prepare("A short warm-up sentence for the model.", {"max_new_tokens": min(8, self.max_new_tokens_cap),

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from models.artifacts import Manifest, library_versions, new_version_id, write_artifact
+from models.generation_model import build_tiny_llama, save_generation_model, train_tiny_tokenizer
 from models.sentiment import save_sentiment_model
 from models.sentiment_model import build_tiny_classifier, train_wordpiece_tokenizer
 from models.translation import save_translation_model
@@ -98,3 +99,43 @@ def make_tiny_translation_artifact(
         calibration=calibration or {"temperature": 1.0, "mc_samples": 4},
     )
     return write_artifact(Path(root), manifest, lambda staging: save_translation_model(model, tokenizer, staging))
+
+
+GENERATION_CORPUS = [
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.",
+    "The evening passed quietly, and the sisters walked together in the garden until the light was gone.",
+    "She could not help smiling at the thought of his letter, however little she wished to admit it.",
+    "Mr. Darcy said nothing, but his silence was observed by every person in the room.",
+] * 3
+
+
+def make_tiny_generation_artifact(
+    root: Path,
+    *,
+    dropout: float = 0.1,
+    layers: int = 3,
+    mc_last_k: int | None = None,
+    calibration: dict[str, Any] | None = None,
+    max_input_tokens: int = 64,
+    max_new_tokens: int = 24,
+    default_max_new_tokens: int = 12,
+    seed: int = 0,
+) -> Path:
+    """Write `root/generation/<version>/` holding an untrained tiny Llama with residual and attention
+    dropout (byte-level BPE trained on a few Austen-like sentences) and return its path."""
+    tokenizer = train_tiny_tokenizer(GENERATION_CORPUS, vocab_size=300)
+    model = build_tiny_llama(len(tokenizer), layers=layers, attention_dropout=dropout, hidden_dropout=dropout,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, seed=seed)
+    manifest = Manifest(
+        task="generation",
+        version=new_version_id(),
+        model_class=type(model).__name__,
+        libraries=library_versions(),
+        dropout={"rates": {"hidden": dropout, "attention": dropout}, "mc_sites": ["hidden"],
+                 "mc_last_k": mc_last_k or layers, "num_layers": layers},
+        default_mc_samples=4,
+        preprocessing={"max_input_tokens": max_input_tokens, "max_new_tokens": max_new_tokens,
+                       "default_max_new_tokens": default_max_new_tokens},
+        calibration=calibration or {"temperature": 1.0, "mc_samples": 4},
+    )
+    return write_artifact(Path(root), manifest, lambda staging: save_generation_model(model, tokenizer, staging))
