@@ -1,8 +1,7 @@
 """Per-task glue between a predictor's prediction objects and the HTTP layer: a dict registry.
 
 An adapter turns one prediction (a models-layer dataclass) into its response model and feeds the
-uncertainty metrics. Translation and generation register theirs in `ADAPTERS` in their own issues;
-the controller never branches on the task name.
+uncertainty metrics; the controllers never branch on the task name.
 """
 
 from __future__ import annotations
@@ -13,10 +12,12 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from service.metrics import ServiceMetrics
-from service.schemas import SentimentPredictionOut, TranslationPredictionOut
+from service.schemas import GenerationPredictionOut, SentimentPredictionOut, TranslationPredictionOut
 
 
 class TaskAdapter(Protocol):
+    streams: bool  # True: the task's predictor feeds MCRequest.text_sink (POST /predict/stream)
+
     def to_response(self, prediction: Any) -> BaseModel:
         """The response model of one prediction (field names as DESIGN.md §5)."""
         ...
@@ -28,6 +29,8 @@ class TaskAdapter(Protocol):
 
 class SentimentAdapter:
     """`models.predictor.SentimentPrediction` → `SentimentPredictionOut`."""
+
+    streams = False
 
     def to_response(self, prediction: Any) -> BaseModel:
         return SentimentPredictionOut.model_validate(dataclasses.asdict(prediction))
@@ -44,14 +47,18 @@ class SentimentAdapter:
         )
 
 
-class TranslationAdapter:
-    """`models.predictor.TranslationPrediction` → `TranslationPredictionOut`.
+class SequenceAdapter:
+    """A sequence task's prediction (translation, generation) → its response model.
 
     The entropy/MI histograms get the sequence's mean token entropy and mean token MI (nats), so they stay
     on the per-prediction scale of the other tasks; generated tokens are counted for every prediction."""
 
+    def __init__(self, response: type[BaseModel], streams: bool) -> None:
+        self.response = response
+        self.streams = streams
+
     def to_response(self, prediction: Any) -> BaseModel:
-        return TranslationPredictionOut.model_validate(dataclasses.asdict(prediction))
+        return self.response.model_validate(dataclasses.asdict(prediction))
 
     def observe(self, metrics: ServiceMetrics, task: str, prediction: Any) -> None:
         metrics.observe_generated(task, prediction.output_tokens)
@@ -65,4 +72,8 @@ class TranslationAdapter:
         )
 
 
-ADAPTERS: dict[str, TaskAdapter] = {"sentiment": SentimentAdapter(), "translation": TranslationAdapter()}
+ADAPTERS: dict[str, TaskAdapter] = {
+    "sentiment": SentimentAdapter(),
+    "translation": SequenceAdapter(TranslationPredictionOut, streams=False),
+    "generation": SequenceAdapter(GenerationPredictionOut, streams=True),
+}

@@ -15,7 +15,13 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
-from service.controllers import HealthController, MetricsController, ModelsController, PredictController
+from service.controllers import (
+    HealthController,
+    MetricsController,
+    ModelsController,
+    PredictController,
+    StreamController,
+)
 from service.errors import EXCEPTION_HANDLERS
 from service.http_metrics import http_metrics_config
 from service.runtime import Runtime
@@ -38,7 +44,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
         await runtime.close()
 
     return Litestar(
-        route_handlers=[PredictController, HealthController, ModelsController, MetricsController],
+        route_handlers=[PredictController, StreamController, HealthController, ModelsController, MetricsController],
         state=State({"settings": settings, "runtime": runtime, "metrics_registry": registry}),
         on_startup=[start_runtime],
         on_shutdown=[stop_runtime],

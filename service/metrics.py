@@ -22,6 +22,7 @@ _MC = (0, 1, 2, 5, 10, 20, 30, 50, 100)
 _ENTROPY = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0, 2.0, 4.0, 8.0)
 # Mutual information is usually an order of magnitude smaller than the entropy.
 _MI = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+_TOKEN_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _TOKENS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -75,6 +76,14 @@ class ServiceMetrics:
         self.generated_tokens = Counter(
             "nlp_generated_tokens_total", "Tokens produced by sequence models.", ["task"], registry=r
         )
+        self.time_to_first_token = Histogram(
+            "nlp_time_to_first_token_seconds", "Time from request parsed to the first output text, seconds.",
+            ["task"], buckets=_SECONDS, registry=r,
+        )
+        self.time_per_output_token = Histogram(
+            "nlp_time_per_output_token_seconds", "Mean time between output tokens after the first, seconds.",
+            ["task"], buckets=_TOKEN_SECONDS, registry=r,
+        )
         self.model_info = Gauge(
             "nlp_model_info", "1 for each loaded model, labelled with its facts.",
             ["task", "version", "device", "dtype"], registry=r,
@@ -126,6 +135,12 @@ class ServiceMetrics:
 
     def observe_generated(self, task: str, tokens: int) -> None:
         self.generated_tokens.labels(task).inc(tokens)
+
+    def observe_token_timing(self, task: str, first_token_s: float, per_token_s: float | None) -> None:
+        """Time to first token and mean time per output token (None for a one-token output)."""
+        self.time_to_first_token.labels(task).observe(first_token_s)
+        if per_token_s is not None:
+            self.time_per_output_token.labels(task).observe(per_token_s)
 
     # --- runtime-facing -------------------------------------------------------------------------------
     def set_model(self, task: str, loaded: bool, version: str = "", device: str = "", dtype: str = "") -> None:

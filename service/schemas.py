@@ -2,7 +2,6 @@
 
 The field descriptions are the API reference: Litestar copies them into the OpenAPI schema (`/schema`),
 units included. Probabilities are in [0, 1]; entropies and mutual information are natural-log nats.
-Translation and generation add their prediction models here and to `PredictionOut` in their issues.
 """
 
 from __future__ import annotations
@@ -44,8 +43,10 @@ class PredictRequest(BaseModel):
     )
     parameters: dict[str, Any] = Field(
         default_factory=dict,
-        description="Task-specific options. Sentiment takes none; translation/generation take e.g. "
-        "`max_new_tokens` (tokens), `temperature`, `top_p`. Unknown options are refused with 422.",
+        description="Task-specific options; unknown options are refused with 422. Sentiment: none. "
+        "Translation: `max_new_tokens`, `num_beams`, `uncertainty_mode` (`scoring`|`sampling`), "
+        "`return_tokens`. Generation: `max_new_tokens`, `temperature` (0 = greedy), `top_k` (0 = off), "
+        "`top_p`, `repetition_penalty`, `stop` (string or list), `return_tokens`.",
     )
 
 
@@ -127,8 +128,27 @@ class TranslationPredictionOut(BaseModel):
                           "abstain threshold. Always false when mc_samples = 0 or no threshold was fitted.")
 
 
-# One prediction type per task; generation extends this union in its issue.
-PredictionOut = SentimentPredictionOut | TranslationPredictionOut
+class GenerationPredictionOut(BaseModel):
+    """One continuation of a prompt."""
+
+    text: str = Field(description="The generated continuation (the prompt not repeated; cut before a stop "
+                      "string). Sampled with the request's temperature/top-k/top-p, dropout off.")
+    uncertainty: SequenceUncertaintyOut | None = Field(description="Sequence uncertainty of the generated tokens "
+                                                       "scored under T dropout masks; null when mc_samples = 0.")
+    tokens: list[TokenOut] | None = Field(
+        default=None, description="Per-token scores, one per generated token (`len == output_tokens`, the "
+        "end-of-sequence token included when generated); only with `parameters.return_tokens: true`.")
+    finish_reason: Literal["eos", "stop", "length"] = Field(
+        description="`eos`: the model ended the text; `stop`: a stop string was produced; `length`: cut at "
+        "max_new_tokens.")
+    input_tokens: int = Field(description="Prompt tokens (count).")
+    output_tokens: int = Field(description="Tokens generated (count).")
+    abstain: bool = Field(default=False, description="True when the calibrated uncertainty passes the model's "
+                          "abstain threshold. Always false when mc_samples = 0 or no threshold was fitted.")
+
+
+# One prediction type per task.
+PredictionOut = SentimentPredictionOut | TranslationPredictionOut | GenerationPredictionOut
 
 
 class PredictResponse(BaseModel):

@@ -5,8 +5,7 @@ draining (503) → known task (422) → model loaded (503) → item/character li
 → queue capacity (429, before tokenising) → `predictor.prepare` (422 on InputError) → queue and wait,
 bounded by `request_timeout_s` (504). A client that disconnects while waiting has its items dropped.
 
-Seam for `POST /predict/stream` (generation issue): a second handler here that reuses `_admit` and
-streams from the generation predictor instead of awaiting `Batcher.submit`.
+`admit` and `respond` are shared with `POST /predict/stream` (service/controllers/stream.py).
 """
 
 from __future__ import annotations
@@ -14,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from litestar import Controller, Request, post
@@ -130,6 +131,36 @@ async def _unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[
             job.exception()  # retrieved: a failure racing the disconnect must not log "never retrieved"
 
 
+@dataclass
+class Outcome:
+    """The HTTP status a request ended with (500 until the handler says otherwise)."""
+
+    status: int = 500
+
+
+@contextmanager
+def accounted(runtime: Runtime, task: str, started: float) -> Iterator[Outcome]:
+    """Count the request as in flight (for the drain) and, however it ends, record its status, duration
+    and rejection reason. The body sets `outcome.status` on success; errors are mapped and re-raised."""
+    task_label = task if task in runtime.known_tasks else "unknown"
+    outcome = Outcome()
+    with runtime.track_request():
+        try:
+            yield outcome
+        except ServiceError as exc:
+            outcome.status = exc.status_code
+            reason = _REJECT_REASONS.get(exc.error_type, "invalid" if outcome.status == 422 else None)
+            if reason is not None:
+                runtime.metrics.observe_rejection(task_label, reason)
+            raise
+        except InputError:
+            outcome.status = 422
+            runtime.metrics.observe_rejection(task_label, "invalid")
+            raise
+        finally:
+            runtime.metrics.observe_request(task_label, outcome.status, time.perf_counter() - started)
+
+
 class PredictController(Controller):
     path = "/predict"
     guards = [require_api_key]
@@ -146,54 +177,89 @@ class PredictController(Controller):
                       state: State) -> PredictResponse:
         runtime: Runtime = state.runtime
         started = time.perf_counter()
-        task_label = data.task if data.task in runtime.known_tasks else "unknown"
-        status: int = 500
-        with runtime.track_request():
-            try:
-                response = await self._predict(request, data, runtime, started)
-                status = 200
-                return response
-            except ServiceError as exc:
-                status = exc.status_code
-                reason = _REJECT_REASONS.get(exc.error_type, "invalid" if status == 422 else None)
-                if reason is not None:
-                    runtime.metrics.observe_rejection(task_label, reason)
-                raise
-            except InputError:
-                status = 422
-                runtime.metrics.observe_rejection(task_label, "invalid")
-                raise
-            finally:
-                runtime.metrics.observe_request(task_label, status, time.perf_counter() - started)
+        with accounted(runtime, data.task, started) as outcome:
+            response = await self._predict(request, data, runtime, started)
+            outcome.status = 200
+            return response
 
     async def _predict(
         self, request: Request[Any, Any, Any], data: PredictRequest, runtime: Runtime, started: float
     ) -> PredictResponse:
-        settings = runtime.settings
-        slot = _slot(runtime, data.task)
-        texts = _texts(data, settings.max_items_per_request, settings.max_chars_per_text)
-        mc_samples = _mc_samples(data, runtime, slot)
-        seed = data.seed if data.seed is not None else secrets.randbelow(2**31)
-        assert slot.batcher is not None and slot.predictor is not None
-        slot.batcher.check_capacity(len(texts))  # 429 before any tokenising work
-        items = _prepare(slot, texts, data.parameters, single=isinstance(data.text, str))
-        mc = MCRequest(mc_samples=mc_samples, seed=seed)
-        budget = settings.request_timeout_s - (time.perf_counter() - started)
+        admitted = admit(data, runtime)
+        clock = TokenClock(started) if ADAPTERS[data.task].streams else None
+        mc = MCRequest(admitted.mc_samples, admitted.seed, text_sink=clock.piece if clock else None)
+        budget = runtime.settings.request_timeout_s - (time.perf_counter() - started)
         try:
             async with asyncio.timeout(max(budget, 0.0)):
-                predictions = await _unless_disconnected(request, slot.batcher.submit(items, [mc] * len(items)))
+                predictions = await _unless_disconnected(
+                    request, admitted.slot.batcher.submit(admitted.items, [mc] * len(admitted.items)))
         except TimeoutError as exc:
             raise RequestTimeoutError(
-                f"no result within the request timeout of {settings.request_timeout_s:g} s"
+                f"no result within the request timeout of {runtime.settings.request_timeout_s:g} s"
             ) from exc
-        adapter = ADAPTERS[data.task]
-        runtime.metrics.observe_inputs(data.task, mc_samples, [item.n_tokens for item in items])
-        for prediction in predictions:
-            adapter.observe(runtime.metrics, data.task, prediction)
-        return PredictResponse(
-            task=data.task,
-            model=ModelRef(name=slot.predictor.name, version=slot.predictor.version),
-            mc_samples=mc_samples,
-            seed=seed,
-            predictions=[adapter.to_response(p) for p in predictions],  # type: ignore[misc]
-        )
+        return respond(data, runtime, admitted, predictions, clock)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A request that passed every check and was tokenised: what to submit to its model's batcher."""
+
+    slot: ModelSlot
+    items: list[PreparedItem]
+    mc_samples: int
+    seed: int
+
+
+def admit(data: PredictRequest, runtime: Runtime, *, streaming: bool = False) -> Admitted:
+    """Every check of the module docstring up to and including `prepare`; raises the mapped errors."""
+    settings = runtime.settings
+    slot = _slot(runtime, data.task)
+    if streaming and not ADAPTERS[data.task].streams:
+        raise LimitError(f"task {data.task!r} does not stream; use POST /predict", error_type="not_streamable")
+    if streaming and not isinstance(data.text, str):
+        raise LimitError("POST /predict/stream takes one text (a string), not a list")
+    texts = _texts(data, settings.max_items_per_request, settings.max_chars_per_text)
+    mc_samples = _mc_samples(data, runtime, slot)
+    seed = data.seed if data.seed is not None else secrets.randbelow(2**31)
+    assert slot.batcher is not None and slot.predictor is not None
+    slot.batcher.check_capacity(len(texts))  # 429 before any tokenising work
+    items = _prepare(slot, texts, data.parameters, single=isinstance(data.text, str))
+    return Admitted(slot, items, mc_samples, seed)
+
+
+class TokenClock:
+    """Times a sequence request's output as the client sees it: the first streamed piece (time to first
+    token) and the last. `piece` is the predictor's text sink; it runs on the worker thread."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def piece(self, _text: str) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.last = now
+
+
+def respond(data: PredictRequest, runtime: Runtime, admitted: Admitted, predictions: list[Any],
+            clock: TokenClock | None) -> PredictResponse:
+    """Record the metrics of a finished request and build its response body."""
+    adapter = ADAPTERS[data.task]
+    runtime.metrics.observe_inputs(data.task, admitted.mc_samples, [item.n_tokens for item in admitted.items])
+    for prediction in predictions:
+        adapter.observe(runtime.metrics, data.task, prediction)
+    if clock is not None and clock.first is not None:
+        tokens = sum(getattr(p, "output_tokens", 0) for p in predictions)
+        per_token = (clock.last - clock.first) / (tokens - 1) if tokens > 1 and clock.last is not None else None
+        runtime.metrics.observe_token_timing(data.task, clock.first - clock.started, per_token)
+    predictor = admitted.slot.predictor
+    assert predictor is not None
+    return PredictResponse(
+        task=data.task,
+        model=ModelRef(name=predictor.name, version=predictor.version),
+        mc_samples=admitted.mc_samples,
+        seed=admitted.seed,
+        predictions=[adapter.to_response(p) for p in predictions],  # type: ignore[misc]
+    )

@@ -115,4 +115,5 @@ async def test_openapi_documents_the_request_and_response_fields_with_units(tmp_
                ("predictive_entropy", "expected_entropy", "mutual_information"))
     operation = schema["paths"]["/predict"]["post"]
     assert {"200", "400", "413", "422", "429", "503", "504"} <= set(operation["responses"])
-    assert "/predict/stream" not in schema["paths"]
+    stream = schema["paths"]["/predict/stream"]["post"]
+    assert {"200", "422", "429", "503"} <= set(stream["responses"]) and "server-sent events" in stream["description"].lower()

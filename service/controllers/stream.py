@@ -1,0 +1,101 @@
+"""`POST /predict/stream`: the output of a streaming task (generation) as server-sent events.
+
+The request body is `/predict`'s with one text. It passes the same checks in the same order (errors before
+the stream starts are ordinary HTTP errors with the error body), then joins the model's batcher like any
+other request, so streams are batched with everything else. Events, in order:
+- `token`: `{"text": "<piece>"}` for each piece of output as it is decoded (the pieces join into the
+  final text; text that might begin a stop string is held back until it is known not to);
+- then exactly one of `done`: the full `/predict` response body (prediction, uncertainty, tokens), or
+  `error`: the error body (`timeout`, `inference_error`, ...) when the request fails after the stream started.
+A client that disconnects while its request is still queued has it dropped from the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Controller, post
+from litestar.datastructures import State
+from litestar.params import JSONBody
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from models.predictor import MCRequest
+from service.auth import require_api_key
+from service.controllers.predict import _ERRORS, Admitted, TokenClock, accounted, admit, respond
+from service.errors import ServiceError
+from service.runtime import Runtime
+from service.schemas import PredictRequest
+
+_DONE = object()
+
+
+class StreamController(Controller):
+    path = "/predict/stream"
+    guards = [require_api_key]
+    tags = ["inference"]
+
+    @post(
+        status_code=200,
+        summary="Generate with streamed tokens, then the uncertainty",
+        description="Server-sent events: `token` events with text pieces as they are decoded, then one `done` "
+        "event holding the full /predict response (or one `error` event). Only for tasks that stream "
+        "(generation); one text per request.",
+        responses=_ERRORS,
+    )
+    async def stream(self, data: JSONBody[PredictRequest], state: State) -> ServerSentEvent:
+        runtime: Runtime = state.runtime
+        started = time.perf_counter()
+        with accounted(runtime, data.task, started) as outcome:
+            admitted = admit(data, runtime, streaming=True)
+            outcome.status = 200  # the stream's own outcome is recorded again when it ends
+        return ServerSentEvent(_events(data, runtime, admitted, started))
+
+
+async def _events(data: PredictRequest, runtime: Runtime, admitted: Admitted,
+                  started: float) -> AsyncIterator[ServerSentEventMessage]:
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[Any] = asyncio.Queue()
+    clock = TokenClock(started)
+
+    def sink(text: str) -> None:  # worker thread → event loop
+        clock.piece(text)
+        loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+    assert admitted.slot.batcher is not None
+    job = asyncio.ensure_future(admitted.slot.batcher.submit(admitted.items, [MCRequest(admitted.mc_samples,
+                                                                                        admitted.seed, sink)]))
+    job.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, _DONE))
+    deadline = started + runtime.settings.request_timeout_s
+    try:
+        with accounted(runtime, data.task, started) as outcome:
+            try:
+                while True:
+                    async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                        piece = await pieces.get()
+                    if piece is _DONE:
+                        break
+                    yield ServerSentEventMessage(data=json.dumps({"text": piece}), event="token")
+                body = respond(data, runtime, admitted, job.result(), clock)
+                outcome.status = 200
+                yield ServerSentEventMessage(data=body.model_dump_json(), event="done")
+            except TimeoutError:
+                timeout = runtime.settings.request_timeout_s
+                outcome.status = 504
+                runtime.metrics.observe_rejection(data.task, "timeout")
+                yield _error_event(f"no result within the request timeout of {timeout:g} s", "timeout")
+            except ServiceError as exc:
+                outcome.status = exc.status_code
+                yield _error_event(exc.message, exc.error_type)
+            except Exception:  # noqa: BLE001 - the batch failed; the stream says so instead of hanging up
+                outcome.status = 500
+                yield _error_event("the batch holding this request failed", "inference_error")
+    finally:
+        job.cancel()  # a disconnect while queued drops the work; a running batch finishes for its others
+
+
+def _error_event(message: str, error_type: str) -> ServerSentEventMessage:
+    return ServerSentEventMessage(data=json.dumps({"error": message, "error_type": error_type}), event="error")
