@@ -162,7 +162,7 @@ class Trainer:
                     raise FloatingPointError(f"non-finite loss {loss.item()} at step {h.steps_done}")
                 total = loss + cfg.l1 * sum(p.abs().sum() for p in self.l1_params) if self.l1_params else loss
                 (total / cfg.grad_accum).backward()
-            # Examples seen by all ranks (each rank's batches are the same size but the padded last ones).
+            # Examples over all ranks: this rank's count × world size (off only by a short or padded last batch).
             micro, loss_sum = micro + 1, loss_sum + float(loss.detach())
             samples += self.count(batch) * self.world
             self._batch_in_epoch = index + 1
