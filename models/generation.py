@@ -28,7 +28,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from models.artifacts import ArtifactError, Manifest
 from models.dropout import mix_seed, validate_sites
-from models.generation_model import LlamaDropoutRates, install_dropout
+from models.generation_model import LAYERS_ATTR, LlamaDropoutRates, dropout_layers, install_dropout
 from models.llama_decode import DecodeResult, decode_batch
 from models.llama_mc import SUPPORTED_SITES, project, top_layers
 from models.loading import load_verified
@@ -67,15 +67,17 @@ class GenerationPredictor:
         self.tokenizer = tokenizer
         self.device = torch.device(options.device)
         rates = LlamaDropoutRates.of(model)
-        self.model = place_model(install_dropout(model, rates.attention, rates.hidden).eval(), self.device,
-                                 options.dtype)
+        model = install_dropout(model, rates.attention, rates.hidden, getattr(model.config, LAYERS_ATTR, None))
+        self.model = place_model(model.eval(), self.device, options.dtype)
         config = self.model.config
         self.num_layers = int(config.num_hidden_layers)
         dropout = manifest.dropout or {}
         self.sites = validate_sites(options.mc_dropout_sites or dropout.get("mc_sites") or SUPPORTED_SITES)
         if not self.sites <= SUPPORTED_SITES:
             raise ArtifactError(f"generation MC supports dropout sites {sorted(SUPPORTED_SITES)}, not {sorted(self.sites)}")
-        self.last_k = min(int(options.mc_last_k or dropout.get("mc_last_k") or self.num_layers), self.num_layers)
+        # Layers without dropout would only repeat deterministic work: last-k never reaches below them.
+        self.last_k = min(int(options.mc_last_k or dropout.get("mc_last_k") or self.num_layers),
+                          dropout_layers(self.model))
         self.rates = rates
         if not rates.live(self.sites).any:
             raise ArtifactError(f"{self.name} {self.version}: no active dropout at MC sites {sorted(self.sites)} "

@@ -7,6 +7,8 @@ changing the state dict (so `save_pretrained`/`from_pretrained` round-trip as a 
 - "hidden": forward hooks on each layer's `self_attn.o_proj` and `mlp.down_proj` that apply dropout to
   their outputs (the two branches added to the residual stream) when the module is in training mode,
   the GPT-2 "resid_pdrop" placement. The rate lives in `config.residual_dropout`, which the config saves.
+Dropout may be limited to the top N layers (`config.dropout_layers`): a fine-tune can then train only
+those layers (the ones last-k MC samples) with the frozen lower layers exact and cheap.
 The serving MC pass (models/llama_mc.py) applies seeded masks at exactly those two places.
 """
 
@@ -24,6 +26,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 from models.artifacts import MODEL_DIR
 
 RESIDUAL_ATTR = "residual_dropout"
+LAYERS_ATTR = "dropout_layers"
 _HOOK_FLAG = "_mc_dropout_hooked"
 
 
@@ -53,19 +56,33 @@ def residual_branches(model: LlamaForCausalLM) -> list[nn.Linear]:
     return [m for layer in model.model.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)]
 
 
-def install_dropout(model: LlamaForCausalLM, attention: float, hidden: float) -> LlamaForCausalLM:
-    """Set the model's dropout rates (module docstring) in place and return it. Idempotent: the hooks are
-    installed once and read the current `config.residual_dropout`, so calling again only changes rates."""
+def dropout_layers(model: LlamaForCausalLM) -> int:
+    """How many top layers carry dropout (`config.dropout_layers`; absent = all)."""
+    total = len(model.model.layers)
+    return min(total, int(getattr(model.config, LAYERS_ATTR, None) or total))
+
+
+def install_dropout(model: LlamaForCausalLM, attention: float, hidden: float,
+                    layers: int | None = None) -> LlamaForCausalLM:
+    """Set the model's dropout rates (module docstring) in the top `layers` decoder layers (None = all) in
+    place and return it. Idempotent: the hooks are installed once and read the current rates from the
+    config, so calling again only changes rates (the layer count is fixed by the first call)."""
     for name, rate in (("attention", attention), ("hidden", hidden)):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"{name} dropout must be in [0, 1), got {rate}")
     config = model.config
+    total = len(model.model.layers)
+    if layers is not None and not 1 <= layers <= total:
+        raise ValueError(f"dropout layers must be in 1..{total}, got {layers}")
     config.attention_dropout = attention
     setattr(config, RESIDUAL_ATTR, hidden)
-    for layer in model.model.layers:
-        layer.self_attn.attention_dropout = attention
+    if layers is not None:
+        setattr(config, LAYERS_ATTR, layers)
+    first = total - dropout_layers(model)
+    for index, layer in enumerate(model.model.layers):
+        layer.self_attn.attention_dropout = attention if index >= first else 0.0
     if not getattr(model, _HOOK_FLAG, False):
-        for module in residual_branches(model):
+        for module in residual_branches(model)[2 * first:]:
             module.register_forward_hook(_residual_dropout_hook(config))
         setattr(model, _HOOK_FLAG, True)
     return model
@@ -83,7 +100,7 @@ def load_llama(directory: Path, dtype: torch.dtype | None = None) -> LlamaForCau
     """Load a saved model (safetensors only) and re-install its dropout from the saved config."""
     model = LlamaForCausalLM.from_pretrained(directory, use_safetensors=True, dtype=dtype or torch.float32)
     rates = LlamaDropoutRates.of(model)
-    return install_dropout(model, rates.attention, rates.hidden)
+    return install_dropout(model, rates.attention, rates.hidden, getattr(model.config, LAYERS_ATTR, None))
 
 
 def save_generation_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:

@@ -22,8 +22,9 @@ _MC = (0, 1, 2, 5, 10, 20, 30, 50, 100)
 _ENTROPY = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0, 2.0, 4.0, 8.0)
 # Mutual information is usually an order of magnitude smaller than the entropy.
 _MI = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-_TOKEN_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _TOKENS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+# Decoding time per generated token: ~1 ms for a small model on a GPU to ~1 s for a large batch on a CPU.
+_PER_TOKEN = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class ServiceMetrics:
@@ -77,12 +78,12 @@ class ServiceMetrics:
             "nlp_generated_tokens_total", "Tokens produced by sequence models.", ["task"], registry=r
         )
         self.time_to_first_token = Histogram(
-            "nlp_time_to_first_token_seconds", "Time from request parsed to the first output text, seconds.",
+            "nlp_time_to_first_token_seconds", "Time from request parsed to its first generated token, seconds.",
             ["task"], buckets=_SECONDS, registry=r,
         )
         self.time_per_output_token = Histogram(
-            "nlp_time_per_output_token_seconds", "Mean time between output tokens after the first, seconds.",
-            ["task"], buckets=_TOKEN_SECONDS, registry=r,
+            "nlp_time_per_output_token_seconds", "Decoding time per generated token after the first, seconds.",
+            ["task"], buckets=_PER_TOKEN, registry=r,
         )
         self.model_info = Gauge(
             "nlp_model_info", "1 for each loaded model, labelled with its facts.",

@@ -16,12 +16,17 @@ Contract of `Trainer(model, loss_fn, train_batches, evaluate, config, metric=...
   safetensors, optimizer/scheduler/progress as a torch file read back with `weights_only=True`; best weights
   live in `<dir>/best/`. `config.resume` continues from `<dir>/last/` (ValueError if absent or written
   under a different config).
-DistributedDataParallel can wrap `model` later: only the main process logs and writes (`is_main_process`),
-and state is taken from the unwrapped module.
+Under `torchrun` (training.distributed, process group joined by the job's entry point) the Trainer wraps
+`model` in DistributedDataParallel, gives each rank its share of `train_batches` (training.data.batching.
+shard_batches; per-rank `len` sets the horizon), all-reduces gradients only on the micro-batch that ends a
+gradient accumulation, runs `evaluate` on rank 0 only and broadcasts its scores (so `evaluate` must call
+the job's own, unwrapped model), and takes rank 0's time-budget decisions, so every rank steps, stops and
+schedules the LR alike. Only rank 0 logs and writes checkpoints; state is taken from the unwrapped module.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -34,44 +39,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from training import distributed
 from training.checkpoint import Checkpointer, TrainHistory, unwrap
+from training.budget import TimeBudget
 from training.config import TrainConfig
+from training.data.batching import shard_batches
+from training.optim import count_samples, param_groups
 from training.schedules import Horizon, ScheduleParams, build_scheduler, warmup_steps_for
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 EvalFn = Callable[[], Mapping[str, float]]
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on weight matrices only, never on biases or normalisation weights.
-    Each parameter appears once: a tied matrix (Marian's shared embedding is owned by four modules) would
-    otherwise be stepped once per owner."""
-    decay, no_decay = [], []
-    seen: set[int] = set()
-    for module in model.modules():
-        is_norm = isinstance(module, (nn.LayerNorm, nn.GroupNorm)) or "Norm" in type(module).__name__
-        for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:
-                continue
-            seen.add(id(param))
-            (no_decay if is_norm or name.endswith("bias") or param.ndim < 2 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def count_samples(batch: Any) -> int:
-    """Examples in a batch: leading size of its first tensor (mapping values or sequence items)."""
-    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else [batch]
-    for item in items:
-        if isinstance(item, torch.Tensor):
-            return int(item.shape[0])
-    raise TypeError("cannot count the examples of this batch; pass count=… to Trainer")
-
-
-# Step times the budget estimate takes its median over: a busy spell shorter than half of it (a test run
-# on a shared machine) moves neither the estimate nor the LR horizon.
-_STEP_WINDOW = 100
 
 
 class Trainer:
@@ -89,14 +68,17 @@ class Trainer:
         greater_is_better: bool = True,
         checkpoint_dir: str | None = None,
         device: torch.device | str = "cpu",
-        is_main_process: bool = True,
+        is_main_process: bool | None = None,
         count: Callable[[Any], int] = count_samples,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.model, self.loss_fn, self.batches, self.evaluate = model, loss_fn, train_batches, evaluate
-        self.config, self.metric, self.sign = config, metric, 1.0 if greater_is_better else -1.0
         self.device = torch.device(device)
-        self.is_main = is_main_process
+        self.world = distributed.get_world_size()
+        self.model = distributed.wrap_model(model, self.device)
+        self.batches = shard_batches(train_batches, distributed.get_rank(), self.world)
+        self.loss_fn, self.evaluate = loss_fn, evaluate
+        self.config, self.metric, self.sign = config, metric, 1.0 if greater_is_better else -1.0
+        self.is_main = distributed.is_main_process() if is_main_process is None else is_main_process
         self.count, self.clock = count, clock
         self.steps_per_epoch = self._steps_per_epoch()
         total = self.steps_per_epoch * config.epochs if self.steps_per_epoch else 0
@@ -105,12 +87,13 @@ class Trainer:
         if total < 1:
             raise ValueError("no training steps: give a sized batch iterable or config.max_steps")
         self.horizon = Horizon(total, warmup_steps_for(total, config.warmup_steps, config.warmup_ratio))
-        self.planned_steps, self.planned_warmup = total, self.horizon.warmup_steps  # before any budget fitting
+        self.planned_steps = total  # before any budget fitting
+        self.budget = TimeBudget(config, self.horizon)
         self.optimizer = torch.optim.AdamW(param_groups(unwrap(model), config.weight_decay), lr=config.lr)
         params = ScheduleParams(config.final_lr_ratio, config.gamma, config.cycle_steps, config.cycle_gamma)
         self.scheduler = build_scheduler(self.optimizer, config.schedule, self.horizon, params)
         self.l1_params = list(self.optimizer.param_groups[0]["params"]) if config.l1 > 0 else []
-        self.ckpt = Checkpointer(checkpoint_dir, config, is_main_process) if checkpoint_dir else None
+        self.ckpt = Checkpointer(checkpoint_dir, config, self.is_main) if checkpoint_dir else None
         self.history = TrainHistory(planned_steps=total)
         self._best_in_memory: dict[str, torch.Tensor] | None = None
         self._stale_evals = 0
@@ -170,16 +153,20 @@ class Trainer:
             batch, upcoming, index = upcoming, next(iterator, end), index + 1
             if index < self._batch_in_epoch:
                 continue  # consumed before the checkpoint we resumed from
-            with autocast:
-                loss = self.loss_fn(self.model, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at step {h.steps_done}")
-            total = loss + cfg.l1 * sum(p.abs().sum() for p in self.l1_params) if self.l1_params else loss
-            (total / cfg.grad_accum).backward()
-            micro, loss_sum, samples = micro + 1, loss_sum + float(loss.detach()), samples + self.count(batch)
-            self._batch_in_epoch = index + 1
             end_of_epoch = upcoming is end
-            if micro < cfg.grad_accum and not end_of_epoch:
+            steps_now = micro + 1 >= cfg.grad_accum or end_of_epoch
+            with distributed.gradient_sync(self.model, steps_now):  # DDP all-reduces only when stepping
+                with autocast:
+                    loss = self.loss_fn(self.model, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss {loss.item()} at step {h.steps_done}")
+                total = loss + cfg.l1 * sum(p.abs().sum() for p in self.l1_params) if self.l1_params else loss
+                (total / cfg.grad_accum).backward()
+            # Examples over all ranks: this rank's count × world size (off only by a short or padded last batch).
+            micro, loss_sum = micro + 1, loss_sum + float(loss.detach())
+            samples += self.count(batch) * self.world
+            self._batch_in_epoch = index + 1
+            if not steps_now:
                 continue
             lr = self._optimizer_step()
             elapsed = self.clock() - t0
@@ -214,41 +201,29 @@ class Trainer:
         return lr
 
     def _check_limits(self, started: float, window: list[float]) -> str | None:
-        """Stop for the time budget, and fit the schedule's horizon to it (if configured).
-
-        The horizon is re-estimated after every step from the median of the last `_STEP_WINDOW` step times (robust
-        to a few slow steps, e.g. a busy machine) and may move back up, never beyond the planned steps,
-        so one slow spell early on cannot cut the run short for good. The horizon shapes the LR only:
-        training ends at the planned steps or the clock, never because a busy spell shrank the horizon
-        (past it the schedule holds its final LR).
-        """
-        budget, h = self.config.max_train_seconds, self.history
-        if budget is None:
-            return None
-        remaining = budget - (self.clock() - started)
-        recent = sorted(window[-_STEP_WINDOW:])
-        per_step = recent[len(recent) // 2]
-        eval_cost = h.eval_seconds / max(1, len(h.evals))  # the final validation still has to fit
-        if remaining - eval_cost < per_step:
-            return "time_budget"
-        if self.config.fit_schedule_to_budget and len(window) >= 10:
-            left = self.planned_steps - h.steps_done
-            evals_left = left // self.config.eval_every if self.config.eval_every else 0
-            affordable = int((remaining - eval_cost * (evals_left + 1)) / per_step)
-            total = min(self.planned_steps, h.steps_done + max(1, affordable))
-            if total != self.horizon.total_steps:
-                self.horizon.total_steps = total
-                self.horizon.warmup_steps = min(self.planned_warmup, total - 1)
-                h.planned_steps = total  # the LR horizon; the bar counts planned steps
-        return None
+        """The time budget (training.budget) on rank 0's clock: with several ranks, rank 0's decision (stop,
+        LR horizon) holds on all of them, so none leaves the gradient all-reduce early and the LR schedule
+        stays identical."""
+        stopped = self.budget.check(self.clock() - started, window, self.history)
+        if self.world == 1 or self.config.max_train_seconds is None:
+            return stopped
+        flag, total, warmup = distributed.broadcast_ints(
+            [stopped is not None, self.horizon.total_steps, self.horizon.warmup_steps])
+        self.horizon.total_steps, self.horizon.warmup_steps = total, warmup
+        self.history.planned_steps = total
+        return "time_budget" if flag else None
 
     def _validate(self) -> str | None:
         """Run `evaluate`, track the best weights, checkpoint; returns "early_stopping" or None."""
         h, cfg = self.history, self.config
         t0 = self.clock()
         self.model.eval()
-        with torch.no_grad():
-            scores = {k: float(v) for k, v in self.evaluate().items()}
+        scores: dict[str, float] = {}
+        if self.world == 1 or distributed.is_main_process():
+            with torch.no_grad():
+                scores = {k: float(v) for k, v in self.evaluate().items()}
+        if self.world > 1:  # rank 0 evaluated; the same scores drive every rank's best/early-stop decisions
+            scores = json.loads(distributed.broadcast_text(json.dumps(scores)))
         self.model.train()
         if self.metric not in scores:
             raise KeyError(f"evaluate() returned {sorted(scores)}, no {self.metric!r}")
@@ -280,6 +255,7 @@ class Trainer:
         if self.history.best_step is None or self.history.best_step == self.history.steps_done:
             return  # the current weights are the best (or nothing was evaluated)
         if self.ckpt:
+            distributed.barrier()  # rank 0 wrote best/; the others read it
             self.ckpt.load_best(unwrap(self.model))
         elif self._best_in_memory is not None:
             unwrap(self.model).load_state_dict(self._best_in_memory)

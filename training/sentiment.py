@@ -40,6 +40,7 @@ from training.data.batching import LengthGroupedBatches, eval_batches
 from training.data.imdb import load_imdb
 from training.data.splits import ClassificationData
 from training.data.synthetic import load_synthetic
+from training.distributed import artifact_on_main, is_main_process, main_process_first
 from training.fetch import IMDB, MINILM, ensure_archive, ensure_extracted
 from training.loop import Trainer
 from training.metrics import accuracy, nll
@@ -152,8 +153,9 @@ def _minilm(config: SentimentConfig, data: ClassificationData, cache: Path, chec
 def _tiny(config: SentimentConfig, data: ClassificationData, cache: Path, checkpoints: Path) -> Built:
     # The WordPiece trainer does not assign ids deterministically across processes (ties are ordered by a
     # randomly seeded hash map), so a resumed run must reuse the tokenizer its checkpoint was trained with.
+    # For the same reason, under torchrun the other ranks load the one rank 0 trained (main_process_first).
     saved = checkpoints / "tokenizer"
-    if config.resume and saved.is_dir():
+    if saved.is_dir() and (config.resume or not is_main_process()):
         tokenizer = AutoTokenizer.from_pretrained(saved)
     else:
         tokenizer = train_wordpiece_tokenizer(data.splits["train"].texts, vocab_size=config.tiny_vocab_size)
@@ -224,19 +226,26 @@ def build_manifest(config: SentimentConfig, preset: str, model: nn.Module, data:
 
 
 def run(config: SentimentConfig, preset: str, output_dir: Path, cache_dir: Path) -> Path:
-    """Train, evaluate, calibrate and write the artifact; returns its directory."""
+    """Train, then (rank 0) evaluate, calibrate and write the artifact; returns its directory on every rank."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     device = torch.device(resolve_device(config.device))
     checkpoints = Path(config.checkpoint_dir or cache_dir / "checkpoints" / f"{TASK}-{preset}")
-    data = DATASETS[config.data](config, cache_dir)
-    model, tokenizer, encoder = MODELS[config.model](config, data, cache_dir, checkpoints)
+    with main_process_first():  # downloads, extraction and the tiny tokenizer happen once (rank 0)
+        data = DATASETS[config.data](config, cache_dir)
+        model, tokenizer, encoder = MODELS[config.model](config, data, cache_dir, checkpoints)
     model.to(device)
     log.info("data %s, model %s (%.1f M parameters) on %s", data.sizes(), type(model).__name__,
              sum(p.numel() for p in model.parameters()) / 1e6, device)
     history = train(config, model, tokenizer, data, device, str(checkpoints))
+    return artifact_on_main(lambda: finish(config, preset, output_dir, model, tokenizer, data, encoder, history, device))
+
+
+def finish(config: SentimentConfig, preset: str, output_dir: Path, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
+           data: ClassificationData, encoder: dict[str, Any], history: dict[str, Any], device: torch.device) -> Path:
+    """Evaluate, calibrate and write the artifact of the trained `model` (rank 0 only); returns its directory."""
     calib = data.splits["validation"].take(config.calibration_size, config.split_seed + 2)
     test = data.splits["test"].take(config.test_limit, config.split_seed + 3)
     headline = data.splits["test"].take(config.headline_test_limit, config.split_seed + 4)

