@@ -58,15 +58,18 @@ def residual_branches(model: LlamaForCausalLM) -> list[nn.Linear]:
 
 def dropout_layers(model: LlamaForCausalLM) -> int:
     """How many top layers carry dropout (`config.dropout_layers`; absent = all)."""
-    total = len(model.model.layers)
-    return min(total, int(getattr(model.config, LAYERS_ATTR, None) or total))
+    return _live_layers(model.config, len(model.model.layers))
+
+
+def _live_layers(config: LlamaConfig, total: int) -> int:
+    return min(total, int(getattr(config, LAYERS_ATTR, None) or total))
 
 
 def install_dropout(model: LlamaForCausalLM, attention: float, hidden: float,
                     layers: int | None = None) -> LlamaForCausalLM:
-    """Set the model's dropout rates (module docstring) in the top `layers` decoder layers (None = all) in
-    place and return it. Idempotent: the hooks are installed once and read the current rates from the
-    config, so calling again only changes rates (the layer count is fixed by the first call)."""
+    """Set the model's dropout rates (module docstring) in the top `layers` decoder layers (None = keep the
+    config's, all when it has none) in place and return it. Idempotent: the hooks are installed once and
+    read the rates and the layer count from the config at every call."""
     for name, rate in (("attention", attention), ("hidden", hidden)):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"{name} dropout must be in [0, 1), got {rate}")
@@ -82,16 +85,17 @@ def install_dropout(model: LlamaForCausalLM, attention: float, hidden: float,
     for index, layer in enumerate(model.model.layers):
         layer.self_attn.attention_dropout = attention if index >= first else 0.0
     if not getattr(model, _HOOK_FLAG, False):
-        for module in residual_branches(model)[2 * first:]:
-            module.register_forward_hook(_residual_dropout_hook(config))
+        for index, module in enumerate(residual_branches(model)):
+            module.register_forward_hook(_residual_dropout_hook(config, index // 2, total))
         setattr(model, _HOOK_FLAG, True)
     return model
 
 
-def _residual_dropout_hook(config: LlamaConfig):  # noqa: ANN202 - a torch hook
+def _residual_dropout_hook(config: LlamaConfig, layer: int, total: int):  # noqa: ANN202 - a torch hook
     def hook(module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
         rate = float(getattr(config, RESIDUAL_ATTR, 0.0) or 0.0)
-        return F.dropout(output, rate, training=module.training) if rate > 0 else output
+        live = layer >= total - _live_layers(config, total)
+        return F.dropout(output, rate, training=module.training) if rate > 0 and live else output
 
     return hook
 

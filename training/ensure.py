@@ -22,6 +22,7 @@ from models.artifacts import list_artifacts
 JOBS: dict[str, str] = {
     "sentiment": "training.sentiment",
     "translation": "training.translation",
+    "generation": "training.generation",
 }
 
 
