@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; override (e.g. TORCH_SPEC="torch==2.13.0 --index-url ...") for CUDA hosts.
 TORCH_SPEC ?= torch==2.13.0
 # Which tasks `make run` prepares and serves, and the preset it trains missing models with.
-TASKS ?= sentiment
+TASKS ?= sentiment,translation,generation
 PRESET ?= quick
 ARTIFACTS ?= artifacts
 CACHE ?= .cache

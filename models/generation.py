@@ -16,7 +16,6 @@ The `seed` of a request fixes both its sampled tokens and its dropout masks.
 
 from __future__ import annotations
 
-import math
 import resource
 import sys
 from collections.abc import Hashable, Mapping, Sequence
@@ -44,7 +43,7 @@ from models.predictor import (
 )
 from models.runtime import autocast_context, place_model
 from models.sampling import SamplingParams
-from models.sequence_uncertainty import abstains, sequence_measures, token_measures
+from models.sequence_uncertainty import SequenceCalibration, sequence_measures, token_measures
 
 TASK = "generation"
 MAX_STOP_STRINGS, MAX_STOP_LENGTH = 4, 64
@@ -95,11 +94,8 @@ class GenerationPredictor:
                                     positions - self.max_new_tokens_cap)
         self.sampling_defaults = {"temperature": 0.8, "top_k": 0, "top_p": 0.95, "repetition_penalty": 1.1,
                                   **(pre.get("sampling_defaults") or {})}
-        calibration = manifest.calibration or {}
-        self.temperature = float(calibration.get("temperature", 1.0))
-        abstain = calibration.get("abstain") or {}
-        self.abstain_measure: str | None = abstain.get("measure")
-        self.abstain_threshold = float(abstain.get("threshold", math.nan))
+        self.calibration = SequenceCalibration.from_manifest(manifest.calibration)
+        self.temperature = self.calibration.temperature
 
     @classmethod
     def load(cls, artifact_dir: Path, options: PredictorOptions) -> GenerationPredictor:
@@ -200,7 +196,7 @@ class GenerationPredictor:
             measures = token_measures(log_probs, targets)
             summary = sequence_measures(det, measures)
             uncertainty = SequenceUncertainty(**summary)
-            abstain = abstains(summary, self.abstain_measure, self.abstain_threshold)
+            abstain = self.calibration.abstains(summary)
             probability = measures.probability.tolist()
             entropy = measures.predictive_entropy.tolist()
             mutual = measures.mutual_information.tolist()
@@ -245,11 +241,7 @@ class GenerationPredictor:
             },
             "memory": {"parameter_bytes": sum(p.numel() * p.element_size() for p in parameters),
                        **process_memory()},
-            "calibration": {
-                "temperature": self.temperature,
-                "abstain_measure": self.abstain_measure,
-                "abstain_threshold": None if math.isnan(self.abstain_threshold) else self.abstain_threshold,
-            },
+            "calibration": self.calibration.describe(),
             "created_at": self.manifest.created_at,
         }
 

@@ -91,15 +91,35 @@ def sequence_measures(det_token_log_probs: torch.Tensor, tokens: TokenMeasures) 
 LOW_IS_UNCERTAIN = frozenset({"sequence_log_prob", "mc_log_prob_mean", "sampling_chrf"})
 
 
-def abstains(measures: dict[str, float | None], measure: str | None, threshold: float) -> bool:
-    """The calibrated abstain rule of a sequence task: True when `measures[measure]` is on the uncertain
-    side of `threshold` (no rule, a NaN threshold or a missing measure: False)."""
-    if measure is None or math.isnan(threshold):
-        return False
-    value = measures.get(measure)
-    if value is None:
-        return False
-    return value < threshold if measure in LOW_IS_UNCERTAIN else value > threshold
+@dataclass(frozen=True)
+class SequenceCalibration:
+    """A sequence model's manifest `calibration` {"temperature", "abstain": {"measure", "threshold"}}: the
+    temperature dividing every sample's logits, and the abstain rule on one sequence measure."""
+
+    temperature: float = 1.0
+    abstain_measure: str | None = None
+    abstain_threshold: float = math.nan
+
+    @classmethod
+    def from_manifest(cls, calibration: dict | None) -> SequenceCalibration:
+        calibration = calibration or {}
+        abstain = calibration.get("abstain") or {}
+        return cls(float(calibration.get("temperature", 1.0)), abstain.get("measure"),
+                   float(abstain.get("threshold", math.nan)))
+
+    def abstains(self, measures: dict[str, float | None]) -> bool:
+        """True when `measures[abstain_measure]` is on the uncertain side of the threshold (no rule, a NaN
+        threshold or a missing measure: False)."""
+        if self.abstain_measure is None or math.isnan(self.abstain_threshold):
+            return False
+        value = measures.get(self.abstain_measure)
+        if value is None:
+            return False
+        return value < self.abstain_threshold if self.abstain_measure in LOW_IS_UNCERTAIN else value > self.abstain_threshold
+
+    def describe(self) -> dict[str, float | str | None]:
+        return {"temperature": self.temperature, "abstain_measure": self.abstain_measure,
+                "abstain_threshold": None if math.isnan(self.abstain_threshold) else self.abstain_threshold}
 
 
 def mean_pairwise_chrf(hypotheses: list[str]) -> float:

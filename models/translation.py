@@ -16,7 +16,6 @@ confident translation of half of it. Scored tokens include `</s>` when the decod
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,7 +47,7 @@ from models.predictor import (
 )
 from models.runtime import autocast_context, place_model
 from models.sequence_uncertainty import (
-    abstains,
+    SequenceCalibration,
     mean_pairwise_chrf,
     sequence_measures,
     token_log_probs,
@@ -121,11 +120,8 @@ class TranslationPredictor:
         self.max_new_tokens_cap = min(int(pre.get("max_new_tokens", positions - 1)), positions - 1)
         self.default_max_new_tokens = min(int(pre.get("default_max_new_tokens", self.max_new_tokens_cap)),
                                           self.max_new_tokens_cap)
-        calibration = manifest.calibration or {}
-        self.temperature = float(calibration.get("temperature", 1.0))
-        abstain = calibration.get("abstain") or {}
-        self.abstain_measure: str | None = abstain.get("measure")
-        self.abstain_threshold = float(abstain.get("threshold", math.nan))
+        self.calibration = SequenceCalibration.from_manifest(manifest.calibration)
+        self.temperature = self.calibration.temperature
 
     @classmethod
     def load(cls, artifact_dir: Path, options: PredictorOptions) -> TranslationPredictor:
@@ -288,7 +284,7 @@ class TranslationPredictor:
                 summary = sequence_measures(token_log_probs(det, targets), measures)
                 summary["sampling_chrf"] = mean_pairwise_chrf(sampled) if sampled is not None else None
                 uncertainty = SequenceUncertainty(**summary)
-                abstain = abstains(summary, self.abstain_measure, self.abstain_threshold)
+                abstain = self.calibration.abstains(summary)
                 probability, entropy, mutual = (measures.probability, measures.predictive_entropy,
                                                 measures.mutual_information.tolist())
             else:
@@ -342,10 +338,6 @@ class TranslationPredictor:
                 "dropout_rates": {"hidden": self.rates.hidden, "activation": self.rates.activation,
                                   "attention": self.rates.attention},
             },
-            "calibration": {
-                "temperature": self.temperature,
-                "abstain_measure": self.abstain_measure,
-                "abstain_threshold": None if math.isnan(self.abstain_threshold) else self.abstain_threshold,
-            },
+            "calibration": self.calibration.describe(),
             "created_at": self.manifest.created_at,
         }

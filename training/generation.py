@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.artifacts import Manifest, library_versions, new_version_id, write_artifact
+from models.artifacts import Manifest, library_versions, new_version_id
 from models.generation_model import build_tiny_llama, install_dropout, save_generation_model, train_tiny_tokenizer
 from models.runtime import resolve_device, resolve_dtype
 from training import reports
@@ -260,19 +260,11 @@ def finish(config: GenerationConfig, preset: str, output_dir: Path, model: nn.Mo
                  "train_layers": config.train_layers or layers},
         default_mc_samples=config.mc_samples,
         calibration={"temperature": 1.0},
-        metrics=reports.json_ready(metrics),
+        metrics=metrics,
     )
     model.cpu()
-
-    def write_files(staging: Path) -> None:
-        save_generation_model(model, tokenizer, staging)
-        out = staging / "reports"
-        reports.write_metrics_json(out / reports.METRICS_FILE, {"task": TASK, "version": manifest.version,
-                                   "dropout": manifest.dropout, "data": manifest.data, **manifest.metrics,
-                                   "history": history})
-        reports.plot_training_curves(out / reports.CURVES_FILE, history, "nll")
-
-    path = write_artifact(output_dir, manifest, write_files)
+    path = reports.write_job_artifact(output_dir, manifest, lambda staging: save_generation_model(model, tokenizer, staging),
+                                      history, "nll")
     log.info("wrote %s (%.0f s in all)", path, time.perf_counter() - started)
     return path
 

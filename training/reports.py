@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from models.artifacts import Manifest, write_artifact
 from training.metrics import ECE_BINS, ece, reliability_bins
 
 METRICS_FILE = "metrics.json"
@@ -114,3 +115,27 @@ def plot_risk_coverage(path: Path, curves: Mapping[str, Mapping[str, Sequence[fl
     ax.set(xlabel="coverage", ylabel="selective risk (error rate)", xlim=(0, 1), title="risk-coverage")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def write_job_artifact(output_dir: Path, manifest: Manifest, save_model: Callable[[Path], None],
+                       history: Mapping[str, Any], metric: str, plots: Callable[[Path], None] | None = None) -> Path:
+    """Write a job's artifact (models.artifacts.write_artifact): `save_model(staging)` puts the model in,
+    then `reports/` gets metrics.json (the manifest's task, version, calibration, dropout, data and
+    metrics, plus the training history), the training curves of `metric` and whatever `plots(reports_dir)`
+    draws. The manifest's sections are made JSON-ready first. Returns the artifact directory."""
+    manifest.metrics = json_ready(manifest.metrics)
+    manifest.calibration = json_ready(manifest.calibration)
+    manifest.dropout = json_ready(manifest.dropout)
+
+    def write_files(staging: Path) -> None:
+        save_model(staging)
+        out = staging / "reports"
+        write_metrics_json(out / METRICS_FILE, {"task": manifest.task, "version": manifest.version,
+                                                "calibration": manifest.calibration, "dropout": manifest.dropout,
+                                                "data": manifest.data, **manifest.metrics, "history": history})
+        plot_training_curves(out / CURVES_FILE, history, metric)
+        if plots is not None:
+            plots(out)
+
+    return write_artifact(output_dir, manifest, write_files)
+

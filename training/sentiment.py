@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from models.artifacts import Manifest, library_versions, new_version_id, write_artifact
+from models.artifacts import Manifest, library_versions, new_version_id
 from models.bert_mc import DropoutRates, num_layers
 from models.dropout import validate_sites
 from models.runtime import resolve_device, resolve_dtype
@@ -272,20 +272,12 @@ def finish(config: SentimentConfig, preset: str, output_dir: Path, model: nn.Mod
     manifest = build_manifest(config, preset, model, data, encoder, history, result)
     model.cpu()
 
-    def write_files(staging: Path) -> None:
-        save_sentiment_model(model, tokenizer, staging)
-        out = staging / "reports"
-        reports.write_metrics_json(out / reports.METRICS_FILE, {"task": TASK, "version": manifest.version,
-                                   "calibration": manifest.calibration, "dropout": manifest.dropout,
-                                   "data": manifest.data, **manifest.metrics, "history": history})
+    def plots(out: Path) -> None:
         reports.plot_reliability(out / reports.RELIABILITY_FILE, result.figure_probs, result.figure_labels)
-        reports.plot_training_curves(out / reports.CURVES_FILE, history, config.select_metric)
         reports.plot_risk_coverage(out / reports.RISK_COVERAGE_FILE, result.risk_coverage, config.target_risk)
 
-    manifest.metrics = reports.json_ready(manifest.metrics)
-    manifest.calibration = reports.json_ready(manifest.calibration)
-    manifest.dropout = reports.json_ready(manifest.dropout)
-    path = write_artifact(output_dir, manifest, write_files)
+    path = reports.write_job_artifact(output_dir, manifest, lambda staging: save_sentiment_model(model, tokenizer, staging),
+                                      history, config.select_metric, plots)
     log.info("wrote %s: %s accuracy %.4f, ECE %.4f, best AUROC %.4f (%s)", path, head["mode"], head["accuracy"],
              head["ece"], head["best_auroc"], head["best_measure"])
     return path

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from models.artifacts import Manifest, library_versions, new_version_id, write_artifact
+from models.artifacts import Manifest, library_versions, new_version_id
 from models.dropout import validate_sites
 from models.runtime import resolve_device, resolve_dtype
 from models.translation_model import PRESET_SIZES, SPECIAL_TOKENS, build_marian_preset, train_joint_tokenizer
@@ -268,19 +268,9 @@ def finish(config: TranslationConfig, preset: str, output_dir: Path, model: nn.M
     manifest = build_manifest(config, preset, model, data, tokenizer, history, reports.json_ready(metrics))
     if abstain is not None:
         manifest.calibration = reports.json_ready({"temperature": 1.0, "abstain": abstain})
-    manifest.dropout = reports.json_ready(manifest.dropout)
     model.cpu()
-
-    def write_files(staging: Path) -> None:
-        save_translation_model(model, tokenizer, staging)
-        out = staging / "reports"
-        reports.write_metrics_json(out / reports.METRICS_FILE, {"task": TASK, "version": manifest.version,
-                                   "dropout": manifest.dropout, "data": manifest.data, **manifest.metrics,
-                                   "calibration": manifest.calibration,
-                                   "history": history})
-        reports.plot_training_curves(out / reports.CURVES_FILE, history, "nll")
-
-    path = write_artifact(output_dir, manifest, write_files)
+    path = reports.write_job_artifact(output_dir, manifest, lambda staging: save_translation_model(model, tokenizer, staging),
+                                      history, "nll")
     greedy = metrics["quality"]["greedy"]
     log.info("wrote %s: greedy BLEU %.2f chrF %.2f on %d test verses (%.0f s evaluation)", path, greedy["bleu"],
              greedy["chrf"], metrics["test_n"], metrics["evaluation_seconds"])
