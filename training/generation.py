@@ -108,8 +108,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "quick": {
         # 2-core CPU: the whole job (load, base perplexity, training, evaluation, writing) within 10 minutes.
-        "epochs": 1, "batch_size": 8, "lr": 1e-4, "warmup_ratio": 0.1, "dropout": 0.1, "dropout_layers": 6,
-        "train_layers": 6, "bf16": True, "max_train_seconds": 270.0, "eval_every": 40, "eval_blocks": 16,
+        # First run: batch 8 at lr 1e-4 managed 39 steps in 270 s on a busy machine (perplexity 55.5 → 52.6);
+        # batch 4 doubles the steps the budget allows.
+        "epochs": 1, "batch_size": 4, "lr": 2e-4, "warmup_ratio": 0.1, "dropout": 0.1, "dropout_layers": 6,
+        "train_layers": 6, "bf16": True, "max_train_seconds": 300.0, "eval_every": 50, "eval_blocks": 16,
         "test_blocks": 32, "token_eval_blocks": 8, "probes_per_kind": 30, "num_threads": 2,
     },
     "full": {
