@@ -13,7 +13,9 @@ Contract:
   It waits at most `max_wait_ms` after the oldest item arrived for the batch to fill; items that queued
   while the previous batch ran go at once.
 - `predictor.predict` runs on an executor thread, never on the event loop. An exception fails that
-  batch's futures only (`InferenceError`, 500); the worker carries on with the next batch.
+  batch's futures only (`InferenceError`, 500); the worker carries on with the next batch. Out of memory
+  is the exception: the batch is halved and retried (`service.oom`), and only an item that runs out of
+  memory alone fails (`OutOfMemoryError`, 503).
 - `close(timeout)` stops intake, lets queued and running items finish for up to `timeout` seconds, then
   fails what is left with 503.
 """
@@ -27,10 +29,12 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from models.predictor import MCRequest, PreparedItem, Predictor
-from service.errors import InferenceError, LimitError, QueueFullError, UnavailableError
+from service.errors import InferenceError, LimitError, OutOfMemoryError, QueueFullError, UnavailableError
+from service.oom import ItemOutOfMemory, predict_splitting
 from service.settings import BatchLimits
 
 log = logging.getLogger(__name__)
@@ -250,9 +254,8 @@ class Batcher:
         self._running = len(live)
         loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(
-                self._executor, self.predictor.predict, [e.item for e in live], [e.request for e in live]
-            )
+            results = await loop.run_in_executor(self._executor, partial(
+                predict_splitting, self.predictor.predict, [e.item for e in live], [e.request for e in live]))
             if len(results) != len(live):
                 raise RuntimeError(f"predictor returned {len(results)} predictions for {len(live)} items")
         except asyncio.CancelledError:
@@ -269,7 +272,13 @@ class Batcher:
             self._fail(live, error)
         else:
             for entry, result in zip(live, results, strict=True):
-                if not entry.future.done():
+                if entry.future.done():
+                    continue
+                if isinstance(result, ItemOutOfMemory):
+                    entry.future.set_exception(OutOfMemoryError(
+                        f"{self.task}: out of memory on this input even alone; send a shorter text or fewer "
+                        "MC samples"))
+                else:
                     entry.future.set_result(result)
         finally:
             self._running = 0
