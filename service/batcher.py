@@ -2,8 +2,10 @@
 
 Contract:
 - `check_capacity(n)` is called *before* tokenising: it raises `QueueFullError` (429, with a Retry-After
-  estimate) when `n` more items would not fit in `max_queue`, `LimitError` (422) when `n` could never fit,
-  and `UnavailableError` (503) once the batcher is closing.
+  estimate) when `n` more items would not fit in `max_queue`, or would wait longer than `wait_budget_s`
+  at the measured seconds per item (under overload a FIFO queue longer than the request timeout makes
+  every request time out after using the model); `LimitError` (422) when `n` could never fit, and
+  `UnavailableError` (503) once the batcher is closing.
 - `submit(items, requests)` queues the items (a client list counts item by item) and returns their
   predictions in order. Cancelling the awaiting task (timeout, client gone) cancels its items' futures,
   and cancelled items are dropped before their batch runs.
@@ -69,6 +71,7 @@ class Batcher:
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wait_budget_s: float | None = None,
     ) -> None:
         self.predictor = predictor
         self.task: str = predictor.task
@@ -85,6 +88,12 @@ class Batcher:
         self._running = 0
         # Smoothed batch wall time, seconds: the basis of the Retry-After estimate.
         self._batch_seconds = 0.05
+        # Smoothed busy wall time per item, seconds (0 until a batch has run): the queue-wait estimate. Busy
+        # time runs from the later of the previous batch's end and the batch's oldest arrival, so it counts
+        # the event loop's own work between batches (HTTP, JSON) and not idle gaps.
+        self._item_seconds = 0.0
+        self._last_finished = float("-inf")
+        self._wait_budget_s = wait_budget_s
 
     # --- state ---------------------------------------------------------------------------------------
     @property
@@ -145,11 +154,14 @@ class Batcher:
             raise UnavailableError("server is draining; retry on another replica", error_type="draining")
         if n_items > self.limits.max_queue:
             raise LimitError(f"{n_items} items exceed this model's queue of {self.limits.max_queue}; split the request")
-        if len(self._pending) + n_items > self.limits.max_queue:
-            raise QueueFullError(
-                f"{self.task} queue is full ({len(self._pending)}/{self.limits.max_queue} items)",
-                retry_after_s=self.retry_after_s(n_items),
-            )
+        queued = len(self._pending) + n_items
+        if queued > self.limits.max_queue:
+            why = f"queue is full ({len(self._pending)}/{self.limits.max_queue} items)"
+        elif self._pending and self._wait_budget_s is not None and queued * self._item_seconds > self._wait_budget_s:
+            why = f"queue would take ~{queued * self._item_seconds:.1f} s, over the {self._wait_budget_s:g} s budget"
+        else:
+            return
+        raise QueueFullError(f"{self.task} {why}", retry_after_s=self.retry_after_s(n_items))
 
     async def submit(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
         """Queue `items` (with their MC requests) and return one prediction per item, in order."""
@@ -282,8 +294,13 @@ class Batcher:
                     entry.future.set_result(result)
         finally:
             self._running = 0
-            elapsed = self._clock() - started
+            finished = self._clock()
+            elapsed = finished - started
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
+            busy_since = max(self._last_finished, min(entry.enqueued for entry in live))
+            self._last_finished = finished
+            per_item = (finished - busy_since) / len(live)
+            self._item_seconds = per_item if self._item_seconds == 0 else 0.8 * self._item_seconds + 0.2 * per_item
             if self._observer is not None:
                 self._observer.observe_batch(self.task, len(live), waits, elapsed)
 
