@@ -173,8 +173,8 @@ async def probe_rate(base: str, texts: list[str], cfg: SoakConfig) -> float:
             nonlocal answered
             index = offset
             while True:
-                await client.post("/predict", json=payload(texts, index, cfg))
-                answered += 1
+                response = await client.post("/predict", json=payload(texts, index, cfg))
+                answered += response.status_code == 200  # goodput: a fast 429 is not capacity
                 index += cfg.probe_concurrency
 
         workers = [asyncio.create_task(worker(i)) for i in range(cfg.probe_concurrency)]
@@ -267,6 +267,8 @@ async def run_soak_async(artifacts: Path, workdir: Path, cfg: SoakConfig) -> Soa
     with serve(artifacts, env, workdir / "soak-server.log") as (proc, base):
         report.saturating_rate = await probe_rate(base, texts, cfg)
         report.target_rate = cfg.rate_factor * report.saturating_rate
+        print(f"saturating rate {report.saturating_rate:.1f} req/s; soaking at {report.target_rate:.1f} req/s",
+              flush=True)
         await soak(base, proc.pid, texts, cfg, report)
         proc.send_signal(signal.SIGTERM)
         report.server_exit_code = proc.wait(timeout=60)
