@@ -11,7 +11,7 @@ ARTIFACTS ?= artifacts
 CACHE ?= .cache
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all install train serve bench lint clean
+.PHONY: run test test-all install train serve bench soak security audit lint clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -44,6 +44,20 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.loadgen --artifacts-dir $(ARTIFACTS)
+
+## Soak at 2x the saturating rate for SOAK_SECONDS on a tiny random model (bench/README.md); exits 1 on a loss.
+SOAK_SECONDS ?= 120
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --tiny --seconds $(SOAK_SECONDS) --mc-samples 64
+
+## Static security lint: bandit over the packages, failing on medium or high severity (also a default test).
+security: $(STAMP)
+	$(BIN)/python -m bandit -r models training service --severity-level medium -q
+
+## Dependency audit against the PyPI/OSV vulnerability databases: NEEDS NETWORK ACCESS (not part of `make test`).
+## --strict fails when a package cannot be audited, so an offline run fails instead of reporting "no known vulnerabilities".
+audit: $(STAMP)
+	$(BIN)/python -m pip_audit --strict --progress-spinner off
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

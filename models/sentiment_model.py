@@ -40,8 +40,11 @@ def load_pretrained_classifier(
         overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout, "classifier_dropout": dropout}
     if attention_dropout is not None:
         overrides["attention_probs_dropout_prob"] = attention_dropout
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(path), num_labels=len(labels), id2label=id2label, label2id=label2id, use_safetensors=True, **overrides
+    # `path` is a local directory (a sha256-pinned archive, extracted), never a Hub id, so bandit's B615
+    # (Hub download without a pinned revision) is a false positive; local_files_only makes it a guarantee.
+    model = AutoModelForSequenceClassification.from_pretrained(  # nosec B615
+        str(path), num_labels=len(labels), id2label=id2label, label2id=label2id, use_safetensors=True,
+        local_files_only=True, **overrides
     )
     if not isinstance(model, BertForSequenceClassification):
         raise TypeError(f"expected a BERT classifier, got {type(model).__name__}")

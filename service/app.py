@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -24,6 +25,7 @@ from service.controllers import (
 )
 from service.errors import EXCEPTION_HANDLERS
 from service.http_metrics import http_metrics_config
+from service.request_body import JSONSafeRequest
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -51,6 +53,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[http_metrics_config(registry).middleware],
         request_max_body_size=settings.max_payload_bytes,
+        request_class=JSONSafeRequest,
+        # Off unless origins are configured: a browser page elsewhere must not read predictions by default.
+        cors_config=CORSConfig(allow_origins=settings.cors_allow_origins) if settings.cors_allow_origins else None,
         openapi_config=OpenAPIConfig(
             title="NLP inference service",
             version=API_VERSION,

@@ -2,8 +2,10 @@
 
 Contract:
 - `check_capacity(n)` is called *before* tokenising: it raises `QueueFullError` (429, with a Retry-After
-  estimate) when `n` more items would not fit in `max_queue`, `LimitError` (422) when `n` could never fit,
-  and `UnavailableError` (503) once the batcher is closing.
+  estimate) when `n` more items would not fit in `max_queue`, or would wait longer than `wait_budget_s`
+  at the measured seconds per item (under overload a FIFO queue longer than the request timeout makes
+  every request time out after using the model); `LimitError` (422) when `n` could never fit, and
+  `UnavailableError` (503) once the batcher is closing.
 - `submit(items, requests)` queues the items (a client list counts item by item) and returns their
   predictions in order. Cancelling the awaiting task (timeout, client gone) cancels its items' futures,
   and cancelled items are dropped before their batch runs.
@@ -13,7 +15,9 @@ Contract:
   It waits at most `max_wait_ms` after the oldest item arrived for the batch to fill; items that queued
   while the previous batch ran go at once.
 - `predictor.predict` runs on an executor thread, never on the event loop. An exception fails that
-  batch's futures only (`InferenceError`, 500); the worker carries on with the next batch.
+  batch's futures only (`InferenceError`, 500); the worker carries on with the next batch. Out of memory
+  is the exception: the batch is halved and retried (`service.oom`), and only an item that runs out of
+  memory alone fails (`OutOfMemoryError`, 503).
 - `close(timeout)` stops intake, lets queued and running items finish for up to `timeout` seconds, then
   fails what is left with 503.
 """
@@ -27,10 +31,12 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from models.predictor import MCRequest, PreparedItem, Predictor
-from service.errors import InferenceError, LimitError, QueueFullError, UnavailableError
+from service.errors import InferenceError, LimitError, OutOfMemoryError, QueueFullError, UnavailableError
+from service.oom import ItemOutOfMemory, predict_splitting
 from service.settings import BatchLimits
 
 log = logging.getLogger(__name__)
@@ -65,6 +71,7 @@ class Batcher:
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wait_budget_s: float | None = None,
     ) -> None:
         self.predictor = predictor
         self.task: str = predictor.task
@@ -81,6 +88,12 @@ class Batcher:
         self._running = 0
         # Smoothed batch wall time, seconds: the basis of the Retry-After estimate.
         self._batch_seconds = 0.05
+        # Smoothed busy wall time per item, seconds (0 until a batch has run): the queue-wait estimate. Busy
+        # time runs from the later of the previous batch's end and the batch's oldest arrival, so it counts
+        # the event loop's own work between batches (HTTP, JSON) and not idle gaps.
+        self._item_seconds = 0.0
+        self._last_finished = float("-inf")
+        self._wait_budget_s = wait_budget_s
 
     # --- state ---------------------------------------------------------------------------------------
     @property
@@ -141,11 +154,14 @@ class Batcher:
             raise UnavailableError("server is draining; retry on another replica", error_type="draining")
         if n_items > self.limits.max_queue:
             raise LimitError(f"{n_items} items exceed this model's queue of {self.limits.max_queue}; split the request")
-        if len(self._pending) + n_items > self.limits.max_queue:
-            raise QueueFullError(
-                f"{self.task} queue is full ({len(self._pending)}/{self.limits.max_queue} items)",
-                retry_after_s=self.retry_after_s(n_items),
-            )
+        queued = len(self._pending) + n_items
+        if queued > self.limits.max_queue:
+            why = f"queue is full ({len(self._pending)}/{self.limits.max_queue} items)"
+        elif self._pending and self._wait_budget_s is not None and queued * self._item_seconds > self._wait_budget_s:
+            why = f"queue would take ~{queued * self._item_seconds:.1f} s, over the {self._wait_budget_s:g} s budget"
+        else:
+            return
+        raise QueueFullError(f"{self.task} {why}", retry_after_s=self.retry_after_s(n_items))
 
     async def submit(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
         """Queue `items` (with their MC requests) and return one prediction per item, in order."""
@@ -250,9 +266,8 @@ class Batcher:
         self._running = len(live)
         loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(
-                self._executor, self.predictor.predict, [e.item for e in live], [e.request for e in live]
-            )
+            results = await loop.run_in_executor(self._executor, partial(
+                predict_splitting, self.predictor.predict, [e.item for e in live], [e.request for e in live]))
             if len(results) != len(live):
                 raise RuntimeError(f"predictor returned {len(results)} predictions for {len(live)} items")
         except asyncio.CancelledError:
@@ -269,12 +284,23 @@ class Batcher:
             self._fail(live, error)
         else:
             for entry, result in zip(live, results, strict=True):
-                if not entry.future.done():
+                if entry.future.done():
+                    continue
+                if isinstance(result, ItemOutOfMemory):
+                    entry.future.set_exception(OutOfMemoryError(
+                        f"{self.task}: out of memory on this input even alone; send a shorter text or fewer "
+                        "MC samples"))
+                else:
                     entry.future.set_result(result)
         finally:
             self._running = 0
-            elapsed = self._clock() - started
+            finished = self._clock()
+            elapsed = finished - started
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
+            busy_since = max(self._last_finished, min(entry.enqueued for entry in live))
+            self._last_finished = finished
+            per_item = (finished - busy_since) / len(live)
+            self._item_seconds = per_item if self._item_seconds == 0 else 0.8 * self._item_seconds + 0.2 * per_item
             if self._observer is not None:
                 self._observer.observe_batch(self.task, len(live), waits, elapsed)
 

@@ -10,7 +10,7 @@
 | 422    | validation_error / limit_exceeded / invalid_input / unknown_task / mc_samples_above_cap |  |
 | 429    | queue_full (+ `Retry-After` s)   | the model's queue cannot take the request's items          |
 | 500    | inference_error / internal_error | a batch failed / a bug; the body never carries a traceback |
-| 503    | not_ready / draining / model_not_loaded                                                       |
+| 503    | not_ready / draining / model_not_loaded / out_of_memory (an item too big even alone)          |
 | 504    | timeout                          | queue wait + inference passed `request_timeout_s`          |
 """
 
@@ -84,6 +84,12 @@ class UnavailableError(ServiceError):
 
     status_code = 503
     error_type = "not_ready"
+
+
+class OutOfMemoryError(UnavailableError):
+    """The device ran out of memory on this item even in a batch of one (the batch was split first)."""
+
+    error_type = "out_of_memory"
 
 
 class RequestTimeoutError(ServiceError):

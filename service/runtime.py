@@ -161,8 +161,10 @@ class Runtime:
             return
         slot.predictor = predictor
         slot.version = predictor.version
+        # Admit only what the queue can clear in half the request timeout: the rest of the timeout is the
+        # headroom for the request's own batch and for the estimate's error (a fast 429 beats a slow 504).
         slot.batcher = Batcher(predictor, settings.batch_limits(slot.task), executor=self._executor,
-                               observer=self.metrics)
+                               observer=self.metrics, wait_budget_s=settings.request_timeout_s / 2)
         slot.batcher.start()
         batcher = slot.batcher
         self.metrics.track_queue(slot.task, lambda: batcher.queued_items)

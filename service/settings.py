@@ -121,13 +121,23 @@ class Settings(BaseSettings):
     # --- security and logs -----------------------------------------------------------------------------
     api_key: SecretStr | None = Field(
         default=None, description="When set, /predict and /models need `Authorization: Bearer <key>` or "
-        "`X-API-Key: <key>`; health, metrics and the schema stay open for probes and scrapers."
+        "`X-API-Key: <key>`; health, metrics and the schema stay open unless given their own keys below."
+    )
+    health_api_key: SecretStr | None = Field(
+        default=None, description="When set, /health/* needs this key (same headers); None = open for probes."
+    )
+    metrics_api_key: SecretStr | None = Field(
+        default=None, description="When set, /metrics needs this key (same headers); None = open for scrapers."
+    )
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (comma list; `*` = any). Empty (the "
+        "default) = CORS off: no Access-Control-* headers, so browsers on other origins cannot read answers."
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(default="info")
 
-    @field_validator("tasks", mode="before")
+    @field_validator("tasks", "cors_allow_origins", mode="before")
     @classmethod
-    def _tasks_from_text(cls, value: Any) -> Any:
+    def _list_from_text(cls, value: Any) -> Any:
         return _split_list(value)
 
     @field_validator("mc_dropout_sites", mode="before")

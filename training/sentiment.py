@@ -147,7 +147,9 @@ def _minilm(config: SentimentConfig, data: ClassificationData, cache: Path, chec
     model = load_pretrained_classifier(
         path, data.label_names, dropout=config.dropout, attention_dropout=config.attention_dropout
     )
-    return model, AutoTokenizer.from_pretrained(path), MINILM.record(archive)
+    # A local, sha256-pinned extracted archive, not a Hub id (bandit B615 is a false positive).
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)  # nosec B615
+    return model, tokenizer, MINILM.record(archive)
 
 
 def _tiny(config: SentimentConfig, data: ClassificationData, cache: Path, checkpoints: Path) -> Built:
@@ -156,7 +158,8 @@ def _tiny(config: SentimentConfig, data: ClassificationData, cache: Path, checkp
     # For the same reason, under torchrun the other ranks load the one rank 0 trained (main_process_first).
     saved = checkpoints / "tokenizer"
     if saved.is_dir() and (config.resume or not is_main_process()):
-        tokenizer = AutoTokenizer.from_pretrained(saved)
+        # Our own checkpoint directory, not a Hub id (bandit B615 is a false positive).
+        tokenizer = AutoTokenizer.from_pretrained(saved, local_files_only=True)  # nosec B615
     else:
         tokenizer = train_wordpiece_tokenizer(data.splits["train"].texts, vocab_size=config.tiny_vocab_size)
         tokenizer.save_pretrained(saved)

@@ -152,7 +152,8 @@ def build_tokenizer(config: TranslationConfig, train: Sequence[tuple[str, str]],
     """Joint BPE on train source + target (deterministic); a resumed run reloads the saved one."""
     saved = checkpoints / "tokenizer"
     if saved.is_dir() and (config.resume or not is_main_process()):  # other ranks: rank 0's (main_process_first)
-        return AutoTokenizer.from_pretrained(saved)
+        # Our own checkpoint directory, not a Hub id (bandit B615 is a false positive).
+        return AutoTokenizer.from_pretrained(saved, local_files_only=True)  # nosec B615
     vocab = config.vocab_size or PRESET_SIZES[config.model].vocab_size
     tokenizer = train_joint_tokenizer([text for pair in train for text in pair], vocab)
     tokenizer.save_pretrained(saved)

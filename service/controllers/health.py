@@ -10,6 +10,7 @@ from __future__ import annotations
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 
+from service.auth import require_health_key
 from service.runtime import Runtime
 from service.schemas import LivenessResponse, ModelState, ReadinessResponse
 
@@ -39,6 +40,7 @@ def readiness(runtime: Runtime) -> tuple[int, ReadinessResponse]:
 
 class HealthController(Controller):
     path = "/health"
+    guards = [require_health_key]
     tags = ["health"]
 
     @get("/live", summary="Liveness: the process is up and its event loop answers.")

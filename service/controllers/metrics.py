@@ -6,9 +6,12 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.auth import require_metrics_key
+
 
 class MetricsController(Controller):
     path = "/metrics"
+    guards = [require_metrics_key]
 
     @get(include_in_schema=False, cache=False)
     async def metrics(self, state: State) -> Response[bytes]:

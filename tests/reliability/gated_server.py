@@ -1,0 +1,80 @@
+"""Server process for the real-uvicorn fault tests: `python -m service`'s `run()` with a gated real predictor.
+
+The tiny sentiment predictor is wrapped so the test can hold batches: a thread reads commands from stdin,
+`hold` closes the gate and `open` opens it (open at start). Every batch prints `BATCH <json list of its
+texts>` before it runs, and `HELD <n>` when it waits at a closed gate, so the test knows exactly which
+texts ran and when work is in flight (events across processes, not sleeps). Settings come from `NLP_*`
+variables as for `python -m service`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from models.predictor import MCRequest, Predictor, PredictorOptions, PreparedItem
+from models.registry import TASKS, load_predictor
+from service.__main__ import configure_logging, run
+from service.runtime import Runtime
+from service.settings import Settings
+
+GATE = threading.Event()
+GATE.set()
+
+
+def read_commands() -> None:
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "hold":
+            GATE.clear()
+        elif command == "open":
+            GATE.set()
+        print(f"ACK {command}", flush=True)
+    GATE.set()  # stdin closed: never leave a batch stuck
+
+
+class GatedPredictor:
+    """Delegates to a real predictor; `predict` reports its texts and waits while the gate is closed."""
+
+    task: ClassVar[str] = "sentiment"
+
+    def __init__(self, inner: Predictor) -> None:
+        self.inner = inner
+        self.name, self.version, self.default_mc_samples = inner.name, inner.version, inner.default_mc_samples
+
+    def prepare(self, text: str, parameters: Mapping[str, Any]) -> PreparedItem:
+        return self.inner.prepare(text, parameters)
+
+    def batch_key(self, item: PreparedItem) -> Hashable:
+        return self.inner.batch_key(item)
+
+    def cost(self, item: PreparedItem, request: MCRequest) -> int:
+        return self.inner.cost(item, request)
+
+    def predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
+        print(f"BATCH {json.dumps([item.text for item in items])}", flush=True)
+        if not GATE.is_set():
+            print(f"HELD {len(items)}", flush=True)
+            GATE.wait()
+        return self.inner.predict(items, requests)
+
+    def warmup(self) -> None:
+        self.inner.warmup()
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+
+def gated_loader(artifact_dir: Path, options: PredictorOptions) -> GatedPredictor:
+    return GatedPredictor(load_predictor(artifact_dir, options))
+
+
+if __name__ == "__main__":
+    threading.Thread(target=read_commands, daemon=True, name="gate-commands").start()
+    settings = Settings()
+    configure_logging(settings.log_level)
+    run(settings, Runtime(settings, loader=gated_loader, known_tasks=TASKS))
