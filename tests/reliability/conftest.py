@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import make_tiny_sentiment_artifact, make_tiny_translation_artifact
+from tests.factories import make_tiny_generation_artifact, make_tiny_sentiment_artifact, make_tiny_translation_artifact
 
 
 @pytest.fixture(scope="session")
@@ -23,4 +23,14 @@ def two_task_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("two-task-artifacts")
     make_tiny_sentiment_artifact(root)
     make_tiny_translation_artifact(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def all_task_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An artifacts root holding tiny sentiment, translation and generation models."""
+    root = tmp_path_factory.mktemp("all-task-artifacts")
+    make_tiny_sentiment_artifact(root)
+    make_tiny_translation_artifact(root)
+    make_tiny_generation_artifact(root)
     return root

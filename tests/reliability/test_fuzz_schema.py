@@ -27,14 +27,14 @@ from tests.reliability.apps import assert_answer_contract
 
 FUZZ_LIMITS = {"max_items_per_request": 8, "max_chars_per_text": 500, "max_payload_bytes": 32_768, "mc_samples_cap": 4}
 MAX_EXAMPLES = 60  # per operation and mode (CI bound)
-SERVED_TASKS = ["sentiment", "translation"]
+SERVED_TASKS = ["sentiment", "translation", "generation"]
 PREDICT_FIELDS = {"task", "text", "mc_samples", "seed", "parameters"}
 FUZZ_COUNTS: dict[str, int] = {}  # "<METHOD> <path> <status>" -> answers seen, for the report
 
 
 @pytest.fixture(scope="module")
-def api_schema(two_task_artifacts: Path) -> Iterator[Any]:
-    settings_ = Settings(artifacts_dir=two_task_artifacts, device="cpu", dtype="float32", max_wait_ms=0.0,
+def api_schema(all_task_artifacts: Path) -> Iterator[Any]:
+    settings_ = Settings(artifacts_dir=all_task_artifacts, device="cpu", dtype="float32", max_wait_ms=0.0,
                          **FUZZ_LIMITS)
     app = create_app(settings_, Runtime(settings_))
     schema = schemathesis.openapi.from_asgi("/schema/openapi.json", app)  # starts the app's lifespan
