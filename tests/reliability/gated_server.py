@@ -24,6 +24,15 @@ from service.settings import Settings
 
 GATE = threading.Event()
 GATE.set()
+_OUT = threading.Lock()
+
+
+def emit(line: str) -> None:
+    """One whole line on stdout. `print` from two threads can interleave ("BATCH [...]ACK hold"), which
+    would hide the ACK from the test, so every line is written in one call under a lock."""
+    with _OUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def read_commands() -> None:
@@ -33,7 +42,7 @@ def read_commands() -> None:
             GATE.clear()
         elif command == "open":
             GATE.set()
-        print(f"ACK {command}", flush=True)
+        emit(f"ACK {command}")
     GATE.set()  # stdin closed: never leave a batch stuck
 
 
@@ -56,9 +65,9 @@ class GatedPredictor:
         return self.inner.cost(item, request)
 
     def predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
-        print(f"BATCH {json.dumps([item.text for item in items])}", flush=True)
+        emit(f"BATCH {json.dumps([item.text for item in items])}")
         if not GATE.is_set():
-            print(f"HELD {len(items)}", flush=True)
+            emit(f"HELD {len(items)}")
             GATE.wait()
         return self.inner.predict(items, requests)
 

@@ -107,30 +107,36 @@ def test_sigterm_under_load_loses_nothing_in_flight(sentiment_artifacts: Path, t
                         outcomes[text] = outcome
                     n += 1
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        # Daemon threads, stopped in `finally`: a failed assertion must not leave 8 clients spinning against
+        # a dead server (they would keep pytest alive and slow everything after).
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(8)]
         for thread in threads:
             thread.start()
-        poll(lambda: len(outcomes) >= 60, "the load phase to answer 60 requests")
-        server.command("hold")
-        held = int(server.expect("HELD").split()[1])
-        stop.set()  # no new requests after the ones in flight
-        assert server.proc is not None
-        server.proc.send_signal(signal.SIGTERM)
-        poll(lambda: server.client.get("/health/ready").json()["status"] == "draining", "draining")
-        # Wait until every request outstanding on the client side is held or queued on the server (the
-        # server's count can only trail the clients'; equal means none is still in transit).
-        poll(lambda: len(sending) == held + server.metric("nlp_queue_size", task="sentiment"),
-             "outstanding requests to reach the server")
-        with lock:
-            accepted = set(sending.values())
-        refused = server.post({"task": "sentiment", "text": "arrives during the drain"})
-        assert refused.status_code == 503 and refused.json()["error_type"] == "draining"
-        assert server.proc.poll() is None  # still draining while work is held
+        try:
+            poll(lambda: len(outcomes) >= 60, "the load phase to answer 60 requests")
+            server.command("hold")
+            held = int(server.expect("HELD").split()[1])
+            stop.set()  # no new requests after the ones in flight
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            poll(lambda: server.client.get("/health/ready").json()["status"] == "draining", "draining")
+            # Wait until every request outstanding on the client side is held or queued on the server (the
+            # server's count can only trail the clients'; equal means none is still in transit).
+            poll(lambda: len(sending) == held + server.metric("nlp_queue_size", task="sentiment"),
+                 "outstanding requests to reach the server")
+            with lock:
+                accepted = set(sending.values())
+            refused = server.post({"task": "sentiment", "text": "arrives during the drain"})
+            assert refused.status_code == 503 and refused.json()["error_type"] == "draining"
+            assert server.proc.poll() is None  # still draining while work is held
 
-        server.command("open")
-        for thread in threads:
-            thread.join(timeout=60)
-        assert server.proc.wait(timeout=60) == 0
+            server.command("open")
+            for thread in threads:
+                thread.join(timeout=60)
+            assert server.proc.wait(timeout=60) == 0
+        finally:
+            stop.set()
+
     assert len(outcomes) >= 60 + len(accepted)
     assert len(accepted) >= held >= 1
     assert {outcomes[text] for text in accepted} == {200}  # in flight at the signal: all answered
