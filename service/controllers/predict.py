@@ -133,9 +133,11 @@ async def _unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[
 
 @dataclass
 class Outcome:
-    """The HTTP status a request ended with (500 until the handler says otherwise)."""
+    """The HTTP status a request ended with (500 until the handler says otherwise). `handed_off`: the
+    request lives on elsewhere (a stream), which records its own outcome, so this block records nothing."""
 
     status: int = 500
+    handed_off: bool = False
 
 
 @contextmanager
@@ -158,7 +160,8 @@ def accounted(runtime: Runtime, task: str, started: float) -> Iterator[Outcome]:
             runtime.metrics.observe_rejection(task_label, "invalid")
             raise
         finally:
-            runtime.metrics.observe_request(task_label, outcome.status, time.perf_counter() - started)
+            if not outcome.handed_off:
+                runtime.metrics.observe_request(task_label, outcome.status, time.perf_counter() - started)
 
 
 class PredictController(Controller):

@@ -25,7 +25,15 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from models.predictor import MCRequest
 from service.auth import require_api_key
-from service.controllers.predict import _ERRORS, Admitted, TokenClock, accounted, admit, respond
+from service.controllers.predict import (
+    _ERRORS,
+    Admitted,
+    ClientDisconnectedError,
+    TokenClock,
+    accounted,
+    admit,
+    respond,
+)
 from service.errors import ServiceError
 from service.runtime import Runtime
 from service.schemas import PredictRequest
@@ -51,7 +59,7 @@ class StreamController(Controller):
         started = time.perf_counter()
         with accounted(runtime, data.task, started) as outcome:
             admitted = admit(data, runtime, streaming=True)
-            outcome.status = 200  # the stream's own outcome is recorded again when it ends
+            outcome.handed_off = True  # refusals are recorded here; the stream records how it ended
         return ServerSentEvent(_events(data, runtime, admitted, started))
 
 
@@ -90,6 +98,10 @@ async def _events(data: PredictRequest, runtime: Runtime, admitted: Admitted,
             except ServiceError as exc:
                 outcome.status = exc.status_code
                 yield _error_event(exc.message, exc.error_type)
+            except (GeneratorExit, asyncio.CancelledError):
+                outcome.status = ClientDisconnectedError.status_code  # the client went away mid-stream
+                runtime.metrics.observe_rejection(data.task, "disconnected")
+                raise
             except Exception:  # noqa: BLE001 - the batch failed; the stream says so instead of hanging up
                 outcome.status = 500
                 yield _error_event("the batch holding this request failed", "inference_error")
