@@ -72,6 +72,7 @@ class GenerationConfig(TrainConfig):
     train_layers: int | None = field(default=None, metadata={"help": "top layers that are trained (none: all)"})
     mc_samples: int = field(default=10, metadata={"help": "T: MC samples at serving and evaluation"})
     mc_last_k: int | None = field(default=None, metadata={"help": "stochastic top layers at MC time (none: dropout_layers)"})
+    compare_last_k: tuple[int, ...] = field(default=(), metadata={"help": "evaluation: also report these last-k"})
     max_input_tokens: int = field(default=512, metadata={"help": "prompt token limit at serving"})
     max_new_tokens: int = field(default=256, metadata={"help": "cap on generated tokens at serving"})
     default_max_new_tokens: int = field(default=64, metadata={"help": "generated tokens when a request gives none"})
@@ -79,7 +80,7 @@ class GenerationConfig(TrainConfig):
     eval_dtype: str = field(default="auto", metadata={"help": "float32|bfloat16|auto (as the service resolves it)"})
     device: str = field(default="auto", metadata={"help": "cpu|cuda|auto"})
     resume_may_change: ClassVar[frozenset[str]] = frozenset(
-        {"test_blocks", "token_eval_blocks", "probes_per_kind", "mc_samples", "mc_last_k", "max_input_tokens",
+        {"test_blocks", "token_eval_blocks", "probes_per_kind", "mc_samples", "mc_last_k", "compare_last_k", "max_input_tokens",
          "max_new_tokens", "default_max_new_tokens", "eval_batch_size", "eval_dtype", "device"})
 
     def validate(self) -> None:
@@ -104,6 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": "synthetic", "model": "tiny", "epochs": 3, "batch_size": 8, "lr": 3e-3, "block_size": 32,
         "eval_blocks": 8, "test_blocks": 8, "token_eval_blocks": 4, "probes_per_kind": 6, "mc_samples": 4,
         "max_input_tokens": 64, "max_new_tokens": 32, "default_max_new_tokens": 16, "eval_dtype": "float32",
+        "compare_last_k": (1,),
         "progress": False, "num_threads": 1,
     },
     "quick": {
@@ -113,6 +115,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 1, "batch_size": 4, "lr": 2e-4, "warmup_ratio": 0.1, "dropout": 0.1, "dropout_layers": 6,
         "train_layers": 6, "bf16": True, "max_train_seconds": 300.0, "eval_every": 50, "eval_blocks": 16,
         "test_blocks": 32, "token_eval_blocks": 8, "probes_per_kind": 30, "num_threads": 2,
+        # MC in the top layer only: on validation text (the first quick artifact, 30 sentences per kind)
+        # last-1 / 2 / 6 gave sentence OOD AUROC of MI 0.860 / 0.851 / 0.818 and equal token-error AUROCs,
+        # and last-1 is the cheapest; the report still compares 2 and 6.
+        "mc_last_k": 1, "compare_last_k": (2, 6),
     },
     "full": {
         "epochs": 2, "batch_size": 16, "lr": 5e-5, "block_size": 256, "bf16": True, "eval_every": 500,
@@ -244,8 +250,16 @@ def finish(config: GenerationConfig, preset: str, output_dir: Path, model: nn.Mo
     held_out = [x for segment in split.segments["test"] for x in sentences(segment)]
     probes = build_prose_probe_set(held_out, verses, config.probes_per_kind, config.split_seed + 4)
     sequences = sequence_report(model, tokenizer, probes.texts, probes.kinds, s)
+    compared = {}
+    for k in (k for k in config.compare_last_k if k != last_k and k <= dropout_layers):
+        other = GenEvalSettings(**{**s.__dict__, "last_k": k})
+        compared[str(k)] = {
+            "token_auroc_error": token_report(model, subset(test, config.token_eval_blocks, config.split_seed + 3),
+                                              other)["auroc_error"],
+            "sequence_ood_auroc": {m: v["all"] for m, v in sequence_report(model, tokenizer, probes.texts,
+                                                                           probes.kinds, other)["ood_auroc"].items()}}
     metrics = {"perplexity": {"before": before, "after": after}, "token_uncertainty": tokens,
-               "sequence_uncertainty": sequences, "evaluation_seconds": round(time.perf_counter() - evaluated, 1),
+               "sequence_uncertainty": sequences, "last_k_comparison": compared, "evaluation_seconds": round(time.perf_counter() - evaluated, 1),
                "job_seconds_before_writing": round(time.perf_counter() - started, 1), "training": history.get("summary", {})}
     log.info("perplexity %.2f → %.2f; token AUROC %s; best %s (+%.3f over 1 − p)", before["perplexity"], after["perplexity"],
              {k: round(v, 3) for k, v in tokens["auroc_error"].items()}, tokens["best_measure"], tokens["best_minus_baseline"])

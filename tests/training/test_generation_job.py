@@ -43,6 +43,8 @@ def test_artifact_manifest_and_reports(artifact: Path) -> None:
     seq = metrics["sequence_uncertainty"]
     assert seq["counts"]["in_domain"] == 6 and set(seq["ood_auroc"]) == {"expected_nll", "total_uncertainty", "mi",
                                                                          "reverse_mi"}
+    compared = metrics["last_k_comparison"]["1"]  # the tiny model has 2 layers: last-1 vs the full default
+    assert set(compared["token_auroc_error"]) == set(TOKEN_MEASURES) and "mi" in compared["sequence_ood_auroc"]
     reports = json.loads((artifact / "reports" / "metrics.json").read_text(), parse_constant=pytest.fail)
     assert reports["history"]["losses"]
 
