@@ -91,8 +91,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(artifacts: Path, extra_env: dict[str, str], ready_timeout_s: float, log_path: Path) -> Iterator[str]:
-    """Run `python -m service` on a free loopback port; yield its base URL once ready; SIGTERM at exit."""
+def server(artifacts: Path, extra_env: dict[str, str], ready_timeout_s: float, log_path: Path
+           ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Run `python -m service` on a free loopback port; yield (process, base URL) once ready; SIGTERM at exit
+    (killed if it has not exited 60 s later)."""
     port = free_port()
     env = {**os.environ, "NLP_HOST": LOOPBACK, "NLP_PORT": str(port), "NLP_ARTIFACTS_DIR": str(artifacts),
            "NLP_TASKS": "sentiment", "NLP_LOG_LEVEL": "warning", **extra_env}
@@ -111,8 +113,8 @@ def server(artifacts: Path, extra_env: dict[str, str], ready_timeout_s: float, l
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server not ready within {ready_timeout_s:.0f} s; see {log_path}")
-            time.sleep(0.2)
-        yield base
+            time.sleep(0.1)
+        yield proc, base
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -193,14 +195,14 @@ async def run_bench(args: argparse.Namespace, artifacts: Path, workdir: Path) ->
         print(result.row(), flush=True)
         return result
 
-    with server(artifacts, extra, args.ready_timeout, workdir / "server-batched.log") as base:
+    with server(artifacts, extra, args.ready_timeout, workdir / "server-batched.log") as (_, base):
         facts = await model_facts(base)
         for concurrency in args.concurrency:
             record(await measure(base, "batched sweep", texts, concurrency, args.requests, args.time_limit, None))
         det = record(await measure(base, "batched", texts, c, args.requests, args.time_limit, 0))
         mc = record(await measure(base, "batched", texts, c, args.requests, args.time_limit, args.mc_samples))
     with server(artifacts, {**extra, "NLP_MAX_BATCH_SIZE": "1"}, args.ready_timeout,
-                workdir / "server-unbatched.log") as base:
+                workdir / "server-unbatched.log") as (_, base):
         det_1 = record(await measure(base, "max_batch_size=1", texts, c, args.requests, args.time_limit, 0))
         mc_1 = record(await measure(base, "max_batch_size=1", texts, c, args.requests, args.time_limit,
                                     args.mc_samples))

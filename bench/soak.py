@@ -23,22 +23,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
 
-from bench.loadgen import LOOPBACK, free_port
+from bench.loadgen import server
 from bench.texts import reviews
 
 ALLOWED = {200, 429, 503, 504}
@@ -94,40 +90,6 @@ class SoakReport:
         if self.server_exit_code not in (0, None):
             problems.append(f"server exited with {self.server_exit_code}")
         return problems
-
-
-@contextmanager
-def serve(artifacts: Path, env: dict[str, str], log_path: Path, ready_timeout_s: float = 120.0
-          ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`python -m service` on a free loopback port; yields (process, base URL) once ready; SIGTERM at exit."""
-    port = free_port()
-    full_env = {**os.environ, "NLP_HOST": LOOPBACK, "NLP_PORT": str(port), "NLP_ARTIFACTS_DIR": str(artifacts),
-                "NLP_TASKS": "sentiment", "NLP_LOG_LEVEL": "warning", **env}
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "service"], env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://{LOOPBACK}:{port}"
-    try:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready within {ready_timeout_s:.0f} s; see {log_path}")
-            time.sleep(0.1)
-        yield proc, base
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def rss_mib(pid: int) -> float:
@@ -264,7 +226,7 @@ async def run_soak_async(artifacts: Path, workdir: Path, cfg: SoakConfig) -> Soa
     texts = reviews(512, seed=0)
     env = {"NLP_REQUEST_TIMEOUT_S": str(cfg.request_timeout_s), **cfg.server_env}
     report = SoakReport()
-    with serve(artifacts, env, workdir / "soak-server.log") as (proc, base):
+    with server(artifacts, env, 120.0, workdir / "soak-server.log") as (proc, base):
         report.saturating_rate = await probe_rate(base, texts, cfg)
         report.target_rate = cfg.rate_factor * report.saturating_rate
         print(f"saturating rate {report.saturating_rate:.1f} req/s; soaking at {report.target_rate:.1f} req/s",
