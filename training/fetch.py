@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from models.artifacts import sha256_file
 
 DOWNLOADS = "downloads"
 EXTRACTED = "extracted"
-_COMPLETE = ".complete"
+COMPLETE = ".complete"  # marker file: a directory holding it was built to the end
 
 
 class FetchError(RuntimeError):
@@ -124,20 +125,40 @@ def ensure_archive(pin: PinnedArchive, cache_dir: Path | str) -> Path:
     return found
 
 
+def is_complete(dest: Path) -> bool:
+    """True when `dest` was built to the end by `build_once` (its marker exists)."""
+    return (Path(dest) / COMPLETE).is_file()
+
+
+def build_once(dest: Path, fill: Callable[[Path], str]) -> Path:
+    """Build directory `dest` once: `fill(staging)` writes everything into a sibling staging directory and
+    returns a note for the completion marker, which is written last, before the rename. A `dest` without
+    the marker (a build that died half-way) is rebuilt; a failing `fill` leaves nothing behind."""
+    dest = Path(dest)
+    if is_complete(dest):
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)  # a previous build died half-way
+    staging = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        note = fill(staging)
+        (staging / COMPLETE).write_text(note, encoding="utf-8")
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
+
+
 def extract_members(archive: Path, prefix: str, dest: Path) -> Path:
     """Unpack the zip members under `prefix` into `dest` (prefix stripped) once; returns `dest`.
 
     Refuses members that would escape `dest` (absolute paths or `..`).
     """
-    dest = Path(dest)
-    if (dest / _COMPLETE).is_file():
-        return dest
-    if dest.exists():
-        shutil.rmtree(dest)  # a previous extraction died half-way
-    staging = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+
+    def fill(staging: Path) -> str:
         with zipfile.ZipFile(archive) as zf:
             members = [m for m in zf.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
             if not members:
@@ -150,12 +171,9 @@ def extract_members(archive: Path, prefix: str, dest: Path) -> Path:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(member) as src, target.open("wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
-        (staging / _COMPLETE).write_text(archive.name, encoding="utf-8")
-        staging.rename(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return dest
+        return archive.name
+
+    return build_once(dest, fill)
 
 
 def ensure_extracted(pin: PinnedArchive, cache_dir: Path | str) -> tuple[Path, Path]:

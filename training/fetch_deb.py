@@ -12,15 +12,13 @@ Packages are only downloaded and unpacked, never installed.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from models.artifacts import sha256_file
-from training.fetch import DOWNLOADS, EXTRACTED, FetchError
+from training.fetch import DOWNLOADS, EXTRACTED, FetchError, build_once
 
-_COMPLETE = ".complete"
 
 
 @dataclass(frozen=True)
@@ -76,24 +74,14 @@ def ensure_deb(pin: PinnedDeb, cache_dir: Path | str) -> Path:
 
 def extract_deb(deb: Path, dest: Path) -> Path:
     """Unpack the data tree of `deb` into `dest` once (see module docstring); returns `dest`."""
-    dest = Path(dest)
-    if (dest / _COMPLETE).is_file():
-        return dest
-    if dest.exists():
-        shutil.rmtree(dest)  # a previous extraction died half-way
-    staging = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+
+    def fill(staging: Path) -> str:
         proc = _run(["dpkg-deb", "-x", str(deb), str(staging)])
         if proc.returncode != 0:
             raise FetchError(f"dpkg-deb -x {deb} failed: {proc.stderr.strip()}; delete the .deb to re-download it")
-        (staging / _COMPLETE).write_text(deb.name, encoding="utf-8")
-        staging.rename(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return dest
+        return deb.name
+
+    return build_once(dest, fill)
 
 
 def ensure_deb_extracted(pin: PinnedDeb, cache_dir: Path | str) -> tuple[Path, Path]:

