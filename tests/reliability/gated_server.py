@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from models.predictor import MCRequest, Predictor, PredictorOptions, PreparedItem
+from models.predictor import MCRequest, PredictorOptions, PreparedItem
 from models.registry import TASKS, load_predictor
 from service.__main__ import configure_logging, run
 from service.runtime import Runtime
 from service.settings import Settings
+from tests.delegating import DelegatingPredictor
 
 GATE = threading.Event()
 GATE.set()
@@ -46,23 +47,8 @@ def read_commands() -> None:
     GATE.set()  # stdin closed: never leave a batch stuck
 
 
-class GatedPredictor:
+class GatedPredictor(DelegatingPredictor):
     """Delegates to a real predictor; `predict` reports its texts and waits while the gate is closed."""
-
-    task: ClassVar[str] = "sentiment"
-
-    def __init__(self, inner: Predictor) -> None:
-        self.inner = inner
-        self.name, self.version, self.default_mc_samples = inner.name, inner.version, inner.default_mc_samples
-
-    def prepare(self, text: str, parameters: Mapping[str, Any]) -> PreparedItem:
-        return self.inner.prepare(text, parameters)
-
-    def batch_key(self, item: PreparedItem) -> Hashable:
-        return self.inner.batch_key(item)
-
-    def cost(self, item: PreparedItem, request: MCRequest) -> int:
-        return self.inner.cost(item, request)
 
     def predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
         emit(f"BATCH {json.dumps([item.text for item in items])}")
@@ -70,12 +56,6 @@ class GatedPredictor:
             emit(f"HELD {len(items)}")
             GATE.wait()
         return self.inner.predict(items, requests)
-
-    def warmup(self) -> None:
-        self.inner.warmup()
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
 
 
 def gated_loader(artifact_dir: Path, options: PredictorOptions) -> GatedPredictor:

@@ -96,6 +96,19 @@ async def serve(
             yield Served(app, client, runtime, loader.predictor, loader)
 
 
+@asynccontextmanager
+async def real_client(artifacts: Path, tasks: list[str]) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process over the real (tiny) artifacts under `artifacts`, every task loaded, float32."""
+    settings = Settings(artifacts_dir=artifacts, tasks=tasks, device="cpu", dtype="float32", max_wait_ms=20,
+                        max_batch_size=16)
+    runtime = Runtime(settings)
+    app = create_app(settings, runtime)
+    async with app.lifespan():
+        await runtime.wait_loaded()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=60) as c:
+            yield c
+
+
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     """Yield to the loop until `predicate()` holds (state polling, not a timing assumption)."""
     deadline = time.monotonic() + timeout

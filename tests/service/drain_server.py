@@ -8,46 +8,26 @@ Settings come from `NLP_*` variables as for `python -m service`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from models.predictor import MCRequest, Predictor, PredictorOptions, PreparedItem
+from models.predictor import MCRequest, PredictorOptions, PreparedItem
 from models.registry import TASKS, load_predictor
 from service.__main__ import configure_logging, run
 from service.runtime import Runtime
 from service.settings import Settings
+from tests.delegating import DelegatingPredictor
 
 
-class StdinGatedPredictor:
+class StdinGatedPredictor(DelegatingPredictor):
     """Delegates to a real predictor; `predict` announces itself and waits for a stdin line."""
-
-    task: ClassVar[str] = "sentiment"
-
-    def __init__(self, inner: Predictor) -> None:
-        self.inner = inner
-        self.name, self.version, self.default_mc_samples = inner.name, inner.version, inner.default_mc_samples
-
-    def prepare(self, text: str, parameters: Mapping[str, Any]) -> PreparedItem:
-        return self.inner.prepare(text, parameters)
-
-    def batch_key(self, item: PreparedItem) -> Hashable:
-        return self.inner.batch_key(item)
-
-    def cost(self, item: PreparedItem, request: MCRequest) -> int:
-        return self.inner.cost(item, request)
 
     def predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
         print(f"BATCH {len(items)}", flush=True)
         if not sys.stdin.readline():
             raise RuntimeError("test closed the gate")
         return self.inner.predict(items, requests)
-
-    def warmup(self) -> None:
-        self.inner.warmup()  # the inner predictor's own forward, not gated
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
 
 
 def gated_loader(artifact_dir: Path, options: PredictorOptions) -> StdinGatedPredictor:

@@ -9,10 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.app import create_app
-from service.runtime import Runtime
-from service.settings import Settings
-from tests.service.conftest import parse_metrics, sample
+from tests.service.conftest import parse_metrics, real_client, sample
 
 factories = pytest.importorskip("tests.factories")
 pytestmark = pytest.mark.anyio
@@ -32,14 +29,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def client(artifacts: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(artifacts_dir=artifacts, tasks=["sentiment", "translation"], device="cpu", dtype="float32",
-                        max_wait_ms=20, max_batch_size=16)
-    runtime = Runtime(settings)
-    app = create_app(settings, runtime)
-    async with app.lifespan():
-        await runtime.wait_loaded()
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=60) as c:
-            yield c
+    async with real_client(artifacts, ["sentiment", "translation"]) as c:
+        yield c
 
 
 async def test_both_models_ready_and_described(client: httpx.AsyncClient) -> None:

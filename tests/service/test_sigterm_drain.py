@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
@@ -17,26 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 factories = pytest.importorskip("tests.factories")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def poll(check, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    """Poll another process's state over HTTP until `check()` returns a truthy value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except httpx.TransportError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.reliability.process import free_port, poll  # noqa: E402
 
 
 def read_batch_line(stdout: IO[str]) -> str:
