@@ -1,7 +1,7 @@
 """Generation: tokens/s with the KV cache vs without, batched vs one request at a time, and what the
 MC-dropout uncertainty pass costs on top of the generation.
 
-All through the serving code (models/generation.py, models/llama_decode.py) on one artifact, greedy with
+All through the serving code (models/generation/predictor.py, models/generation/decode.py) on one artifact, greedy with
 a fixed number of new tokens (no end-of-sequence stop, so every run decodes the same amount):
 - cache vs no cache: `decode_batch(use_cache=True|False)` at batch 1 (the no-cache side recomputes the
   whole prefix at every step, as a server without a KV cache would);
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from models.artifacts import resolve_artifact
-from models.generation import GenerationPredictor
-from models.llama_decode import decode_batch
-from models.predictor import MCRequest, PredictorOptions
-from models.sampling import SamplingParams
+from models.core.artifacts import resolve_artifact
+from models.generation.predictor import GenerationPredictor
+from models.generation.decode import decode_batch
+from models.core.predictor import MCRequest, PredictorOptions
+from models.generation.sampling import SamplingParams
 
 PROMPTS = [
     "It is a truth universally acknowledged, that a single man in possession of a good fortune",

@@ -246,10 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         artifacts = args.artifacts_dir
         if args.tiny:
-            from tests.factories import make_tiny_sentiment_artifact  # only for the smoke mode
+            from bench.tiny import tiny_sentiment_artifacts  # only for the smoke mode: imports training
 
-            artifacts = workdir / "artifacts"
-            make_tiny_sentiment_artifact(artifacts)
+            artifacts = tiny_sentiment_artifacts(workdir)
         try:
             results = asyncio.run(run_bench(args, artifacts, workdir))
         except RuntimeError as exc:

@@ -270,10 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         artifacts = args.artifacts_dir
         if args.tiny:
-            from tests.factories import make_tiny_sentiment_artifact  # only for the tiny mode
+            from bench.tiny import tiny_sentiment_artifacts  # only for the smoke mode: imports training
 
-            artifacts = Path(tmp) / "artifacts"
-            make_tiny_sentiment_artifact(artifacts)
+            artifacts = tiny_sentiment_artifacts(Path(tmp))
         report = asyncio.run(run_soak_async(artifacts, Path(tmp), cfg))
     print_report(report, cfg)
     if args.json_out:

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from bench.texts import verses
-from models.artifacts import resolve_artifact
-from models.predictor import MCRequest, PreparedItem, Predictor, PredictorOptions
+from models.core.artifacts import resolve_artifact
+from models.core.predictor import MCRequest, PreparedItem, Predictor, PredictorOptions
 from models.registry import load_predictor
 
 

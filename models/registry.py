@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from models.artifacts import ArtifactError, read_manifest
-from models.predictor import Predictor, PredictorOptions
-from models.generation import GenerationPredictor
-from models.sentiment import SentimentPredictor
-from models.translation import TranslationPredictor
+from models.core.artifacts import ArtifactError, read_manifest
+from models.core.predictor import Predictor, PredictorOptions
+from models.generation.predictor import GenerationPredictor
+from models.sentiment.predictor import SentimentPredictor
+from models.translation.predictor import TranslationPredictor
 
 Loader = Callable[[Path, PredictorOptions], Predictor]
 

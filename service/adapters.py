@@ -28,7 +28,7 @@ class TaskAdapter(Protocol):
 
 
 class SentimentAdapter:
-    """`models.predictor.SentimentPrediction` → `SentimentPredictionOut`."""
+    """`models.core.predictor.SentimentPrediction` → `SentimentPredictionOut`."""
 
     streams = False
 

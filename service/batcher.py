@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
-from models.predictor import MCRequest, PreparedItem, Predictor
+from models.core.predictor import MCRequest, PreparedItem, Predictor
 from service.errors import InferenceError, LimitError, OutOfMemoryError, QueueFullError, UnavailableError
 from service.oom import ItemOutOfMemory, predict_splitting
 from service.settings import BatchLimits

@@ -1,4 +1,4 @@
-"""Device/dtype resolution for serving (delegated to `models.runtime`, the one source of truth that
+"""Device/dtype resolution for serving (delegated to `models.core.device`, the one source of truth that
 `place_model`/`autocast_context` also follow), the torch thread count, and GPU memory readings.
 
 "auto" device = CUDA when visible, else CPU; "auto" dtype = bfloat16 on CUDA (float16 where the GPU
@@ -15,14 +15,14 @@ log = logging.getLogger(__name__)
 
 def resolve_device(requested: str) -> str:
     """"auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" without a GPU raises RuntimeError."""
-    from models.runtime import resolve_device as resolve
+    from models.core.device import resolve_device as resolve
 
     return resolve(requested)
 
 
 def resolve_dtype(requested: str, device: str) -> str:
     """The compute dtype name for `device` ("auto" as in the module docstring; explicit ones pass through)."""
-    from models.runtime import resolve_dtype as resolve
+    from models.core.device import resolve_dtype as resolve
 
     return resolve(requested, device)
 

@@ -24,7 +24,7 @@ from litestar import Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from models.predictor import InputError
+from models.core.predictor import InputError
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from models.artifacts import list_artifacts, read_manifest, resolve_artifact
-from models.predictor import Predictor, PredictorOptions
+from models.core.artifacts import list_artifacts, read_manifest, resolve_artifact
+from models.core.predictor import Predictor, PredictorOptions
 from service import devices
 from service.batcher import Batcher
 from service.metrics import ServiceMetrics

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from models.predictor import MCRequest, Predictor, PreparedItem
+from models.core.predictor import MCRequest, Predictor, PreparedItem
 
 
 class DelegatingPredictor:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.artifacts import Manifest, library_versions, new_version_id, write_artifact
-from models.generation_model import build_tiny_llama, save_generation_model, train_tiny_tokenizer
-from models.sentiment import save_sentiment_model
-from models.sentiment_model import build_tiny_classifier, train_wordpiece_tokenizer
-from models.translation import save_translation_model
-from models.translation_model import build_marian_preset, train_joint_tokenizer
-from training.data.bible import make_parallel_corpus
+from models.core.artifacts import Manifest, library_versions, new_version_id, write_artifact
+from models.generation.model import build_tiny_llama, save_generation_model, train_tiny_tokenizer
+from models.sentiment.predictor import save_sentiment_model
+from models.sentiment.model import build_tiny_classifier, train_wordpiece_tokenizer
+from models.translation.predictor import save_translation_model
+from models.core.tokenizers import train_joint_tokenizer
+from models.translation.model import build_marian_preset
+from training.translation.data import make_parallel_corpus
 
 LABELS = ["negative", "positive"]
 CORPUS = [

@@ -16,13 +16,13 @@ import sys
 import time
 from collections.abc import Sequence
 
-from models.artifacts import list_artifacts
+from models.core.artifacts import list_artifacts
 
 # Task → training job module (a dict registry; each module exposes `main(argv) -> int | None`).
 JOBS: dict[str, str] = {
-    "sentiment": "training.sentiment",
-    "translation": "training.translation",
-    "generation": "training.generation",
+    "sentiment": "training.sentiment.job",
+    "translation": "training.translation.job",
+    "generation": "training.generation.job",
 }
 
 

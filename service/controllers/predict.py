@@ -23,7 +23,7 @@ from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 
-from models.predictor import InputError, MCRequest, PreparedItem
+from models.core.predictor import InputError, MCRequest, PreparedItem
 from service.adapters import ADAPTERS
 from service.auth import require_api_key
 from service.errors import LimitError, RequestTimeoutError, ServiceError, UnavailableError, UnknownTaskError

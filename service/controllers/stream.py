@@ -23,7 +23,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from models.predictor import MCRequest
+from models.core.predictor import MCRequest
 from service.auth import require_api_key
 from service.controllers.predict import (
     _ERRORS,

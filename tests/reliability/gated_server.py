@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.predictor import MCRequest, PredictorOptions, PreparedItem
+from models.core.predictor import MCRequest, PredictorOptions, PreparedItem
 from models.registry import TASKS, load_predictor
 from service.__main__ import configure_logging, run
 from service.runtime import Runtime

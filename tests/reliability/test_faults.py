@@ -14,8 +14,8 @@ import httpx
 import pytest
 import torch
 
-from models.artifacts import MANIFEST_NAME, sha256_file
-from models.predictor import MCRequest, PreparedItem, SentimentPrediction
+from models.core.artifacts import MANIFEST_NAME, sha256_file
+from models.core.predictor import MCRequest, PreparedItem, SentimentPrediction
 from service.app import create_app
 from service.oom import ItemOutOfMemory, is_out_of_memory, predict_splitting
 from service.runtime import Runtime

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from models.predictor import MCRequest, PreparedItem, SentimentPrediction
+from models.core.predictor import MCRequest, PreparedItem, SentimentPrediction
 from service.batcher import Batcher
 from service.errors import QueueFullError
 from service.settings import BatchLimits

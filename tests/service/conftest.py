@@ -20,7 +20,7 @@ import pytest
 from litestar import Litestar
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.artifacts import Manifest, write_artifact
+from models.core.artifacts import Manifest, write_artifact
 from service.app import create_app
 from service.runtime import Runtime
 from service.settings import Settings

@@ -21,7 +21,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from models.predictor import (
+from models.core.predictor import (
     ClassificationUncertainty,
     InputError,
     MCRequest,
@@ -40,7 +40,7 @@ def _entropy(probs: Sequence[float]) -> float:
 
 
 class FakePredictor:
-    """Implements models.predictor.Predictor for the "sentiment" task."""
+    """Implements models.core.predictor.Predictor for the "sentiment" task."""
 
     task: ClassVar[str] = "sentiment"
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.predictor import MCRequest, PreparedItem
+from models.core.predictor import MCRequest, PreparedItem
 from service.batcher import Batcher
 from service.errors import InferenceError, LimitError, QueueFullError, UnavailableError
 from service.settings import BatchLimits

@@ -58,7 +58,7 @@ def test_invalid_values_are_refused() -> None:
 
 
 def test_explicit_dtypes_pass_through_and_auto_follows_the_cpu() -> None:
-    from models.runtime import cpu_has_fast_bf16
+    from models.core.device import cpu_has_fast_bf16
 
     assert devices.resolve_dtype("float16", "cpu") == "float16"
     assert devices.resolve_dtype("float32", "cuda") == "float32"

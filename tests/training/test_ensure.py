@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from models.artifacts import MANIFEST_NAME, list_artifacts
+from models.core.artifacts import MANIFEST_NAME, list_artifacts
 from training import ensure
 from tests.factories import make_tiny_sentiment_artifact
 
@@ -25,7 +25,7 @@ def test_existing_artifact_is_used_not_retrained(tmp_path: Path, monkeypatch: py
     def must_not_train(argv: list[str]) -> int:
         raise AssertionError(f"trained although {existing} exists: {argv}")
 
-    monkeypatch.setattr("training.sentiment.main", must_not_train)
+    monkeypatch.setattr("training.sentiment.job.main", must_not_train)
     assert ensure.main(["--tasks", "sentiment", "--output-dir", str(tmp_path)]) == 0
     assert list_artifacts(tmp_path, "sentiment") == [existing]
 
@@ -42,5 +42,5 @@ def test_missing_or_half_written_artifact_is_trained(tmp_path: Path) -> None:
 
 
 def test_failed_training_exits_nonzero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("training.sentiment.main", lambda argv: 0)  # "succeeds" but writes nothing
+    monkeypatch.setattr("training.sentiment.job.main", lambda argv: 0)  # "succeeds" but writes nothing
     assert ensure.main(["--tasks", "sentiment", "--output-dir", str(tmp_path)]) == 1

@@ -1,0 +1,179 @@
+"""The seam between models and the service: one predictor per task, same method names in all three.
+
+A predictor owns a loaded model, its tokenizer and its calibration. The service never touches torch:
+it calls `prepare` on the event loop (cheap: tokenise + validate, raises `InputError`), queues the
+prepared items, and calls `predict` on a worker thread with a batch of them.
+
+Contract for `predict`:
+- `items` are prepared by this predictor; each carries its own `MCRequest` (samples T and seed).
+  Items with different T may share a batch; the predictor folds all T copies into one forward.
+- returns one prediction per item, in order; raises on a failure of the whole batch (the service
+  fails that batch's requests only).
+- T = 0 is deterministic: no dropout, no uncertainty (`uncertainty is None`), same output every call.
+- the same (text, T, seed) gives the same prediction whatever else shares the batch (up to float
+  rounding of different padding), because dropout masks are drawn per item from its own seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+
+class InputError(ValueError):
+    """A request that parses but breaks a limit (empty, too long, bad parameter): HTTP 422."""
+
+
+@dataclass(frozen=True)
+class MCRequest:
+    """How to sample one item: `mc_samples` T (0 = deterministic) and the `seed` of its dropout masks (and,
+    for generation, of its token sampling). `text_sink`, for tasks that stream (generation), receives the
+    output text in pieces, on the worker thread, as it is decoded; the pieces join into the final text."""
+
+    mc_samples: int
+    seed: int
+    text_sink: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    """Serving-time choices for a predictor; the service builds this from its settings.
+
+    - `device`: torch device string ("cpu", "cuda", "cuda:0").
+    - `dtype`: "float32", "bfloat16" or "float16" (compute dtype under autocast).
+    - `mc_last_k`: how many top layers run stochastically; None = the manifest's default; a value
+      >= the number of layers means full MC (embeddings dropout included).
+    - `mc_dropout_sites`: which dropouts are live at MC time, subset of {"hidden", "attention", "head"};
+      None = the manifest's default.
+    - `max_input_tokens`: refuse (sentiment: truncate head+tail to) this many tokens; None = model's limit.
+    """
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    mc_last_k: int | None = None
+    mc_dropout_sites: frozenset[str] | None = None
+    max_input_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class PreparedItem:
+    """One validated, tokenised input waiting in a queue. `n_tokens` drives length grouping."""
+
+    text: str
+    input_ids: tuple[int, ...]
+    n_tokens: int
+    truncated: bool = False
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClassificationUncertainty:
+    """MC-dropout uncertainty of one classification, natural logs (nats)."""
+
+    predictive_entropy: float
+    expected_entropy: float
+    mutual_information: float
+    variation_ratio: float
+    probability_std: float
+
+
+@dataclass(frozen=True)
+class SentimentPrediction:
+    """One sentiment prediction; `uncertainty` is None when T = 0 (then `abstain` is False)."""
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    uncertainty: ClassificationUncertainty | None
+    abstain: bool
+    input_tokens: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class SequenceUncertainty:
+    """MC-dropout uncertainty of one output sequence scored under T masks (models/core/sequence_uncertainty.py).
+    Log-probabilities are sums over the output's tokens in nats; `sampling_chrf` only in "sampling" mode."""
+
+    sequence_log_prob: float
+    mc_log_prob_mean: float
+    mc_log_prob_var: float
+    mean_token_entropy: float
+    mean_token_mutual_information: float
+    max_token_mutual_information: float
+    sampling_chrf: float | None = None
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """One output token: its text, MC mean probability, predictive entropy (nats) and MI (nats, None at T=0)."""
+
+    token: str
+    probability: float
+    entropy: float
+    mutual_information: float | None
+
+
+@dataclass(frozen=True)
+class TranslationPrediction:
+    """One translation; `uncertainty` is None when T = 0; `tokens` only when asked (`return_tokens`)."""
+
+    translation: str
+    uncertainty: SequenceUncertainty | None
+    tokens: list[TokenScore] | None
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    abstain: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationPrediction:
+    """One continuation; `text` excludes the prompt (and a stop string); `uncertainty` is None when T = 0;
+    `tokens` only when asked. `finish_reason` is "eos", "stop" or "length". Timings are seconds from the
+    start of the batch the item ran in."""
+
+    text: str
+    uncertainty: SequenceUncertainty | None
+    tokens: list[TokenScore] | None
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    first_token_seconds: float | None = field(compare=False)
+    decode_seconds: float = field(compare=False)
+    abstain: bool = False
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What the service needs from every task's predictor (see module docstring)."""
+
+    task: ClassVar[str]
+    name: str
+    version: str
+    default_mc_samples: int
+
+    def prepare(self, text: str, parameters: Mapping[str, Any]) -> PreparedItem:
+        """Validate and tokenise one input; raises InputError with a message for the client."""
+        ...
+
+    def batch_key(self, item: PreparedItem) -> Hashable:
+        """Items may share a batch only when their keys are equal (sentiment: always)."""
+        ...
+
+    def cost(self, item: PreparedItem, request: MCRequest) -> int:
+        """Token rows this item adds to a forward pass, for the batcher's token budget."""
+        ...
+
+    def predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
+        """Run one batch (see module docstring); len(result) == len(items)."""
+        ...
+
+    def warmup(self) -> None:
+        """Run a real forward (deterministic and MC) so the first request pays no lazy init."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready facts for GET /models/{name}: device, dtype, dropout placement, MC mode, limits."""
+        ...

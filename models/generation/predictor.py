@@ -1,0 +1,252 @@
+"""Generation predictor: a prompt in, its continuation + per-token and sequence MC-dropout uncertainty out.
+
+Per batch (every request decodes in the same batch, each with its own parameters):
+1. decode without dropout (models/generation/decode.py): KV cache, per-row temperature / top-k / top-p /
+   repetition penalty / stop strings / max_new_tokens and a seeded generator; it keeps the input of
+   decoder layer L − k at every position and streams text to `MCRequest.text_sink` when one is given;
+2. items with T > 0: ONE teacher-forced pass of the top k layers over Σ T_i rows, each row under its own
+   seeded residual-dropout masks (models/generation/mc.py), the output layer on the generated positions only,
+   then token probability / entropy / MI and TP, D-TP, D-Var (models/core/sequence_uncertainty.py).
+
+Manifest sections used: `preprocessing` {"max_input_tokens", "max_new_tokens" (cap),
+"default_max_new_tokens"}, `dropout` {"mc_sites", "mc_last_k"}, `calibration` {"temperature",
+"abstain": {"measure", "threshold"}}. Prompts over the token limit are refused (InputError → 422).
+The `seed` of a request fixes both its sampled tokens and its dropout masks.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+
+from models.core.artifacts import ArtifactError, Manifest
+from models.core.dropout import mix_seed, validate_sites
+from models.generation.model import LAYERS_ATTR, LlamaDropoutRates, dropout_layers, install_dropout
+from models.generation.decode import DecodeResult, decode_batch
+from models.generation.mc import SUPPORTED_SITES, project, top_layers
+from models.core.loading import load_verified
+from models.core.padding import pad_states
+from models.core.parameters import Parameters
+from models.core.predictor import (
+    GenerationPrediction,
+    InputError,
+    MCRequest,
+    PredictorOptions,
+    PreparedItem,
+    SequenceUncertainty,
+    TokenScore,
+)
+from models.core.device import autocast_context, place_model
+from models.generation.sampling import SamplingParams
+from models.core.sequence_uncertainty import SequenceCalibration, sequence_measures, token_measures
+
+TASK = "generation"
+MAX_STOP_STRINGS, MAX_STOP_LENGTH = 4, 64
+_SAMPLING_SALT = 2_000_003
+_KNOWN = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop", "return_tokens")
+
+
+class GenerationPredictor:
+    """Predictor protocol implementation for the generation task (models/core/predictor.py)."""
+
+    task: ClassVar[str] = TASK
+
+    def __init__(self, model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, manifest: Manifest,
+                 options: PredictorOptions) -> None:
+        self.manifest = manifest
+        self.options = options
+        self.name = TASK
+        self.version = manifest.version
+        self.default_mc_samples = int(manifest.default_mc_samples)
+        self.tokenizer = tokenizer
+        self.device = torch.device(options.device)
+        rates = LlamaDropoutRates.of(model)
+        model = install_dropout(model, rates.attention, rates.hidden, getattr(model.config, LAYERS_ATTR, None))
+        self.model = place_model(model.eval(), self.device, options.dtype)
+        config = self.model.config
+        self.num_layers = int(config.num_hidden_layers)
+        dropout = manifest.dropout or {}
+        self.sites = validate_sites(options.mc_dropout_sites or dropout.get("mc_sites") or SUPPORTED_SITES)
+        if not self.sites <= SUPPORTED_SITES:
+            raise ArtifactError(f"generation MC supports dropout sites {sorted(SUPPORTED_SITES)}, not {sorted(self.sites)}")
+        # Layers without dropout would only repeat deterministic work: last-k never reaches below them.
+        self.last_k = min(int(options.mc_last_k or dropout.get("mc_last_k") or self.num_layers),
+                          dropout_layers(self.model))
+        self.rates = rates
+        if not rates.live(self.sites).any:
+            raise ArtifactError(f"{self.name} {self.version}: no active dropout at MC sites {sorted(self.sites)} "
+                                f"(rates {rates}); MC dropout would report zero uncertainty")
+        eos = config.eos_token_id
+        self.eos_ids = frozenset(eos if isinstance(eos, list) else [eos]) | frozenset(
+            [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids))
+        positions = int(config.max_position_embeddings)
+        pre = manifest.preprocessing or {}
+        self.max_new_tokens_cap = min(int(pre.get("max_new_tokens", 256)), positions - 1)
+        self.default_max_new_tokens = min(int(pre.get("default_max_new_tokens", 64)), self.max_new_tokens_cap)
+        trained_max = int(pre.get("max_input_tokens", positions - self.max_new_tokens_cap))
+        self.max_input_tokens = min(trained_max, options.max_input_tokens or trained_max,
+                                    positions - self.max_new_tokens_cap)
+        self.sampling_defaults = {"temperature": 0.8, "top_k": 0, "top_p": 0.95, "repetition_penalty": 1.1,
+                                  **(pre.get("sampling_defaults") or {})}
+        self.calibration = SequenceCalibration.from_manifest(manifest.calibration)
+        self.temperature = self.calibration.temperature
+
+    @classmethod
+    def load(cls, artifact_dir: Path, options: PredictorOptions) -> GenerationPredictor:
+        """Verify and load a generation artifact. Raises ArtifactError (corrupt, wrong task, no dropout)."""
+        manifest, model, tokenizer = load_verified(artifact_dir, TASK, LlamaForCausalLM)
+        return cls(model, tokenizer, manifest, options)
+
+    # -- Predictor protocol -------------------------------------------------------------------------
+
+    def prepare(self, text: str, parameters: Mapping[str, Any]) -> PreparedItem:
+        read = Parameters(TASK, parameters, _KNOWN)
+        d = self.sampling_defaults
+        sampling = SamplingParams(
+            max_new_tokens=read.integer("max_new_tokens", self.default_max_new_tokens, 1, self.max_new_tokens_cap),
+            temperature=read.number("temperature", d["temperature"], 0.0, 5.0),
+            top_k=read.integer("top_k", d["top_k"], 0, len(self.tokenizer)),
+            top_p=read.number("top_p", d["top_p"], 1e-6, 1.0),
+            repetition_penalty=read.number("repetition_penalty", d["repetition_penalty"], 0.5, 2.0),
+            stop=read.strings("stop", MAX_STOP_STRINGS, MAX_STOP_LENGTH),
+        )
+        return_tokens = read.flag("return_tokens", False)
+        if not text or not text.strip():
+            raise InputError("text must not be empty")
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > self.max_input_tokens:
+            raise InputError(f"text has {len(ids)} tokens, over the generation limit of {self.max_input_tokens}")
+        return PreparedItem(text=text, input_ids=tuple(ids), n_tokens=len(ids),
+                            parameters={"sampling": sampling, "return_tokens": return_tokens})
+
+    def batch_key(self, item: PreparedItem) -> Hashable:
+        return TASK  # every row keeps its own decoding parameters: any requests can share a batch
+
+    def cost(self, item: PreparedItem, request: MCRequest) -> int:
+        # Prompt + generated tokens, plus the MC rows' share: the top k of L layers over the whole sequence.
+        out = item.parameters["sampling"].max_new_tokens
+        total = item.n_tokens + out
+        return max(1, total + total * self.last_k * request.mc_samples // self.num_layers)
+
+    def predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[GenerationPrediction]:
+        if len(items) != len(requests):
+            raise ValueError(f"{len(items)} items but {len(requests)} MC requests")
+        if not items:
+            return []
+        scored = [i for i, r in enumerate(requests) if r.mc_samples > 0]
+        with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
+            result = decode_batch(
+                self.model, self.tokenizer, [item.input_ids for item in items],
+                [item.parameters["sampling"] for item in items],
+                [mix_seed(r.seed, _SAMPLING_SALT) for r in requests],
+                eos_ids=self.eos_ids, pad_id=self.pad_id, temperature=self.temperature,
+                capture_layer=self.num_layers - self.last_k if scored else None,
+                sinks=[r.text_sink for r in requests],
+            )
+            log_probs = self._score(result, scored, requests) if scored else {}
+        return [self._prediction(i, item, requests[i], result, log_probs.get(i)) for i, item in enumerate(items)]
+
+    def _score(self, result: DecodeResult, chosen: list[int], requests: Sequence[MCRequest]) -> dict[int, torch.Tensor]:
+        """One pass of the top k layers for the T_i rows of every chosen item; returns per item the
+        temperature-scaled log-distributions [T_i, n_i, V] at its generated positions.
+
+        The decode's left-padded states are re-packed right-padded first, so a row's positions (and so its
+        seeded dropout masks, which are laid out by position) do not depend on what else was in the batch."""
+        assert result.hidden is not None
+        sequences, prompts, lengths = [], [], []
+        for i in chosen:
+            real = result.mask[i].bool()
+            n = len(result.rows[i].tokens)
+            prompt = int(real[: result.prompt_width].sum())
+            sequences.append(result.hidden[i][real][: prompt + n - 1])  # prompt + generated tokens but the last
+            prompts.append(prompt)
+            lengths.append(n)
+        hidden, mask = pad_states(sequences)
+        counts = [requests[i].mc_samples for i in chosen]
+        seeds = [mix_seed(requests[i].seed, t) for i in chosen for t in range(requests[i].mc_samples)]
+        states = top_layers(self.model, hidden, mask, seeds, counts, self.last_k)
+        # The output at position prompt − 1 + j predicts generated token j: project only those.
+        packed = torch.cat([rows[:, p - 1: p - 1 + n].reshape(-1, rows.shape[-1])
+                            for rows, p, n in zip(torch.split(states, counts), prompts, lengths)])
+        flat = torch.log_softmax(project(self.model, packed) / self.temperature, dim=-1)
+        sizes = [count * n for count, n in zip(counts, lengths)]
+        return {i: part.view(count, n, -1)
+                for i, part, count, n in zip(chosen, torch.split(flat, sizes), counts, lengths)}
+
+    def _prediction(self, i: int, item: PreparedItem, request: MCRequest, result: DecodeResult,
+                    log_probs: torch.Tensor | None) -> GenerationPrediction:
+        row = result.rows[i]
+        det = torch.tensor(row.log_probs, dtype=torch.float64)
+        uncertainty, abstain = None, False
+        probability, entropy, mutual = det.exp().tolist(), row.entropies, [None] * len(row.tokens)
+        if log_probs is not None:
+            targets = torch.tensor(row.tokens, device=log_probs.device)
+            measures = token_measures(log_probs, targets)
+            summary = sequence_measures(det, measures)
+            uncertainty = SequenceUncertainty(**summary)
+            abstain = self.calibration.abstains(summary)
+            probability = measures.probability.tolist()
+            entropy = measures.predictive_entropy.tolist()
+            mutual = measures.mutual_information.tolist()
+        tokens = None
+        if item.parameters["return_tokens"]:
+            tokens = [TokenScore(self.tokenizer.decode([t]), float(p), float(h), None if mi is None else float(mi))
+                      for t, p, h, mi in zip(row.tokens, probability, entropy, mutual)]
+        return GenerationPrediction(
+            text=row.text, uncertainty=uncertainty, tokens=tokens, finish_reason=row.finish_reason,
+            input_tokens=item.n_tokens, output_tokens=len(row.tokens), first_token_seconds=row.first_token_seconds,
+            decode_seconds=row.seconds, abstain=abstain,
+        )
+
+    def warmup(self) -> None:
+        item = self.prepare("It is a truth universally acknowledged", {"max_new_tokens": min(4, self.max_new_tokens_cap),
+                                                                       "return_tokens": True})
+        self.predict([item, item], [MCRequest(0, 0), MCRequest(self.default_mc_samples, 1)])
+
+    def describe(self) -> dict[str, Any]:
+        parameters = list(self.model.parameters())
+        return {
+            "task": self.task,
+            "name": self.name,
+            "version": self.version,
+            "model_class": type(self.model).__name__,
+            "device": str(self.device),
+            "dtype": self.options.dtype,
+            "parameters": sum(p.numel() for p in parameters),
+            "num_layers": self.num_layers,
+            "vocab_size": len(self.tokenizer),
+            "max_input_tokens": self.max_input_tokens,
+            "truncation": {"policy": "refuse"},
+            "decoding": {"max_new_tokens_cap": self.max_new_tokens_cap, "default_max_new_tokens":
+                         self.default_max_new_tokens, "sampling_defaults": self.sampling_defaults,
+                         "kv_cache": True, "max_stop_strings": MAX_STOP_STRINGS, "streaming": True},
+            "mc": {
+                "default_mc_samples": self.default_mc_samples,
+                "last_k": self.last_k,
+                "mode": "full" if self.last_k >= self.num_layers else f"last-{self.last_k}-layers",
+                "live_sites": sorted(self.sites),
+                "dropout_rates": {"hidden": self.rates.hidden, "attention": self.rates.attention},
+            },
+            "memory": {"parameter_bytes": sum(p.numel() * p.element_size() for p in parameters),
+                       **process_memory()},
+            "calibration": self.calibration.describe(),
+            "created_at": self.manifest.created_at,
+        }
+
+
+def process_memory() -> dict[str, int]:
+    """Resident memory of this process now and at its peak, in bytes (the model loads once per process,
+    so this is what one more model costs). Current RSS from /proc where there is one."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"process_peak_rss_bytes": int(peak if sys.platform == "darwin" else peak * 1024)}
+    statm = Path("/proc/self/statm")
+    if statm.is_file():
+        out["process_rss_bytes"] = int(statm.read_text().split()[1]) * resource.getpagesize()
+    return out

@@ -1,0 +1,247 @@
+"""Fast MC-dropout forward for BERT-style sequence classifiers (BertForSequenceClassification).
+
+One call runs every item's T samples as ONE forward over R = Σ max(T_i, 1) rows:
+- embeddings and the layers below the top k run once per item, without dropout, on B rows;
+- the tensor is expanded to R rows (item i repeated T_i times; a T = 0 item keeps one deterministic
+  row) just before the first live dropout, and the top k layers, pooler and head run on R rows.
+  Cost ≈ (L − k + k·T)/L of a deterministic pass; k ≥ L is full MC (embedding dropout included).
+- the top layer only feeds the pooler through the [CLS] position, so it computes the [CLS] query alone
+  (keys/values still come from every position). Exact, and with k = 1 and attention dropout off the
+  whole stochastic part is a few [R, hidden] matmuls: MC costs about what a deterministic pass does.
+
+The deterministic layers below the stochastic region run on packed tokens ([N_tokens, hidden], padding
+removed): projections and the feed-forward, most of the arithmetic at these lengths, never touch pad
+positions, and only the attention kernel sees the padded [B, L] layout. Batches of mixed lengths (what a
+server gets) lose nothing to padding there.
+
+Attention uses the fused scaled_dot_product_attention kernel unless attention-probability dropout is
+live in a stochastic layer, where it is computed explicitly so the mask can be seeded per row.
+The layer maths mirrors transformers' BertLayer (post-LayerNorm); a test checks it against
+the library's own eval forward, so a transformers change that breaks the mirror fails loudly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.core.dropout import MaskSource, mix_seed, validate_sites
+
+EMBEDDINGS_SITE = 0
+
+
+def _site(layer: int, slot: int) -> int:
+    """Stable site id: slot 0 = attention probs, 1 = attention output, 2 = feed-forward output."""
+    return 1 + 3 * layer + slot
+
+
+@dataclass(frozen=True)
+class DropoutRates:
+    """Dropout probabilities of a BERT classifier, per site."""
+
+    hidden: float
+    attention: float
+    head: float
+
+    @classmethod
+    def of(cls, model: nn.Module) -> DropoutRates:
+        config = model.config
+        return cls(
+            hidden=float(config.hidden_dropout_prob),
+            attention=float(config.attention_probs_dropout_prob),
+            head=float(model.dropout.p),
+        )
+
+    def live(self, sites: frozenset[str]) -> dict[str, float]:
+        """Rates of the live sites (0 for the others)."""
+        return {site: (getattr(self, site) if site in sites else 0.0) for site in ("hidden", "attention", "head")}
+
+
+def num_layers(model: nn.Module) -> int:
+    return len(model.bert.encoder.layer)
+
+
+def row_seeds(mc_samples: Sequence[int], seeds: Sequence[int]) -> tuple[list[int | None], list[int]]:
+    """Expand items to rows: item i gives T_i rows seeded (seed_i, t), or one deterministic row if T_i = 0.
+    Returns (seed per row, rows per item)."""
+    per_row: list[int | None] = []
+    counts: list[int] = []
+    for samples, seed in zip(mc_samples, seeds, strict=True):
+        if samples < 0:
+            raise ValueError(f"mc_samples must be >= 0, got {samples}")
+        if samples == 0:
+            per_row.append(None)
+            counts.append(1)
+        else:
+            per_row.extend(mix_seed(seed, t) for t in range(samples))
+            counts.append(samples)
+    return per_row, counts
+
+
+class _Rows:
+    """Tracks whether activations are still per item (B rows) or already per sample (R rows)."""
+
+    def __init__(self, counts: list[int], device: torch.device) -> None:
+        self.index = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device))
+        self.expanded = False
+
+    def expand(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.expanded = True
+        return tuple(t.index_select(0, self.index) for t in tensors)
+
+
+def _attention(
+    layer: nn.Module,
+    h: torch.Tensor,
+    key_mask: torch.Tensor,
+    cls_only: bool,
+    drop: MaskSource | None,
+    p_attn: float,
+    site: int,
+) -> torch.Tensor:
+    """Self-attention context [rows, Lq, hidden]; Lq = 1 when cls_only."""
+    att = layer.attention.self
+    rows, length, hidden = h.shape
+    heads, head_dim = att.num_attention_heads, att.attention_head_size
+    q_in = h[:, :1] if cls_only else h
+    q = att.query(q_in).view(rows, -1, heads, head_dim).transpose(1, 2)
+    k = att.key(h).view(rows, length, heads, head_dim).transpose(1, 2)
+    v = att.value(h).view(rows, length, heads, head_dim).transpose(1, 2)
+    mask = key_mask[:, None, None, :]
+    if drop is not None and p_attn > 0:
+        scores = (q @ k.transpose(-1, -2)) * att.scaling
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        probs = drop.dropout(torch.softmax(scores, dim=-1), p_attn, site)
+        context = probs @ v
+    else:
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return context.transpose(1, 2).reshape(rows, -1, hidden)
+
+
+class _Packing:
+    """Maps between padded [B, L, ·] activations and packed [N, ·] rows of the real tokens."""
+
+    def __init__(self, key_mask: torch.Tensor) -> None:
+        self.batch, self.length = key_mask.shape
+        self.index = key_mask.reshape(-1).nonzero().squeeze(1)
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        return padded.reshape(self.batch * self.length, -1).index_select(0, self.index)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        out = packed.new_zeros(self.batch * self.length, packed.shape[-1])
+        out.index_copy_(0, self.index, packed)
+        return out.view(self.batch, self.length, -1)
+
+
+def _packed_layer(layer: nn.Module, x: torch.Tensor, packing: _Packing, key_mask: torch.Tensor) -> torch.Tensor:
+    """One deterministic BertLayer on packed tokens x [N, hidden] → [N, hidden]."""
+    att = layer.attention.self
+    heads, head_dim = att.num_attention_heads, att.attention_head_size
+
+    def heads_view(t: torch.Tensor) -> torch.Tensor:
+        return packing.unpack(t).view(packing.batch, packing.length, heads, head_dim).transpose(1, 2)
+
+    q, k, v = heads_view(att.query(x)), heads_view(att.key(x)), heads_view(att.value(x))
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+    context = packing.pack(context.transpose(1, 2))
+    attended = layer.attention.output.LayerNorm(layer.attention.output.dense(context) + x)
+    return layer.output.LayerNorm(layer.output.dense(layer.intermediate(attended)) + attended)
+
+
+def forward_logits(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    mc_samples: Sequence[int],
+    seeds: Sequence[int],
+    last_k: int,
+    sites: frozenset[str],
+) -> list[torch.Tensor]:
+    """Logits per item: a [max(T_i, 1), C] tensor for item i. Inputs are [B, L] (mask 1 = token).
+
+    `last_k` ≥ 1 layers run stochastically (≥ L means full MC). Call under torch.inference_mode() and,
+    for reduced precision, torch.autocast. The model must be in eval mode (checked).
+    """
+    if model.training:
+        raise RuntimeError("forward_logits expects model.eval(); MC dropout is applied explicitly")
+    sites = validate_sites(sites)
+    n_layers = num_layers(model)
+    if last_k < 1:
+        raise ValueError(f"last_k must be >= 1, got {last_k}")
+    k = min(last_k, n_layers)
+    rates = DropoutRates.of(model).live(sites)
+    seeds_per_row, counts = row_seeds(mc_samples, seeds)
+    drop = MaskSource(seeds_per_row, input_ids.device)
+    stochastic = drop.any_stochastic
+    rows = _Rows(counts, input_ids.device)
+    key_mask = attention_mask.bool()
+
+    h = model.bert.embeddings(input_ids=input_ids)  # eval mode: no dropout inside
+    if stochastic and last_k >= n_layers and rates["hidden"] > 0:
+        h, key_mask = rows.expand(h, key_mask)
+        h = drop.dropout(h, rates["hidden"], EMBEDDINGS_SITE)
+
+    # Layers that run once per item with no dropout (below the stochastic region and below the [CLS]-only
+    # top layer) run packed; with full MC and live embedding dropout there are none.
+    first_live = n_layers - k if stochastic else n_layers
+    packed_layers = 0 if rows.expanded else min(first_live, n_layers - 1)
+    if packed_layers:
+        packing = _Packing(key_mask)
+        x = packing.pack(h)
+        for layer in model.bert.encoder.layer[:packed_layers]:
+            x = _packed_layer(layer, x, packing, key_mask)
+        h = packing.unpack(x)
+
+    for index, layer in enumerate(model.bert.encoder.layer):
+        if index < packed_layers:
+            continue
+        live = stochastic and index >= n_layers - k
+        cls_only = index == n_layers - 1
+        layer_drop = drop if live else None
+        if live and rates["attention"] > 0 and not rows.expanded:
+            h, key_mask = rows.expand(h, key_mask)
+        context = _attention(layer, h, key_mask, cls_only, layer_drop, rates["attention"], _site(index, 0))
+        residual = h[:, :1] if cls_only else h
+        out = layer.attention.output.dense(context)
+        if live and rates["hidden"] > 0:
+            if not rows.expanded:
+                out, residual, h, key_mask = rows.expand(out, residual, h, key_mask)
+            out = drop.dropout(out, rates["hidden"], _site(index, 1))
+        attended = layer.attention.output.LayerNorm(out + residual)
+        ff = layer.output.dense(layer.intermediate(attended))
+        if live and rates["hidden"] > 0:
+            ff = drop.dropout(ff, rates["hidden"], _site(index, 2))
+        h = layer.output.LayerNorm(ff + attended)
+
+    pooled = model.bert.pooler(h)
+    if stochastic and rates["head"] > 0:
+        if not rows.expanded:
+            (pooled,) = rows.expand(pooled)
+        pooled = drop.dropout(pooled, rates["head"], _site(n_layers, 0))
+    if not rows.expanded:
+        (pooled,) = rows.expand(pooled)
+    logits = model.classifier(pooled).float()
+    return list(torch.split(logits, counts))
+
+
+def mc_logits(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    mc_samples: int,
+    seed: int,
+    last_k: int | None,
+    sites: frozenset[str],
+) -> torch.Tensor:
+    """Every item with the same T: logits [B, max(T, 1), C]. Item i uses seed mix(seed, i), so results
+    are reproducible and independent across items. `last_k=None` means full MC."""
+    batch = input_ids.shape[0]
+    k = num_layers(model) if last_k is None else last_k
+    seeds = [mix_seed(seed, 1_000_003 + i) for i in range(batch)]
+    per_item = forward_logits(model, input_ids, attention_mask, [mc_samples] * batch, seeds, k, sites)
+    return torch.stack(per_item)

@@ -1,0 +1,333 @@
+"""Translation predictor: English text in, German translation + sequence MC-dropout uncertainty out.
+
+Per batch (items share decoding parameters, see `batch_key`):
+1. decode once without dropout: `model.generate` (greedy or beam, KV cache) in eval mode;
+2. score that output under T dropout masks in ONE teacher-forced forward (models/translation/mc.py): per item
+   one deterministic row (TP and, at T = 0, the token table) plus T seeded rows; token probability,
+   entropy and MI, TP, D-TP, D-Var (models/core/sequence_uncertainty.py);
+3. `"uncertainty_mode": "sampling"` also runs T stochastic greedy decodes (same masks machinery, seeded per
+   row) and reports their mean pairwise chrF (`sampling_chrf`, D-Lex-Sim style; high = samples agree).
+
+Manifest sections used: `preprocessing` {"max_input_tokens", "max_new_tokens" (cap), "default_max_new_tokens"},
+`dropout` {"mc_sites", "mc_last_k"}, `calibration` {"temperature", "abstain": {"measure", "threshold"}}.
+Inputs over the token limit are refused (InputError → 422), never truncated: a cut sentence would get a
+confident translation of half of it. Scored tokens include `</s>` when the decode ended with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from transformers import MarianMTModel, PreTrainedTokenizerBase
+from transformers.modeling_outputs import BaseModelOutput
+
+from models.core.artifacts import MODEL_DIR, ArtifactError, Manifest
+from models.core.dropout import mix_seed, validate_sites
+from models.translation.mc import (
+    MarianDropoutRates,
+    decoder_hidden,
+    encode,
+    num_decoder_layers,
+    project,
+    stochastic_greedy_decode,
+)
+from models.core.loading import load_verified
+from models.core.padding import pad_ids
+from models.core.parameters import Parameters
+from models.core.predictor import (
+    InputError,
+    MCRequest,
+    PredictorOptions,
+    PreparedItem,
+    SequenceUncertainty,
+    TokenScore,
+    TranslationPrediction,
+)
+from models.core.device import autocast_context, place_model
+from models.core.sequence_uncertainty import (
+    SequenceCalibration,
+    mean_pairwise_chrf,
+    sequence_measures,
+    token_log_probs,
+    token_measures,
+)
+
+TASK = "translation"
+MODES = ("scoring", "sampling")
+MAX_BEAMS = 8
+DEFAULT_MC_SITES = frozenset({"hidden"})
+_SAMPLING_SALT = 1_000_003
+
+
+def save_translation_model(model: MarianMTModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+    """Write model (safetensors) and tokenizer into `directory/model/` for `write_artifact`."""
+    target = Path(directory) / MODEL_DIR
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+
+
+class TranslationPredictor:
+    """Predictor protocol implementation for the translation task (models/core/predictor.py)."""
+
+    task: ClassVar[str] = TASK
+
+    def __init__(
+        self,
+        model: MarianMTModel,
+        tokenizer: PreTrainedTokenizerBase,
+        manifest: Manifest,
+        options: PredictorOptions,
+    ) -> None:
+        self.manifest = manifest
+        self.options = options
+        self.name = TASK
+        self.version = manifest.version
+        self.default_mc_samples = int(manifest.default_mc_samples)
+        self.tokenizer = tokenizer
+        self.device = torch.device(options.device)
+        self.model = place_model(model.eval(), self.device, options.dtype)
+        config = self.model.config
+        self.pad_id, self.eos_id = int(config.pad_token_id), int(config.eos_token_id)
+        self.start_id = int(config.decoder_start_token_id)
+        self.num_layers = num_decoder_layers(self.model)
+        dropout = manifest.dropout or {}
+        self.sites = validate_sites(options.mc_dropout_sites or dropout.get("mc_sites") or DEFAULT_MC_SITES)
+        self.last_k = int(options.mc_last_k or dropout.get("mc_last_k") or self.num_layers)
+        self.rates = MarianDropoutRates.of(self.model)
+        if not self.rates.live(self.sites).any:
+            raise ArtifactError(
+                f"{self.name} {self.version}: no active dropout at MC sites {sorted(self.sites)} "
+                f"(rates {self.rates}); MC dropout would report zero uncertainty"
+            )
+        positions = int(config.max_position_embeddings)
+        pre = manifest.preprocessing or {}
+        trained_max = int(pre.get("max_input_tokens", positions))
+        self.max_input_tokens = min(trained_max, options.max_input_tokens or trained_max, positions)
+        # The decoder reads <s> + the output: max_new_tokens + 1 positions.
+        self.max_new_tokens_cap = min(int(pre.get("max_new_tokens", positions - 1)), positions - 1)
+        self.default_max_new_tokens = min(int(pre.get("default_max_new_tokens", self.max_new_tokens_cap)),
+                                          self.max_new_tokens_cap)
+        self.calibration = SequenceCalibration.from_manifest(manifest.calibration)
+        self.temperature = self.calibration.temperature
+
+    @classmethod
+    def load(cls, artifact_dir: Path, options: PredictorOptions) -> TranslationPredictor:
+        """Verify and load a translation artifact. Raises ArtifactError (corrupt, wrong task, no dropout)."""
+        manifest, model, tokenizer = load_verified(artifact_dir, TASK, MarianMTModel)
+        return cls(model, tokenizer, manifest, options)
+
+    # -- parameters ---------------------------------------------------------------------------------
+
+    def _parameters(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
+        read = Parameters(TASK, parameters, {"max_new_tokens", "num_beams", "uncertainty_mode", "return_tokens"})
+        return {
+            "max_new_tokens": read.integer("max_new_tokens", self.default_max_new_tokens, 1, self.max_new_tokens_cap),
+            "num_beams": read.integer("num_beams", 1, 1, MAX_BEAMS),
+            "uncertainty_mode": read.choice("uncertainty_mode", "scoring", MODES),
+            "return_tokens": read.flag("return_tokens", False),
+        }
+
+    # -- Predictor protocol -------------------------------------------------------------------------
+
+    def prepare(self, text: str, parameters: Mapping[str, Any]) -> PreparedItem:
+        chosen = self._parameters(parameters)
+        if not text or not text.strip():
+            raise InputError("text must not be empty")
+        ids = self.tokenizer(text)["input_ids"]
+        if len(ids) > self.max_input_tokens:
+            raise InputError(f"text has {len(ids)} tokens, over the translation limit of {self.max_input_tokens}")
+        return PreparedItem(text=text, input_ids=tuple(ids), n_tokens=len(ids), parameters=chosen)
+
+    def batch_key(self, item: PreparedItem) -> Hashable:
+        p = item.parameters
+        return (p["max_new_tokens"], p["num_beams"], p["uncertainty_mode"])
+
+    def cost(self, item: PreparedItem, request: MCRequest) -> int:
+        # Encoder tokens + decoder tokens (beams) + the scoring rows' share of the decoder (last-k of L).
+        out = item.parameters["max_new_tokens"]
+        samples = request.mc_samples
+        k = min(self.last_k, self.num_layers)
+        scoring = out * (self.num_layers + k * samples) // self.num_layers if samples else 0
+        sampling = out * samples if item.parameters["uncertainty_mode"] == "sampling" else 0
+        return max(1, item.n_tokens + out * item.parameters["num_beams"] + scoring + sampling)
+
+    def predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[TranslationPrediction]:
+        if len(items) != len(requests):
+            raise ValueError(f"{len(items)} items but {len(requests)} MC requests")
+        if not items:
+            return []
+        keys = {self.batch_key(item) for item in items}
+        if len(keys) != 1:
+            raise ValueError(f"a batch mixes decoding parameters {sorted(keys)}")
+        max_new_tokens, num_beams, mode = keys.pop()
+        with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
+            input_ids, mask = pad_ids([item.input_ids for item in items], self.pad_id, self.device)
+            states = encode(self.model, input_ids, mask)
+            outputs = self._decode(states, mask, max_new_tokens, num_beams)
+            scored = self._score(items, requests, states, mask, outputs)
+            samples = (self._sample(requests, states, mask, max_new_tokens)
+                       if mode == "sampling" else [None] * len(items))
+        return [
+            self._prediction(item, request, output, score, sampled, max_new_tokens)
+            for item, request, output, score, sampled in zip(items, requests, outputs, scored, samples)
+        ]
+
+    def _decode(self, states: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, num_beams: int) -> list[list[int]]:
+        generated = self.model.generate(
+            encoder_outputs=BaseModelOutput(last_hidden_state=states),
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=False,
+            use_cache=True,
+            forced_eos_token_id=None,  # a cut-off output must say so (finish_reason "length"), not fake an end
+        )
+        outputs = []
+        for row in generated[:, 1:].tolist():  # position 0 is <s>
+            tokens: list[int] = []
+            for token in row:
+                if token == self.pad_id:
+                    break
+                tokens.append(token)
+                if token == self.eos_id:
+                    break
+            outputs.append(tokens or [self.eos_id])
+        return outputs
+
+    def _score(
+        self,
+        items: Sequence[PreparedItem],
+        requests: Sequence[MCRequest],
+        states: torch.Tensor,
+        mask: torch.Tensor,
+        outputs: list[list[int]],
+    ) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """One teacher-forced forward: per scored item a deterministic row and T seeded rows.
+        Returns per item (log-probs [1 + T, n, V], targets [n]) or None when nothing was asked."""
+        chosen = [i for i, (item, r) in enumerate(zip(items, requests))
+                  if r.mc_samples > 0 or item.parameters["return_tokens"]]
+        result: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(items)
+        if not chosen:
+            return result
+        seeds: list[int | None] = []
+        counts = []
+        for i in chosen:
+            seeds.append(None)
+            seeds.extend(mix_seed(requests[i].seed, t) for t in range(requests[i].mc_samples))
+            counts.append(1 + requests[i].mc_samples)
+        decoder_inputs, _ = pad_ids([[self.start_id, *outputs[i][:-1]] for i in chosen], self.pad_id, self.device)
+        index = torch.tensor(chosen, device=self.device)
+        hidden = decoder_hidden(self.model, states.index_select(0, index), mask.index_select(0, index),
+                                decoder_inputs, seeds, counts, self.last_k, self.sites)
+        # Project only the real positions of each item's rows, packed: no vocabulary work on padding.
+        lengths = [len(outputs[i]) for i in chosen]
+        packed = torch.cat([rows[:, :n].reshape(-1, rows.shape[-1])
+                            for rows, n in zip(torch.split(hidden, counts), lengths)])
+        # Stays on the model's device: the [rows, n, V] reductions run there (models/core/sequence_uncertainty.py).
+        log_probs_all = torch.log_softmax(project(self.model, packed) / self.temperature, dim=-1)
+        sizes = [count * n for count, n in zip(counts, lengths)]
+        for i, flat, count, n in zip(chosen, torch.split(log_probs_all, sizes), counts, lengths):
+            result[i] = (flat.view(count, n, -1), torch.tensor(outputs[i], device=self.device))
+        return result
+
+    def _sample(self, requests: Sequence[MCRequest], states: torch.Tensor, mask: torch.Tensor,
+                max_new_tokens: int) -> list[list[str] | None]:
+        chosen = [i for i, r in enumerate(requests) if r.mc_samples > 0]
+        result: list[list[str] | None] = [None] * len(requests)
+        if not chosen:
+            return result
+        seeds: list[int | None] = []
+        counts = []
+        for i in chosen:
+            seeds.extend(mix_seed(requests[i].seed, _SAMPLING_SALT + t) for t in range(requests[i].mc_samples))
+            counts.append(requests[i].mc_samples)
+        index = torch.tensor(chosen, device=self.device)
+        decoded = stochastic_greedy_decode(self.model, states.index_select(0, index), mask.index_select(0, index),
+                                           seeds, counts, self.last_k, self.sites, max_new_tokens)
+        start = 0
+        for i, count in zip(chosen, counts):
+            rows = decoded[start: start + count]
+            start += count
+            result[i] = [self.tokenizer.decode(row, skip_special_tokens=True) for row in rows]
+        return result
+
+    def _prediction(
+        self,
+        item: PreparedItem,
+        request: MCRequest,
+        output: list[int],
+        score: tuple[torch.Tensor, torch.Tensor] | None,
+        sampled: list[str] | None,
+        max_new_tokens: int,
+    ) -> TranslationPrediction:
+        uncertainty = None
+        tokens = None
+        abstain = False
+        if score is not None:
+            log_probs, targets = score
+            det = log_probs[0]
+            if request.mc_samples > 0:
+                measures = token_measures(log_probs[1:], targets)
+                summary = sequence_measures(token_log_probs(det, targets), measures)
+                summary["sampling_chrf"] = mean_pairwise_chrf(sampled) if sampled is not None else None
+                uncertainty = SequenceUncertainty(**summary)
+                abstain = self.calibration.abstains(summary)
+                probability, entropy, mutual = (measures.probability, measures.predictive_entropy,
+                                                measures.mutual_information.tolist())
+            else:
+                probability = token_log_probs(det, targets).exp().cpu()
+                entropy = -(det.exp() * det).nan_to_num(nan=0.0).sum(dim=-1, dtype=torch.float64).cpu()
+                mutual = [None] * len(output)
+            if item.parameters["return_tokens"]:
+                tokens = [
+                    TokenScore(self.tokenizer.decode([token]), float(p), float(h), None if mi is None else float(mi))
+                    for token, p, h, mi in zip(output, probability.tolist(), entropy.tolist(), mutual)
+                ]
+        ended = output[-1] == self.eos_id
+        text = self.tokenizer.decode(output, skip_special_tokens=True)
+        return TranslationPrediction(
+            translation=text,
+            uncertainty=uncertainty,
+            tokens=tokens,
+            finish_reason="eos" if ended else "length",
+            input_tokens=item.n_tokens,
+            output_tokens=len(output),
+            abstain=abstain,
+        )
+
+    def warmup(self) -> None:
+        item = self.prepare("A short warm-up sentence for the model.", {"max_new_tokens": min(8, self.max_new_tokens_cap),
+                                                                        "return_tokens": True})
+        self.predict([item, item], [MCRequest(0, 0), MCRequest(self.default_mc_samples, 1)])
+
+    def describe(self) -> dict[str, Any]:
+        k = min(self.last_k, self.num_layers)
+        return {
+            "task": self.task,
+            "name": self.name,
+            "version": self.version,
+            "model_class": type(self.model).__name__,
+            "device": str(self.device),
+            "dtype": self.options.dtype,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "num_layers": {"encoder": len(self.model.model.encoder.layers), "decoder": self.num_layers},
+            "vocab_size": len(self.tokenizer),
+            "max_input_tokens": self.max_input_tokens,
+            "truncation": {"policy": "refuse"},
+            "decoding": {"max_new_tokens_cap": self.max_new_tokens_cap, "default_max_new_tokens":
+                         self.default_max_new_tokens, "max_num_beams": MAX_BEAMS, "uncertainty_modes": list(MODES)},
+            "mc": {
+                "default_mc_samples": self.default_mc_samples,
+                "last_k": k,
+                "mode": "full" if self.last_k >= self.num_layers else f"last-{k}-decoder-layers",
+                "scope": "decoder (encoder runs once, deterministic)",
+                "live_sites": sorted(self.sites),
+                "dropout_rates": {"hidden": self.rates.hidden, "activation": self.rates.activation,
+                                  "attention": self.rates.attention},
+            },
+            "calibration": self.calibration.describe(),
+            "created_at": self.manifest.created_at,
+        }

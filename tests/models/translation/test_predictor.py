@@ -1,0 +1,131 @@
+"""TranslationPredictor on the tiny (untrained) artifact: parameters, limits, batching, seeds, modes."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+
+from models.core.artifacts import ArtifactError
+from models.core.predictor import InputError, MCRequest, Predictor, PredictorOptions, TranslationPrediction
+from models.registry import load_predictor
+from models.translation.predictor import TranslationPredictor
+from tests import factories
+
+TEXTS = ["The king saw the bread.", "The woman ate the fish in the house with the child.", "Love is patient."]
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return factories.make_tiny_translation_artifact(tmp_path_factory.mktemp("artifacts"))
+
+
+@pytest.fixture(scope="module")
+def predictor(artifact: Path) -> TranslationPredictor:
+    loaded = load_predictor(artifact, PredictorOptions())
+    assert isinstance(loaded, TranslationPredictor) and isinstance(loaded, Predictor)
+    return loaded
+
+
+def test_parameters_are_validated(predictor: TranslationPredictor) -> None:
+    item = predictor.prepare(TEXTS[0], {})
+    assert item.parameters == {"max_new_tokens": 12, "num_beams": 1, "uncertainty_mode": "scoring",
+                               "return_tokens": False}
+    assert item.input_ids[-1] == 2 and item.n_tokens == len(item.input_ids)
+    for bad in ({"max_new_tokens": 25}, {"max_new_tokens": 0}, {"max_new_tokens": "5"}, {"max_new_tokens": True},
+                {"num_beams": 9}, {"uncertainty_mode": "dreaming"}, {"return_tokens": "yes"}, {"temperature": 0.7}):
+        with pytest.raises(InputError):
+            predictor.prepare(TEXTS[0], bad)
+    with pytest.raises(InputError, match="over the translation limit"):
+        predictor.prepare("the king " * 40, {})
+    with pytest.raises(InputError):
+        predictor.prepare("   ", {})
+
+
+def test_batch_key_groups_equal_decoding_parameters(predictor: TranslationPredictor) -> None:
+    a, b = predictor.prepare(TEXTS[0], {"return_tokens": True}), predictor.prepare(TEXTS[1], {})
+    c = predictor.prepare(TEXTS[0], {"num_beams": 2})
+    assert predictor.batch_key(a) == predictor.batch_key(b) != predictor.batch_key(c)
+    with pytest.raises(ValueError, match="mixes"):
+        predictor.predict([a, c], [MCRequest(0, 0)] * 2)
+    assert predictor.cost(a, MCRequest(8, 0)) > predictor.cost(a, MCRequest(0, 0)) >= a.n_tokens
+
+
+def test_deterministic_prediction(predictor: TranslationPredictor) -> None:
+    item = predictor.prepare(TEXTS[0], {"return_tokens": True})
+    one, two = (predictor.predict([item], [MCRequest(0, s)])[0] for s in (1, 2))
+    assert isinstance(one, TranslationPrediction) and one == two
+    assert one.uncertainty is None and one.abstain is False
+    assert one.tokens is not None and len(one.tokens) == one.output_tokens
+    assert all(t.mutual_information is None and 0 <= t.probability <= 1 for t in one.tokens)
+    assert one.finish_reason in {"eos", "length"} and 1 <= one.output_tokens <= 12
+    # Greedy decoding picks the most probable token, so its probability is at least 1/V.
+    assert all(t.probability >= 1 / len(predictor.tokenizer) - 1e-9 for t in one.tokens)
+
+
+def test_mc_prediction_fields_seeds_and_batch_independence(predictor: TranslationPredictor) -> None:
+    items = [predictor.prepare(t, {"return_tokens": True}) for t in TEXTS]
+    requests = [MCRequest(5, 3), MCRequest(0, 3), MCRequest(3, 4)]
+    batch = predictor.predict(items, requests)
+    first = batch[0]
+    u = first.uncertainty
+    assert u is not None and u.sampling_chrf is None
+    assert u.sequence_log_prob <= 0 and u.mc_log_prob_mean <= 0 and u.mc_log_prob_var >= 0
+    assert 0 <= u.mean_token_mutual_information <= u.max_token_mutual_information
+    assert u.mean_token_entropy <= math.log(len(predictor.tokenizer)) + 1e-6
+    assert first.tokens is not None and len(first.tokens) == first.output_tokens
+    assert all(0 <= t.probability <= 1 and t.mutual_information is not None and t.mutual_information >= 0
+               for t in first.tokens)
+    assert batch[1].uncertainty is None
+    # Same item, seed and T alone: the same prediction (masks are per item, not per batch).
+    for item, request, got in zip(items, requests, batch):
+        alone = predictor.predict([item], [request])[0]
+        assert alone.translation == got.translation
+        if got.uncertainty is not None:
+            for name, value in dataclasses.asdict(got.uncertainty).items():
+                if value is not None:
+                    assert getattr(alone.uncertainty, name) == pytest.approx(value, rel=1e-4, abs=1e-6)
+    again = predictor.predict([items[0]], [MCRequest(5, 3)])[0]
+    other = predictor.predict([items[0]], [MCRequest(5, 4)])[0]
+    assert again.uncertainty is not None
+    assert again.uncertainty.mc_log_prob_mean == pytest.approx(u.mc_log_prob_mean, abs=1e-5)
+    assert other.uncertainty is not None and other.uncertainty.mc_log_prob_mean != u.mc_log_prob_mean
+
+
+def test_sampling_mode_and_beam_search(predictor: TranslationPredictor) -> None:
+    item = predictor.prepare(TEXTS[0], {"uncertainty_mode": "sampling", "max_new_tokens": 6})
+    first, second = (predictor.predict([item], [MCRequest(3, 9)])[0] for _ in range(2))
+    assert first.uncertainty is not None and 0 <= first.uncertainty.sampling_chrf <= 1
+    assert first == second
+    beam = predictor.prepare(TEXTS[1], {"num_beams": 3, "max_new_tokens": 6, "return_tokens": True})
+    out = predictor.predict([beam], [MCRequest(2, 1)])[0]
+    assert out.tokens is not None and len(out.tokens) == out.output_tokens <= 6
+
+
+def test_options_manifest_and_abstain(artifact: Path, tmp_path: Path) -> None:
+    p = TranslationPredictor.load(artifact, PredictorOptions(mc_last_k=1, max_input_tokens=10))
+    info = p.describe()
+    assert info["mc"]["last_k"] == 1 and info["max_input_tokens"] == 10 and info["mc"]["live_sites"] == ["hidden"]
+    with pytest.raises(InputError):
+        p.prepare(TEXTS[1], {})
+    strict = factories.make_tiny_translation_artifact(
+        tmp_path, calibration={"temperature": 2.0, "abstain": {"measure": "mean_token_entropy", "threshold": 0.1}})
+    q = TranslationPredictor.load(strict, PredictorOptions())
+    out = q.predict([q.prepare(TEXTS[0], {})], [MCRequest(2, 0)])[0]
+    assert q.temperature == 2.0 and out.abstain is True
+    assert q.predict([q.prepare(TEXTS[0], {})], [MCRequest(0, 0)])[0].abstain is False
+
+
+def test_load_refuses_wrong_task_and_dead_dropout(tmp_path: Path) -> None:
+    sentiment = factories.make_tiny_sentiment_artifact(tmp_path / "s")
+    with pytest.raises(ArtifactError, match="not 'translation'"):
+        TranslationPredictor.load(sentiment, PredictorOptions())
+    dead = factories.make_tiny_translation_artifact(tmp_path / "t", dropout=0.0)
+    with pytest.raises(ArtifactError, match="no active dropout"):
+        TranslationPredictor.load(dead, PredictorOptions())
+
+
+def test_warmup_runs(predictor: TranslationPredictor) -> None:
+    predictor.warmup()

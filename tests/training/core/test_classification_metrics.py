@@ -1,0 +1,60 @@
+"""The classification report on MC logits, and the MC-mode bookkeeping of the sentiment evaluation."""
+
+import math
+
+import pytest
+import torch
+
+from training.core.classification_metrics import ALL_MEASURES, DETERMINISTIC_MEASURES, abstain_outcome, classification_metrics
+from training.sentiment.evaluation import MCMode, choose_last_k, modes_for
+
+
+def test_report_on_mc_logits() -> None:
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(300, 1, 2, generator=generator) * 3
+    logits = base + torch.randn(300, 8, 2, generator=generator)
+    labels = torch.randint(0, 2, (300,), generator=generator)
+    report = classification_metrics(logits, labels, temperature=2.0, target_risk=0.1)
+    assert report["n"] == 300 and report["mc_samples"] == 8 and report["temperature"] == 2.0
+    assert set(report["auroc"]) == set(report["aurc"]) == set(report["coverage_at_risk"]) == set(ALL_MEASURES)
+    assert report["best_auroc"] == max(report["auroc"].values())
+    mean = torch.softmax(logits / 2.0, dim=-1).mean(dim=1)
+    assert report["accuracy"] == pytest.approx(float((mean.argmax(1) == labels).float().mean()))
+    assert 0 <= report["ece"] <= 1 and report["nll"] > 0
+
+
+def test_deterministic_report_has_only_meaningful_measures() -> None:
+    logits = torch.tensor([[[2.0, 0.0]], [[0.0, 1.0]], [[0.5, 0.0]], [[0.0, 3.0]]])
+    report = classification_metrics(logits, torch.tensor([0, 1, 1, 1]))
+    assert set(report["auroc"]) == set(DETERMINISTIC_MEASURES)
+    assert report["auroc"]["one_minus_confidence"] == pytest.approx(1.0)  # the error is the least confident
+    with pytest.raises(ValueError):
+        classification_metrics(logits[:, 0], torch.tensor([0, 1, 1, 1]))
+
+
+def test_abstain_outcome() -> None:
+    logits = torch.tensor([[[4.0, 0.0]], [[0.1, 0.0]], [[0.0, 4.0]]])
+    rule = {"measure": "one_minus_confidence", "threshold": 0.1}
+    out = abstain_outcome(logits, torch.tensor([0, 1, 1]), 1.0, rule)
+    assert out["coverage"] == pytest.approx(2 / 3) and out["selective_risk"] == 0.0
+    assert out["risk_without_abstaining"] == pytest.approx(1 / 3)
+
+
+def test_modes_and_cost() -> None:
+    modes = modes_for(6, 20, (2, 1, 6, 9))
+    assert [m.name for m in modes] == ["deterministic", "mc_full", "mc_last_1", "mc_last_2"]
+    assert MCMode("x", 20, 1).relative_cost(6) == pytest.approx(25 / 6)
+    assert MCMode("x", 20, None).relative_cost(6) == pytest.approx(20)
+    assert MCMode("x", 0, None).relative_cost(6) == 1.0
+
+
+def test_choose_last_k_rule() -> None:
+    modes = modes_for(6, 20, (1, 2))
+    results = {"mc_full": {"best_auroc": 0.85}, "mc_last_1": {"best_auroc": 0.83}, "mc_last_2": {"best_auroc": 0.845}}
+    k, evidence = choose_last_k(results, modes, 6, tolerance=0.01)
+    assert k == 2 and evidence["chosen"] == 2
+    results["mc_last_2"]["best_auroc"] = 0.80
+    assert choose_last_k(results, modes, 6, tolerance=0.01)[0] == 6  # none close enough: full MC
+    results["mc_last_1"]["best_auroc"] = 0.86
+    assert choose_last_k(results, modes, 6, tolerance=0.01)[0] == 1
+    assert not math.isnan(evidence["best_auroc_by_mode"]["mc_full"])

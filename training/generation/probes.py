@@ -1,0 +1,121 @@
+"""Out-of-domain probe sentences for the generation model's sequence-level uncertainty (offline, deterministic).
+
+The model is fine-tuned on Jane Austen. A probe set mixes in-domain inputs (label 0: held-out Austen
+sentences) with inputs that are not Austen (label 1), of three kinds:
+- "bible": World English Bible verses (archaic English, another register);
+- "news": short modern news-style sentences written for this project (`NEWS_SENTENCES`: markets,
+  software, sport, weather) — right language, wrong century;
+- "shuffled": other held-out Austen sentences with their words permuted (same vocabulary, no syntax).
+`build_prose_probe_set(austen_sentences, bible_verses, per_kind, seed)` returns a `ProseProbeSet` whose
+texts, labels and kinds are aligned; the same arguments give the same set in any process.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from training.core.probes import shuffle_words
+
+PROBE_KINDS = ("bible", "news", "shuffled")
+
+NEWS_SENTENCES: tuple[str, ...] = (
+    "Shares in the chipmaker rose eight percent after it raised its full-year revenue forecast.",
+    "The central bank left interest rates unchanged but signalled two cuts before the end of the year.",
+    "Oil prices fell sharply on Monday as traders worried about weak demand from factories in Asia.",
+    "The index closed at a record high, led by gains in technology and healthcare stocks.",
+    "Bitcoin dropped below sixty thousand dollars for the first time in three months.",
+    "Analysts expect the retailer to report lower profits because of rising shipping costs.",
+    "The startup raised forty million dollars in a funding round led by a venture capital firm.",
+    "Mortgage rates climbed again this week, cooling demand from first-time home buyers.",
+    "The airline cut its profit outlook, blaming higher fuel prices and a shortage of pilots.",
+    "Inflation slowed to 2.4 percent in March, according to figures released this morning.",
+    "The company released a security patch after researchers found a flaw in its login service.",
+    "Version 3.2 of the app adds dark mode, offline maps and faster photo uploads.",
+    "Developers complained that the new update broke several popular browser extensions.",
+    "The cloud provider restored service after a four-hour outage that took down thousands of websites.",
+    "The operating system will stop receiving security updates for older laptops next October.",
+    "Engineers migrated the database to a new cluster without any downtime for users.",
+    "The open-source project merged more than two hundred pull requests in its latest release.",
+    "Hackers used a phishing email to steal passwords from employees at the logistics firm.",
+    "The chatbot can now summarise long documents and answer questions about spreadsheets.",
+    "A bug in the payment system charged some customers twice for the same order.",
+    "The striker scored twice in the second half to give the visitors a 3-1 win.",
+    "The tennis champion withdrew from the tournament with a wrist injury on Thursday.",
+    "The home team clinched the title with two games left after a dramatic overtime victory.",
+    "The marathon was won in two hours and four minutes, a new course record.",
+    "The coach was sacked after the club lost seven of its last nine league matches.",
+    "The quarterback threw for 320 yards and three touchdowns in the playoff game.",
+    "Tickets for the World Cup final sold out within an hour of going on sale online.",
+    "The cyclist took the yellow jersey after a long breakaway on the mountain stage.",
+    "The cricket match was abandoned without a ball bowled because of a waterlogged pitch.",
+    "The swimmer broke her own world record in the 200 metres freestyle final.",
+    "Forecasters expect heavy rain and strong winds across the north of the country tonight.",
+    "A heatwave pushed temperatures above 40 degrees Celsius in several southern cities.",
+    "Flights were cancelled at the airport as snow and ice closed both runways.",
+    "The storm is expected to make landfall on Friday as a category three hurricane.",
+    "Drivers were warned about thick fog on the motorway during the morning commute.",
+    "Residents were told to stay indoors as wildfire smoke drove air quality to hazardous levels.",
+    "The weekend will start sunny, with showers moving in from the west by Sunday afternoon.",
+    "Flood warnings remain in place along the river after the wettest February on record.",
+    "A tornado damaged dozens of homes and knocked out power to thousands of customers.",
+    "The drought has forced farmers to cut water use by a third this summer.",
+)
+
+_CUT = re.compile(r"[.!?][\"']?(?=\s+[\"'A-Z])")  # end of a candidate sentence
+_ABBREVIATION = re.compile(r"(?:\b(?:Mr|Mrs|Dr|St|Col|Capt|Messrs|Esq)|\b[A-Z])\.$")  # not a sentence end
+
+
+@dataclass(frozen=True)
+class ProseProbeSet:
+    """Aligned lists: `texts[i]` is an input, `labels[i]` 1 when out of domain, `kinds[i]` "in_domain" or a kind."""
+
+    texts: list[str]
+    labels: list[int]
+    kinds: list[str]
+
+    def counts(self) -> dict[str, int]:
+        return {kind: self.kinds.count(kind) for kind in ("in_domain", *PROBE_KINDS)}
+
+
+def sentences(text: str, min_words: int = 8, max_words: int = 40) -> list[str]:
+    """Sentences of `text` with `min_words`..`max_words` words, paragraph by paragraph, in order.
+
+    A rough splitter: it cuts after . ! ? (optionally followed by a quote) before a capital or a quote, but
+    not after a capitalised abbreviation like "Mr." or "Mrs." (the commonest false cut in the novels)."""
+    out = []
+    for paragraph in text.split("\n\n"):
+        paragraph, start = " ".join(paragraph.split()), 0
+        ends = [m.end() for m in _CUT.finditer(paragraph) if not _ABBREVIATION.search(paragraph, 0, m.end())]
+        for end in [*ends, len(paragraph)]:
+            sentence, start = paragraph[start:end].strip(), end
+            if sentence and min_words <= len(sentence.split()) <= max_words and sentence[-1] in ".!?\"'":
+                out.append(sentence)
+    return out
+
+
+def build_prose_probe_set(
+    austen_sentences: Sequence[str], bible_verses: Sequence[str], per_kind: int, seed: int,
+    news: Sequence[str] = NEWS_SENTENCES,
+) -> ProseProbeSet:
+    """`per_kind` in-domain Austen sentences (label 0), then `per_kind` probes of each kind (label 1).
+
+    In-domain and shuffled sentences are drawn without overlap from `austen_sentences` (pass held-out ones);
+    counts are capped by the pools. Verses with fewer than five words are skipped (too short to judge)."""
+    rng = random.Random(seed)
+    pool = list(dict.fromkeys(s for s in austen_sentences if len(s.split()) >= 3))  # dedupe, keep order
+    drawn = rng.sample(pool, min(2 * per_kind, len(pool)))
+    in_domain, to_shuffle = drawn[: len(drawn) // 2], drawn[len(drawn) // 2:]
+    verses = [v for v in bible_verses if len(v.split()) >= 5]
+    probes = {
+        "bible": rng.sample(verses, min(per_kind, len(verses))),
+        "news": rng.sample(list(news), min(per_kind, len(news))),
+        "shuffled": [shuffle_words(s, rng) for s in to_shuffle],
+    }
+    texts, kinds = list(in_domain), ["in_domain"] * len(in_domain)
+    for kind in PROBE_KINDS:
+        texts.extend(probes[kind])
+        kinds.extend([kind] * len(probes[kind]))
+    return ProseProbeSet(texts=texts, labels=[int(k != "in_domain") for k in kinds], kinds=kinds)
