@@ -50,6 +50,10 @@ SOAK_SECONDS ?= 120
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak --tiny --seconds $(SOAK_SECONDS) --mc-samples 64
 
+## Style and likely-bug lint (ruff, configured in pyproject.toml); tests/test_lint.py runs the same check in `make test`.
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+
 ## Static security lint: bandit over the packages, failing on medium or high severity (also a default test).
 security: $(STAMP)
 	$(BIN)/python -m bandit -r models training service --severity-level medium -q

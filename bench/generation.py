@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from models.core.artifacts import resolve_artifact
-from models.generation.predictor import GenerationPredictor
-from models.generation.decode import decode_batch
 from models.core.predictor import MCRequest, PredictorOptions
+from models.generation.decode import decode_batch
+from models.generation.predictor import GenerationPredictor
 from models.generation.sampling import SamplingParams
 
 PROMPTS = [

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from training.generation.base import checkpoint_dir, ensure_base_checkpoint, is_complete, load_base
 from training.generation.data import load_austen
 from training.generation.split import chunk_token_ids, split_documents, token_stream
-from training.generation.base import checkpoint_dir, ensure_base_checkpoint, is_complete, load_base
 
 
 def rss_mib() -> float:

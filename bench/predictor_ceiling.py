@@ -19,7 +19,7 @@ import torch
 
 from bench.texts import reviews
 from models.core.artifacts import resolve_artifact
-from models.core.predictor import MCRequest, PreparedItem, Predictor, PredictorOptions
+from models.core.predictor import MCRequest, Predictor, PredictorOptions, PreparedItem
 from models.registry import load_predictor
 
 

@@ -24,7 +24,7 @@ import torch
 
 from bench.texts import verses
 from models.core.artifacts import resolve_artifact
-from models.core.predictor import MCRequest, PreparedItem, Predictor, PredictorOptions
+from models.core.predictor import MCRequest, Predictor, PredictorOptions, PreparedItem
 from models.registry import load_predictor
 
 

@@ -19,7 +19,7 @@ class TaskAdapter(Protocol):
     streams: bool  # True: the task's predictor feeds MCRequest.text_sink (POST /predict/stream)
 
     def to_response(self, prediction: Any) -> BaseModel:
-        """The response model of one prediction (field names as DESIGN.md §5)."""
+        """The response model of one prediction (field names as docs/architecture.md §5)."""
         ...
 
     def observe(self, metrics: ServiceMetrics, task: str, prediction: Any) -> None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
-from models.core.predictor import MCRequest, PreparedItem, Predictor
+from models.core.predictor import MCRequest, Predictor, PreparedItem
 from service.errors import InferenceError, LimitError, OutOfMemoryError, QueueFullError, UnavailableError
 from service.oom import ItemOutOfMemory, predict_splitting
 from service.settings import BatchLimits
@@ -273,7 +273,7 @@ class Batcher:
         except asyncio.CancelledError:
             self._fail(live, lambda: UnavailableError("server is shutting down", error_type="draining"))
             raise
-        except Exception as exc:  # noqa: BLE001 - any predictor failure fails this batch only
+        except Exception as exc:
             log.exception("%s batch of %d items failed", self.task, len(live))
 
             def error(cause: BaseException = exc) -> Exception:

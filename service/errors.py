@@ -136,7 +136,7 @@ def _is_missing_body(exc: ValidationException) -> bool:
 
 
 def _http_exception(_: Request, exc: HTTPException) -> Response:
-    """Litestar's own exceptions, reshaped into the error body with the statuses of DESIGN.md §5."""
+    """Litestar's own exceptions, reshaped into the error body with the statuses of docs/architecture.md §5."""
     if isinstance(exc, ValidationException):
         if _is_missing_body(exc):
             return error_response(400, "request body is empty; send a JSON object", "malformed_json")

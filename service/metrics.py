@@ -1,4 +1,4 @@
-"""Prometheus metrics of DESIGN.md §7, all on one `CollectorRegistry` per app.
+"""Prometheus metrics of docs/architecture.md §7, all on one `CollectorRegistry` per app.
 
 Every metric is declared once, in `ServiceMetrics.__init__` below, and bound to the registry it is given,
 so each `create_app` (each test) gets its own counters without "duplicated timeseries" errors, and

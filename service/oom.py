@@ -57,7 +57,7 @@ def predict_splitting(
     """`predict(items, requests)`, halving the batch on out-of-memory (see module docstring)."""
     try:
         return predict(items, requests)
-    except Exception as exc:  # noqa: BLE001 - only OOM is handled; everything else is re-raised
+    except Exception as exc:
         if not is_out_of_memory(exc):
             raise
         detail = f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -121,7 +121,7 @@ class Runtime:
             devices.set_torch_threads(self.settings.torch_threads)
             self.device = devices.resolve_device(self.settings.device)
             self.dtype = devices.resolve_dtype(self.settings.dtype, self.device)
-        except Exception as exc:  # noqa: BLE001 - reported through readiness, not a crash loop
+        except Exception as exc:
             for slot in self.slots.values():
                 self._fail(slot, f"device setup failed: {exc}")
             return
@@ -155,7 +155,7 @@ class Runtime:
             log.info("loading %s from %s", slot.task, slot.artifact)
             predictor = await asyncio.to_thread(self._loader, slot.artifact, slot.options)
             await asyncio.get_running_loop().run_in_executor(self._executor, predictor.warmup)
-        except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
+        except Exception as exc:
             log.exception("could not load %s", slot.task)
             self._fail(slot, f"{type(exc).__name__}: {exc}")
             return

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (DESIGN.md §5), as pydantic models.
+"""Request and response bodies of the HTTP API (docs/architecture.md §5), as pydantic models.
 
 The field descriptions are the API reference: Litestar copies them into the OpenAPI schema (`/schema`),
 units included. Probabilities are in [0, 1]; entropies and mutual information are natural-log nats.

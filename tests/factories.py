@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from models.core.artifacts import Manifest, library_versions, new_version_id, write_artifact
-from models.generation.model import build_tiny_llama, save_generation_model, train_tiny_tokenizer
-from models.sentiment.predictor import save_sentiment_model
-from models.sentiment.model import build_tiny_classifier, train_wordpiece_tokenizer
-from models.translation.predictor import save_translation_model
 from models.core.tokenizers import train_joint_tokenizer
+from models.generation.model import build_tiny_llama, save_generation_model, train_tiny_tokenizer
+from models.sentiment.model import build_tiny_classifier, train_wordpiece_tokenizer
+from models.sentiment.predictor import save_sentiment_model
 from models.translation.model import build_marian_preset
+from models.translation.predictor import save_translation_model
 from training.translation.data import make_parallel_corpus
 
 LABELS = ["negative", "positive"]

@@ -38,7 +38,7 @@ class ArtifactError(RuntimeError):
 
 @dataclass
 class Manifest:
-    """Self-description of one artifact (DESIGN.md §3). Sections are plain JSON dicts.
+    """Self-description of one artifact (docs/architecture.md §3). Sections are plain JSON dicts.
 
     - `dropout`: {"rate": float, "sites": {"hidden": p, "attention": p, "head": p},
       "mc_sites": [...live at MC time by default], "mc_last_k": int, "num_layers": int}

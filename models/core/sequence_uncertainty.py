@@ -1,4 +1,4 @@
-"""Sequence uncertainty from a fixed output scored under T dropout masks (DESIGN.md §4, Fomicheva et al. 2020).
+"""Sequence uncertainty from a fixed output scored under T dropout masks (docs/architecture.md §4, Fomicheva et al. 2020).
 
 Inputs, for one output sequence y_1..y_n (the deterministic decode, `</s>` included when generated):
 - `det_log_probs` [n, V]: log-distributions of the deterministic (no-dropout) teacher-forced pass;
@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Uncertainty from T Monte-Carlo samples of a categorical distribution (DESIGN.md §4).
+"""Uncertainty from T Monte-Carlo samples of a categorical distribution (docs/architecture.md §4).
 
 All functions take probabilities `probs` of shape [..., T, C] (T samples, C classes, each row summing to
 1) and reduce over the sample axis (-2). Natural logs throughout, so entropies are in nats:

@@ -1,4 +1,4 @@
-"""Last-k-layer MC dropout for a Llama causal LM, scored teacher-forced in one batched pass (DESIGN.md §4).
+"""Last-k-layer MC dropout for a Llama causal LM, scored teacher-forced in one batched pass (docs/architecture.md §4).
 
 The deterministic decode (models/generation/decode.py) already ran every layer once without dropout; a
 pre-hook on layer L−k (`capture_layer_input`) keeps that layer's input at every position. Scoring then

@@ -92,7 +92,7 @@ def install_dropout(model: LlamaForCausalLM, attention: float, hidden: float,
     return model
 
 
-def _residual_dropout_hook(config: LlamaConfig, layer: int, total: int):  # noqa: ANN202 - a torch hook
+def _residual_dropout_hook(config: LlamaConfig, layer: int, total: int):
     def hook(module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
         rate = float(getattr(config, RESIDUAL_ATTR, 0.0) or 0.0)
         live = layer >= total - _live_layers(config, total)

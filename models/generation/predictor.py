@@ -26,10 +26,8 @@ import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from models.core.artifacts import ArtifactError, Manifest
+from models.core.device import autocast_context, place_model
 from models.core.dropout import mix_seed, validate_sites
-from models.generation.model import LAYERS_ATTR, LlamaDropoutRates, dropout_layers, install_dropout
-from models.generation.decode import DecodeResult, decode_batch
-from models.generation.mc import SUPPORTED_SITES, project, top_layers
 from models.core.loading import load_verified
 from models.core.padding import pad_states
 from models.core.parameters import Parameters
@@ -42,9 +40,11 @@ from models.core.predictor import (
     SequenceUncertainty,
     TokenScore,
 )
-from models.core.device import autocast_context, place_model
-from models.generation.sampling import SamplingParams
 from models.core.sequence_uncertainty import SequenceCalibration, sequence_measures, token_measures
+from models.generation.decode import DecodeResult, decode_batch
+from models.generation.mc import SUPPORTED_SITES, project, top_layers
+from models.generation.model import LAYERS_ATTR, LlamaDropoutRates, dropout_layers, install_dropout
+from models.generation.sampling import SamplingParams
 
 TASK = "generation"
 MAX_STOP_STRINGS, MAX_STOP_LENGTH = 4, 64
@@ -174,11 +174,11 @@ class GenerationPredictor:
         states = top_layers(self.model, hidden, mask, seeds, counts, self.last_k)
         # The output at position prompt − 1 + j predicts generated token j: project only those.
         packed = torch.cat([rows[:, p - 1: p - 1 + n].reshape(-1, rows.shape[-1])
-                            for rows, p, n in zip(torch.split(states, counts), prompts, lengths)])
+                            for rows, p, n in zip(torch.split(states, counts), prompts, lengths, strict=True)])
         flat = torch.log_softmax(project(self.model, packed) / self.temperature, dim=-1)
-        sizes = [count * n for count, n in zip(counts, lengths)]
+        sizes = [count * n for count, n in zip(counts, lengths, strict=True)]
         return {i: part.view(count, n, -1)
-                for i, part, count, n in zip(chosen, torch.split(flat, sizes), counts, lengths)}
+                for i, part, count, n in zip(chosen, torch.split(flat, sizes), counts, lengths, strict=True)}
 
     def _prediction(self, i: int, item: PreparedItem, request: MCRequest, result: DecodeResult,
                     log_probs: torch.Tensor | None) -> GenerationPrediction:
@@ -198,7 +198,7 @@ class GenerationPredictor:
         tokens = None
         if item.parameters["return_tokens"]:
             tokens = [TokenScore(self.tokenizer.decode([t]), float(p), float(h), None if mi is None else float(mi))
-                      for t, p, h, mi in zip(row.tokens, probability, entropy, mutual)]
+                      for t, p, h, mi in zip(row.tokens, probability, entropy, mutual, strict=True)]
         return GenerationPrediction(
             text=row.text, uncertainty=uncertainty, tokens=tokens, finish_reason=row.finish_reason,
             input_tokens=item.n_tokens, output_tokens=len(row.tokens), first_token_seconds=row.first_token_seconds,

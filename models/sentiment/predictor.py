@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
-from transformers import BertForSequenceClassification
+from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, PreTrainedTokenizerBase
 
 from models.core.artifacts import MODEL_DIR, ArtifactError, Manifest
-from models.sentiment.mc import DropoutRates, forward_logits, num_layers
+from models.core.device import autocast_context, place_model
 from models.core.dropout import DEFAULT_MC_SITES, validate_sites
 from models.core.loading import load_verified
 from models.core.padding import pad_ids
@@ -30,9 +29,9 @@ from models.core.predictor import (
     PreparedItem,
     SentimentPrediction,
 )
-from models.core.device import autocast_context, place_model
-from models.sentiment.model import encode_head_tail
 from models.core.uncertainty import calibrated_probs, classification_uncertainty
+from models.sentiment.mc import DropoutRates, forward_logits, num_layers
+from models.sentiment.model import encode_head_tail
 
 TASK = "sentiment"
 
@@ -134,7 +133,7 @@ class SentimentPredictor:
                 self.last_k,
                 self.sites,
             )
-        return [self._prediction(item, request, logits.cpu()) for item, request, logits in zip(items, requests, per_item)]
+        return [self._prediction(item, request, logits.cpu()) for item, request, logits in zip(items, requests, per_item, strict=True)]
 
     def _prediction(self, item: PreparedItem, request: MCRequest, logits: torch.Tensor) -> SentimentPrediction:
         temperature = self.temperature if request.mc_samples > 0 else self.deterministic_temperature
@@ -152,7 +151,7 @@ class SentimentPredictor:
         return SentimentPrediction(
             label=self.labels[top],
             confidence=float(mean[top]),
-            probabilities={label: float(p) for label, p in zip(self.labels, mean)},
+            probabilities={label: float(p) for label, p in zip(self.labels, mean, strict=True)},
             uncertainty=uncertainty,
             abstain=abstain,
             input_tokens=item.n_tokens,

@@ -17,8 +17,6 @@ import torch
 from transformers import MarianConfig, MarianMTModel
 
 
-
-
 @dataclass(frozen=True)
 class MarianSize:
     """Architecture sizes of one preset (dropout rates belong to the training config, not here)."""

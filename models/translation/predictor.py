@@ -25,15 +25,8 @@ from transformers import MarianMTModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
 from models.core.artifacts import MODEL_DIR, ArtifactError, Manifest
+from models.core.device import autocast_context, place_model
 from models.core.dropout import mix_seed, validate_sites
-from models.translation.mc import (
-    MarianDropoutRates,
-    decoder_hidden,
-    encode,
-    num_decoder_layers,
-    project,
-    stochastic_greedy_decode,
-)
 from models.core.loading import load_verified
 from models.core.padding import pad_ids
 from models.core.parameters import Parameters
@@ -46,13 +39,20 @@ from models.core.predictor import (
     TokenScore,
     TranslationPrediction,
 )
-from models.core.device import autocast_context, place_model
 from models.core.sequence_uncertainty import (
     SequenceCalibration,
     mean_pairwise_chrf,
     sequence_measures,
     token_log_probs,
     token_measures,
+)
+from models.translation.mc import (
+    MarianDropoutRates,
+    decoder_hidden,
+    encode,
+    num_decoder_layers,
+    project,
+    stochastic_greedy_decode,
 )
 
 TASK = "translation"
@@ -172,7 +172,7 @@ class TranslationPredictor:
                        if mode == "sampling" else [None] * len(items))
         return [
             self._prediction(item, request, output, score, sampled, max_new_tokens)
-            for item, request, output, score, sampled in zip(items, requests, outputs, scored, samples)
+            for item, request, output, score, sampled in zip(items, requests, outputs, scored, samples, strict=True)
         ]
 
     def _decode(self, states: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, num_beams: int) -> list[list[int]]:
@@ -207,7 +207,7 @@ class TranslationPredictor:
     ) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
         """One teacher-forced forward: per scored item a deterministic row and T seeded rows.
         Returns per item (log-probs [1 + T, n, V], targets [n]) or None when nothing was asked."""
-        chosen = [i for i, (item, r) in enumerate(zip(items, requests))
+        chosen = [i for i, (item, r) in enumerate(zip(items, requests, strict=True))
                   if r.mc_samples > 0 or item.parameters["return_tokens"]]
         result: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(items)
         if not chosen:
@@ -225,11 +225,11 @@ class TranslationPredictor:
         # Project only the real positions of each item's rows, packed: no vocabulary work on padding.
         lengths = [len(outputs[i]) for i in chosen]
         packed = torch.cat([rows[:, :n].reshape(-1, rows.shape[-1])
-                            for rows, n in zip(torch.split(hidden, counts), lengths)])
+                            for rows, n in zip(torch.split(hidden, counts), lengths, strict=True)])
         # Stays on the model's device: the [rows, n, V] reductions run there (models/core/sequence_uncertainty.py).
         log_probs_all = torch.log_softmax(project(self.model, packed) / self.temperature, dim=-1)
-        sizes = [count * n for count, n in zip(counts, lengths)]
-        for i, flat, count, n in zip(chosen, torch.split(log_probs_all, sizes), counts, lengths):
+        sizes = [count * n for count, n in zip(counts, lengths, strict=True)]
+        for i, flat, count, n in zip(chosen, torch.split(log_probs_all, sizes), counts, lengths, strict=True):
             result[i] = (flat.view(count, n, -1), torch.tensor(outputs[i], device=self.device))
         return result
 
@@ -248,7 +248,7 @@ class TranslationPredictor:
         decoded = stochastic_greedy_decode(self.model, states.index_select(0, index), mask.index_select(0, index),
                                            seeds, counts, self.last_k, self.sites, max_new_tokens)
         start = 0
-        for i, count in zip(chosen, counts):
+        for i, count in zip(chosen, counts, strict=True):
             rows = decoded[start: start + count]
             start += count
             result[i] = [self.tokenizer.decode(row, skip_special_tokens=True) for row in rows]
@@ -284,7 +284,7 @@ class TranslationPredictor:
             if item.parameters["return_tokens"]:
                 tokens = [
                     TokenScore(self.tokenizer.decode([token]), float(p), float(h), None if mi is None else float(mi))
-                    for token, p, h, mi in zip(output, probability.tolist(), entropy.tolist(), mutual)
+                    for token, p, h, mi in zip(output, probability.tolist(), entropy.tolist(), mutual, strict=True)
                 ]
         ended = output[-1] == self.eos_id
         text = self.tokenizer.decode(output, skip_special_tokens=True)

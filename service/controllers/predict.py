@@ -1,4 +1,4 @@
-"""`POST /predict`: validate, admit, tokenise, queue, await, answer (DESIGN.md §5).
+"""`POST /predict`: validate, admit, tokenise, queue, await, answer (docs/architecture.md §5).
 
 Order of checks, cheapest first, so an overloaded server spends nothing on work it will refuse:
 draining (503) → known task (422) → model loaded (503) → item/character limits and mc_samples cap (422)

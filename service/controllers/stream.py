@@ -102,7 +102,7 @@ async def _events(data: PredictRequest, runtime: Runtime, admitted: Admitted,
                 outcome.status = ClientDisconnectedError.status_code  # the client went away mid-stream
                 runtime.metrics.observe_rejection(data.task, "disconnected")
                 raise
-            except Exception:  # noqa: BLE001 - the batch failed; the stream says so instead of hanging up
+            except Exception:
                 outcome.status = 500
                 yield _error_event("the batch holding this request failed", "inference_error")
     finally:

@@ -1,4 +1,4 @@
-"""Every error status of DESIGN.md §5, each with the one error body and no internals in it."""
+"""Every error status of docs/architecture.md §5, each with the one error body and no internals in it."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ async def test_translations_with_every_uncertainty_field_tokens_and_seed(client:
         assert all(0 <= t["probability"] <= 1 and t["mutual_information"] >= 0 for t in p["tokens"])
     again = (await client.post("/predict", json=request)).json()
     other = (await client.post("/predict", json={**request, "seed": 4})).json()
-    for a, b in zip(again["predictions"], body["predictions"]):
+    for a, b in zip(again["predictions"], body["predictions"], strict=True):
         assert a["translation"] == b["translation"]
         assert a["uncertainty"]["mc_log_prob_mean"] == pytest.approx(b["uncertainty"]["mc_log_prob_mean"], abs=1e-5)
     assert [p["uncertainty"] for p in other["predictions"]] != [p["uncertainty"] for p in body["predictions"]]

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from models.core.artifacts import MANIFEST_NAME, list_artifacts
-from training import ensure
 from tests.factories import make_tiny_sentiment_artifact
+from training import ensure
 
 
 def test_parse_tasks_accepts_lists_and_all_and_rejects_unknown() -> None:

@@ -1,4 +1,4 @@
-"""training/ never imports service/ (DESIGN.md §2): the artifact directory is the only contract."""
+"""training/ never imports service/ (docs/architecture.md §2): the artifact directory is the only contract."""
 
 import ast
 from pathlib import Path

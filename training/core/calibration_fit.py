@@ -1,7 +1,7 @@
 """Post-hoc calibration fitted on validation: temperature scaling of MC logits and the abstain rule.
 
 - `fit_temperature(mc_logits [N, T, C], labels [N])` → τ ∈ [0.05, 20] minimising the NLL of the
-  MC-averaged probabilities p̄ = mean_t softmax(logits_t / τ) (DESIGN.md §4: τ divides each sample's logits
+  MC-averaged probabilities p̄ = mean_t softmax(logits_t / τ) (docs/architecture.md §4: τ divides each sample's logits
   before the softmax, so it must be fitted on the same T and MC mode the service runs). [N, C] or
   [N, 1, C] logits give ordinary (deterministic) temperature scaling.
 - `choose_abstain_threshold(scores, correct, target_risk)` → the threshold on an uncertainty score with

@@ -1,7 +1,7 @@
 """Evaluation of a classifier's (MC) logits: accuracy, calibration and uncertainty quality in one dict.
 
 Contract of `classification_metrics(logits [N, T, C], labels [N], temperature, target_risk)`:
-probabilities are softmax(logits_t / τ) per sample, averaged over T (DESIGN.md §4). Returns
+probabilities are softmax(logits_t / τ) per sample, averaged over T (docs/architecture.md §4). Returns
 {n, mc_samples, temperature, accuracy, nll, brier, ece, auroc: {measure: v}, aurc: {measure: v},
 coverage_at_risk: {measure: {coverage, threshold, achieved_risk}}, best_measure, best_auroc}.
 Uncertainty measures are those of models.core.uncertainty plus `one_minus_confidence` (1 − max p̄); with
@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from models.core.uncertainty import MEASURES, calibrated_probs, classification_uncertainty
 import training.core.scoring as metrics
+from models.core.uncertainty import MEASURES, calibrated_probs, classification_uncertainty
 
 ALL_MEASURES = (*MEASURES, "one_minus_confidence")
 DETERMINISTIC_MEASURES = ("predictive_entropy", "one_minus_confidence")

@@ -20,7 +20,6 @@ from models.core.artifacts import sha256_file
 from training.core.fetch import DOWNLOADS, EXTRACTED, FetchError, build_once
 
 
-
 @dataclass(frozen=True)
 class PinnedDeb:
     """A Debian package pinned by exact version and the sha256 of its .deb; `member` is the folder read."""

@@ -40,10 +40,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from training.core import distributed
-from training.core.checkpoint import Checkpointer, TrainHistory, unwrap
-from training.core.budget import TimeBudget
-from training.core.config import TrainConfig
 from training.core.batching import shard_batches
+from training.core.budget import TimeBudget
+from training.core.checkpoint import Checkpointer, TrainHistory, unwrap
+from training.core.config import TrainConfig
 from training.core.optim import count_samples, param_groups
 from training.core.schedules import Horizon, ScheduleParams, build_scheduler, warmup_steps_for
 

@@ -68,7 +68,7 @@ def plot_reliability(
     for column, (name, probs) in enumerate(panels.items()):
         ax, ax_count = grid[0][column], grid[1][column]
         bins = reliability_bins(probs, labels, n_bins)
-        centres = [(lo + hi) / 2 for lo, hi in zip(bins["lower"], bins["upper"])]
+        centres = [(lo + hi) / 2 for lo, hi in zip(bins["lower"], bins["upper"], strict=True)]
         width = 0.95 / n_bins
         filled = [i for i, n in enumerate(bins["count"]) if n]
         ax.bar([centres[i] for i in filled], [bins["accuracy"][i] for i in filled], width=width,

@@ -116,7 +116,7 @@ def coverage_at_risk(scores: torch.Tensor, errors: torch.Tensor, target_risk: fl
     """
     curve = risk_coverage_curve(scores, errors)
     best = None
-    for coverage, risk, threshold in zip(curve["coverage"], curve["risk"], curve["threshold"]):
+    for coverage, risk, threshold in zip(curve["coverage"], curve["risk"], curve["threshold"], strict=True):
         if risk <= target_risk:
             best = {"coverage": coverage, "threshold": threshold, "achieved_risk": risk}
     if best is None:

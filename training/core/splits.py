@@ -53,7 +53,7 @@ def _shares(class_sizes: Sequence[int], n: int) -> list[int]:
     """Split n across classes proportionally to their sizes (largest remainder, capped by availability)."""
     total = sum(class_sizes)
     exact = [n * size / total for size in class_sizes]
-    shares = [min(int(x), size) for x, size in zip(exact, class_sizes)]
+    shares = [min(int(x), size) for x, size in zip(exact, class_sizes, strict=True)]
     order = sorted(range(len(class_sizes)), key=lambda c: exact[c] - int(exact[c]), reverse=True)
     for c in order * 2:
         if sum(shares) == n:
@@ -83,7 +83,7 @@ def stratified_split(labels: Sequence[int], sizes: Mapping[str, int | None], see
         n = sum(remaining.values()) - sum(s for k, s in sizes.items() if s is not None and k not in out and k != name) if size is None else size
         shares = _shares([remaining[c] for c in classes], n)
         picked: list[int] = []
-        for c, share in zip(classes, shares):
+        for c, share in zip(classes, shares, strict=True):
             picked.extend(pools[c][taken[c]: taken[c] + share])
             taken[c] += share
             remaining[c] -= share

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.core.dropout import mix_seed
-from models.generation.mc import capture_layer_input, positions_of, project, top_layers
 from models.core.device import autocast_context
+from models.core.dropout import mix_seed
 from models.core.sequence_uncertainty import token_measures
+from models.generation.mc import capture_layer_input, positions_of, project, top_layers
 from training.core.uncertainty_stats import ood_auroc, ood_table
 
 TOKEN_MEASURES = ("one_minus_p", "entropy_det", "one_minus_p_mc", "entropy", "expected_entropy", "mi")
@@ -96,7 +96,7 @@ def token_report(model: nn.Module, blocks: torch.Tensor, s: GenEvalSettings) -> 
     values: dict[str, list[torch.Tensor]] = {name: [] for name in TOKEN_MEASURES}
     errors: list[torch.Tensor] = []
     with torch.inference_mode(), autocast_context(s.device, s.dtype):
-        for block, lp in zip(blocks, mc_log_probs(model, [b.tolist() for b in blocks], s, s.seed)):
+        for block, lp in zip(blocks, mc_log_probs(model, [b.tolist() for b in blocks], s, s.seed), strict=True):
             det, samples = lp[0], lp[1:]
             greedy = det.argmax(dim=-1)
             errors.append((greedy.cpu() != block[1:]).long())
@@ -138,7 +138,7 @@ def sequence_report(model: nn.Module, tokenizer: Any, texts: Sequence[str], kind
     sequences = [prefix + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     rows: list[dict[str, float]] = []
     with torch.inference_mode(), autocast_context(s.device, s.dtype):
-        for seq, lp in zip(sequences, mc_log_probs(model, sequences, s, s.seed + 1)):
+        for seq, lp in zip(sequences, mc_log_probs(model, sequences, s, s.seed + 1), strict=True):
             rows.append(sequence_measures_of(lp[1:], torch.tensor(seq[1:], device=lp.device)))
     values = {name: torch.tensor([r[name] for r in rows], dtype=torch.float64) for name in SEQUENCE_MEASURES}
     labels = torch.tensor([int(k != "in_domain") for k in kinds])

@@ -35,19 +35,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.core.artifacts import Manifest, library_versions, new_version_id
-from models.generation.model import build_tiny_llama, install_dropout, save_generation_model, train_tiny_tokenizer
 from models.core.device import resolve_device, resolve_dtype
+from models.generation.model import build_tiny_llama, install_dropout, save_generation_model, train_tiny_tokenizer
 from training.core import reports
 from training.core.cli import job_main
 from training.core.config import TrainConfig
+from training.core.distributed import artifact_on_main, main_process_first
+from training.core.loop import Trainer
+from training.generation.base import base_source, load_base
 from training.generation.data import load_austen, load_bible_english, load_bible_verses, load_shakespeare
+from training.generation.evaluation import GenEvalSettings, perplexity, sequence_report, token_report
 from training.generation.probes import build_prose_probe_set, sentences
 from training.generation.split import ProseSplit, chunk_token_ids, split_documents, token_stream
 from training.generation.synthetic import synthetic_documents
-from training.core.distributed import artifact_on_main, main_process_first
-from training.generation.base import base_source, load_base
-from training.generation.evaluation import GenEvalSettings, perplexity, sequence_report, token_report
-from training.core.loop import Trainer
 
 log = logging.getLogger(__name__)
 TASK = "generation"

@@ -21,8 +21,8 @@ import re
 import zipfile
 from pathlib import Path
 
-from training.core.splits import ClassificationData, TextSplit, stratified_split
 from training.core.fetch import IMDB, PinnedArchive
+from training.core.splits import ClassificationData, TextSplit, stratified_split
 
 LABEL_NAMES = ("negative", "positive")
 _BREAKS = re.compile(r"<\s*(?:br|p|hr)\s*/?\s*>", re.IGNORECASE)
@@ -62,7 +62,7 @@ def deduplicate(texts: list[str], labels: list[int]) -> tuple[list[str], list[in
     texts, labels, and counts {"duplicates_removed", "conflicting_dropped"}."""
     first: dict[str, int] = {}
     conflicting: set[str] = set()
-    for text, label in zip(texts, labels):
+    for text, label in zip(texts, labels, strict=True):
         if text in first:
             if first[text] != label:
                 conflicting.add(text)

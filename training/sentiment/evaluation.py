@@ -28,11 +28,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.sentiment.mc import mc_logits, num_layers
-from models.core.dropout import mix_seed
 from models.core.device import autocast_context
-from training.core.calibration_fit import fit_temperature, mc_nll, select_abstain_rule
+from models.core.dropout import mix_seed
+from models.sentiment.mc import mc_logits, num_layers
 from training.core.batching import eval_batches
+from training.core.calibration_fit import fit_temperature, mc_nll, select_abstain_rule
 from training.core.classification_metrics import abstain_outcome, classification_metrics, mean_probs, uncertainty_scores
 from training.core.scoring import downsample_curve, risk_coverage_curve
 
@@ -47,7 +47,7 @@ class MCMode:
     last_k: int | None
 
     def relative_cost(self, layers: int) -> float:
-        """Forward cost relative to a deterministic pass, (L − k + k·T)/L (DESIGN.md §4)."""
+        """Forward cost relative to a deterministic pass, (L − k + k·T)/L (docs/architecture.md §4)."""
         if self.mc_samples == 0:
             return 1.0
         k = layers if self.last_k is None else min(self.last_k, layers)

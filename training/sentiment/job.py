@@ -28,23 +28,28 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from models.core.artifacts import Manifest, library_versions, new_version_id
-from models.sentiment.mc import DropoutRates, num_layers
-from models.core.dropout import validate_sites
 from models.core.device import resolve_device, resolve_dtype
+from models.core.dropout import validate_sites
+from models.sentiment.mc import DropoutRates, num_layers
+from models.sentiment.model import (
+    build_tiny_classifier,
+    encode_head_tail,
+    load_pretrained_classifier,
+    train_wordpiece_tokenizer,
+)
 from models.sentiment.predictor import save_sentiment_model
-from models.sentiment.model import build_tiny_classifier, encode_head_tail, load_pretrained_classifier, train_wordpiece_tokenizer
 from training.core import reports
+from training.core.batching import LengthGroupedBatches, eval_batches
 from training.core.cli import job_main
 from training.core.config import TrainConfig
-from training.core.batching import LengthGroupedBatches, eval_batches
-from training.sentiment.data import load_imdb
-from training.core.splits import ClassificationData
-from training.sentiment.synthetic import load_synthetic
 from training.core.distributed import artifact_on_main, is_main_process, main_process_first
 from training.core.fetch import IMDB, MINILM, ensure_archive, ensure_extracted
 from training.core.loop import Trainer
 from training.core.scoring import accuracy, nll
+from training.core.splits import ClassificationData
+from training.sentiment.data import load_imdb
 from training.sentiment.evaluation import EvalResult, EvalSettings, evaluate_and_calibrate
+from training.sentiment.synthetic import load_synthetic
 
 log = logging.getLogger(__name__)
 TASK = "sentiment"

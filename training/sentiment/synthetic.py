@@ -63,7 +63,7 @@ def load_synthetic(
         name: TextSplit([everything.texts[i] for i in index[name]], [everything.labels[i] for i in index[name]])
         for name in ("train", "validation", "test")
     }
-    digest = hashlib.sha256("\n".join(f"{y}\t{t}" for t, y in zip(everything.texts, everything.labels)).encode())
+    digest = hashlib.sha256("\n".join(f"{y}\t{t}" for t, y in zip(everything.texts, everything.labels, strict=True)).encode())
     source = {
         "name": "synthetic-sentiment",
         "version": "1",

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from training.core.batching import LengthGroupedBatches
 from models.core.padding import pad_ids
+from training.core.batching import LengthGroupedBatches
 from training.translation.evaluation import encode_sources
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class PairBatches(LengthGroupedBatches):
 
 
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
-                 config: "TranslationConfig") -> tuple[list[list[int]], list[list[int]]]:
+                 config: TranslationConfig) -> tuple[list[list[int]], list[list[int]]]:
     return (encode_sources(tokenizer, [p[0] for p in pairs], config.max_input_tokens),
             encode_sources(tokenizer, [p[1] for p in pairs], config.max_target_tokens))
 

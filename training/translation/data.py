@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
-import shutil
-import sqlite3
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -111,7 +111,7 @@ def decode(model: nn.Module, ids: Sequence[Sequence[int]], pad_id: int, num_beam
             gen = model.generate(input_ids=src.to(s.device), attention_mask=mask.to(s.device), num_beams=num_beams,
                                  do_sample=False, max_new_tokens=new_token_cap(src.shape[1], s.max_new_tokens),
                                  use_cache=True)
-            for row, i in zip(gen.cpu(), index):
+            for row, i in zip(gen.cpu(), index, strict=True):
                 keep = int((row != pad_id).nonzero().max()) + 1 if (row != pad_id).any() else 1
                 out[i] = row[:keep]
     return [o for o in out if o is not None], time.perf_counter() - started
@@ -128,7 +128,7 @@ def corpus_quality(hypotheses: Sequence[str], references: Sequence[str]) -> dict
 def sentence_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> torch.Tensor:
     """Sentence-level chrF (0–100) per pair, float64 [N]."""
     chrf = CHRF()
-    return torch.tensor([chrf.sentence_score(h, [r]).score for h, r in zip(hypotheses, references)], dtype=torch.float64)
+    return torch.tensor([chrf.sentence_score(h, [r]).score for h, r in zip(hypotheses, references, strict=True)], dtype=torch.float64)
 
 
 def distinct_output_ratio(sources: Sequence[str], outputs: Sequence[str]) -> float:
@@ -180,7 +180,7 @@ def mc_measures(model: nn.Module, scorer: Scorer, ids: Sequence[Sequence[int]], 
             out, _ = pad_ids([outputs[i].tolist() for i in index], pad_id)
             rows = scorer(model, src.to(s.device), mask.to(s.device), out.to(s.device), s.mc_samples,
                           s.seed + batch_no, s.mc_last_k)
-            for row, i in zip(rows, index):
+            for row, i in zip(rows, index, strict=True):
                 scores[i] = row
     lengths = [int((o != pad_id).sum()) - 1 for o in outputs]  # generated tokens, start token excluded
     return measures_from_scores([x for x in scores if x is not None], lengths), time.perf_counter() - started
@@ -213,7 +213,7 @@ def lexical_similarity(model: nn.Module, sampler: Sampler, ids: Sequence[Sequenc
             src, mask = pad_ids([ids[i] for i in index], pad_id)
             texts = sampler(model, src.to(s.device), mask.to(s.device), s.sampling_samples, s.seed + batch_no,
                             new_token_cap(src.shape[1], s.max_new_tokens))
-            for hyps, i in zip(texts, index):
+            for hyps, i in zip(texts, index, strict=True):
                 sims[i] = mean_pairwise_chrf(list(hyps))
     return sims, time.perf_counter() - started
 
@@ -223,7 +223,7 @@ def compare_last_k(model: nn.Module, scorer: Scorer, ids: Sequence[Sequence[int]
                    kinds: Sequence[str]) -> dict[str, Any]:
     """The same outputs scored with only the top k decoder layers stochastic, for each k in
     `s.compare_last_k`: seconds, Spearman with sentence chrF and OOD AUROC per measure, so the serving
-    default is chosen on evidence (DESIGN.md §4)."""
+    default is chosen on evidence (docs/architecture.md §4)."""
     n = chrf.numel()
     table: dict[str, Any] = {}
     for k in s.compare_last_k:

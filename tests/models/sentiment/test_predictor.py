@@ -29,7 +29,7 @@ def test_prediction_fields_and_order(predictor) -> None:
     items = [predictor.prepare(t, {}) for t in texts]
     out = predictor.predict(items, [MCRequest(8, i) for i in range(3)])
     assert len(out) == 3
-    for item, pred in zip(items, out):
+    for item, pred in zip(items, out, strict=True):
         assert pred.label in ("negative", "positive")
         assert math.isclose(sum(pred.probabilities.values()), 1.0, rel_tol=1e-6)
         assert pred.confidence == max(pred.probabilities.values())

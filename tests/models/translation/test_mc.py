@@ -24,7 +24,7 @@ def _batch(lengths_src: list[int], lengths_dec: list[int], seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     src = torch.zeros(len(lengths_src), max(lengths_src), dtype=torch.long)
     dec = torch.zeros(len(lengths_dec), max(lengths_dec), dtype=torch.long)
-    for i, (ls, ld) in enumerate(zip(lengths_src, lengths_dec)):
+    for i, (ls, ld) in enumerate(zip(lengths_src, lengths_dec, strict=True)):
         src[i, :ls] = torch.randint(4, V, (ls,), generator=g)
         src[i, ls - 1] = 2
         dec[i, :ld] = torch.randint(4, V, (ld,), generator=g)
@@ -34,7 +34,7 @@ def _batch(lengths_src: list[int], lengths_dec: list[int], seed: int = 0):
 
 def _rows(samples: list[int], seeds: list[int], deterministic_row: bool = True):
     row_seeds, counts = [], []
-    for t, s in zip(samples, seeds):
+    for t, s in zip(samples, seeds, strict=True):
         row_seeds += ([None] if deterministic_row else []) + [mix_seed(s, j) for j in range(t)]
         counts.append(t + int(deterministic_row))
     return row_seeds, counts
@@ -65,7 +65,7 @@ def test_batched_scoring_equals_one_sample_at_a_time(model, last_k: int) -> None
         states = encode(model, src, mask)
         batched = decoder_logits(model, states, mask, dec, row_seeds, counts, last_k, HIDDEN)
         row = 0
-        for i, (ls, ld) in enumerate(zip([7, 4, 9], [6, 3, 5])):
+        for i, (ls, ld) in enumerate(zip([7, 4, 9], [6, 3, 5], strict=True)):
             alone_states = encode(model, src[i: i + 1, :ls], mask[i: i + 1, :ls])
             for _ in range(counts[i]):
                 alone = decoder_logits(model, alone_states, mask[i: i + 1, :ls], dec[i: i + 1, :ld],
@@ -120,7 +120,7 @@ def test_stochastic_greedy_decode_without_masks_is_library_greedy(model) -> None
         ours = stochastic_greedy_decode(model, states, mask, [None, None], [1, 1], 3, HIDDEN, max_new_tokens=6)
         ref = model.generate(input_ids=src, attention_mask=mask, max_new_tokens=6, num_beams=1, do_sample=False,
                              forced_eos_token_id=None)
-    for tokens, row in zip(ours, ref[:, 1:].tolist()):
+    for tokens, row in zip(ours, ref[:, 1:].tolist(), strict=True):
         assert tokens == row[: len(tokens)]
     with torch.inference_mode():
         sampled = stochastic_greedy_decode(model, states, mask, [1, 2, 1], [2, 1], 3, HIDDEN, max_new_tokens=6)

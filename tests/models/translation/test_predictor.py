@@ -80,7 +80,7 @@ def test_mc_prediction_fields_seeds_and_batch_independence(predictor: Translatio
                for t in first.tokens)
     assert batch[1].uncertainty is None
     # Same item, seed and T alone: the same prediction (masks are per item, not per batch).
-    for item, request, got in zip(items, requests, batch):
+    for item, request, got in zip(items, requests, batch, strict=True):
         alone = predictor.predict([item], [request])[0]
         assert alone.translation == got.translation
         if got.uncertainty is not None:

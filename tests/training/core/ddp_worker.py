@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
-from tests.training.core.test_loop import Batches, Model, loss_fn, X, Y
+from tests.training.core.test_loop import Batches, Model, X, Y, loss_fn
 from training.core.config import TrainConfig
 from training.core.loop import Trainer
 

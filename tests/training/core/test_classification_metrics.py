@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from training.core.classification_metrics import ALL_MEASURES, DETERMINISTIC_MEASURES, abstain_outcome, classification_metrics
+from training.core.classification_metrics import (
+    ALL_MEASURES,
+    DETERMINISTIC_MEASURES,
+    abstain_outcome,
+    classification_metrics,
+)
 from training.sentiment.evaluation import MCMode, choose_last_k, modes_for
 
 

@@ -36,7 +36,7 @@ def test_reliability_bins_reproduce_torchmetrics_ece() -> None:
     labels = torch.randint(0, 3, (500,), generator=generator)
     bins = metrics.reliability_bins(probs, labels)
     total = sum(bins["count"])
-    ece = sum(n / total * abs(a - c) for n, a, c in zip(bins["count"], bins["accuracy"], bins["confidence"]) if n)
+    ece = sum(n / total * abs(a - c) for n, a, c in zip(bins["count"], bins["accuracy"], bins["confidence"], strict=True) if n)
     assert total == 500
     assert ece == pytest.approx(metrics.ece(probs, labels), abs=1e-5)
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from models.core.artifacts import verify_artifact
-from models.generation.predictor import GenerationPredictor
-from models.generation.model import build_tiny_llama, dropout_layers, load_llama, train_tiny_tokenizer
-from models.generation.mc import capture_layer_input
 from models.core.predictor import MCRequest, PredictorOptions
-from training.generation.synthetic import synthetic_documents
-from training.generation.job import PRESETS, BlockBatches, GenerationConfig, main, prepare_model, subset
-from training.generation.evaluation import TOKEN_MEASURES, sequence_measures_of
+from models.generation.mc import capture_layer_input
+from models.generation.model import build_tiny_llama, dropout_layers, load_llama, train_tiny_tokenizer
+from models.generation.predictor import GenerationPredictor
 from training.core.config import make_config
+from training.generation.evaluation import TOKEN_MEASURES, sequence_measures_of
+from training.generation.job import PRESETS, BlockBatches, GenerationConfig, main, prepare_model, subset
+from training.generation.synthetic import synthetic_documents
 
 
 @pytest.fixture(scope="module")

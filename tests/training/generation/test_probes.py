@@ -30,8 +30,8 @@ def test_probe_set_is_aligned_labelled_and_disjoint() -> None:
     probes = build_prose_probe_set(AUSTEN_LIKE, VERSES, per_kind=20, seed=5)
     assert probes.counts() == {"in_domain": 20, "bible": 20, "news": 20, "shuffled": 20}
     assert len(probes.texts) == len(probes.labels) == len(probes.kinds) == 80
-    assert all(label == int(kind != "in_domain") for label, kind in zip(probes.labels, probes.kinds))
-    by_kind = {k: [t for t, kk in zip(probes.texts, probes.kinds) if kk == k] for k in ("in_domain", *PROBE_KINDS)}
+    assert all(label == int(kind != "in_domain") for label, kind in zip(probes.labels, probes.kinds, strict=True))
+    by_kind = {k: [t for t, kk in zip(probes.texts, probes.kinds, strict=True) if kk == k] for k in ("in_domain", *PROBE_KINDS)}
     assert set(by_kind["in_domain"]) <= set(AUSTEN_LIKE) and set(by_kind["bible"]) <= set(VERSES)
     assert set(by_kind["news"]) <= set(NEWS_SENTENCES) and "Jesus wept." not in by_kind["bible"]
     originals = {tuple(sorted(s.split())): s for s in AUSTEN_LIKE}

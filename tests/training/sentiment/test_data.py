@@ -5,8 +5,8 @@ import collections
 import pytest
 
 from training.core.batching import LengthGroupedBatches, eval_batches
-from training.sentiment.data import clean_review, deduplicate
 from training.core.splits import TextSplit, stratified_split
+from training.sentiment.data import clean_review, deduplicate
 from training.sentiment.synthetic import load_synthetic, make_examples
 
 
@@ -52,7 +52,7 @@ def test_synthetic_is_deterministic_balanced_and_noisy() -> None:
     assert a.source["splits"] == a.sizes()
     clean, noisy = make_examples(400, seed=2, noise=0.0), make_examples(400, seed=2, noise=0.2)
     assert clean.texts == noisy.texts
-    flipped = sum(x != y for x, y in zip(clean.labels, noisy.labels))
+    flipped = sum(x != y for x, y in zip(clean.labels, noisy.labels, strict=True))
     assert 40 < flipped < 120
     assert sum(clean.labels) == 200
     assert any(" but " in t for t in clean.texts) and any(" not " in t for t in clean.texts)
@@ -97,8 +97,8 @@ def test_eval_batches_longest_first_and_complete() -> None:
 def test_real_imdb_is_cleaned_deduplicated_and_split() -> None:
     from pathlib import Path
 
-    from training.sentiment.data import load_imdb
     from training.core.fetch import IMDB, ensure_archive
+    from training.sentiment.data import load_imdb
 
     data = load_imdb(ensure_archive(IMDB, Path(".cache")), seed=1234)
     assert data.sizes() == {"train": 39578, "validation": 5000, "test": 5000}

