@@ -70,9 +70,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parameters = {"max_new_tokens": n, "temperature": 0.0, "repetition_penalty": 1.0}
     prompts = [" ".join(p.split()[: args.prompt_words]) for p in PROMPTS]
     items = [predictor.prepare(prompts[i % len(prompts)], parameters) for i in range(args.batch)]
-    print(f"{artifact.name}: {predictor.describe()['parameters'] / 1e6:.1f} M parameters, dtype {predictor.options.dtype}, "
-          f"{n} new tokens, batch {args.batch}, T={samples}, last-k {predictor.last_k}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(f"{artifact.name}: {predictor.describe()['parameters'] / 1e6:.1f} M parameters, "
+          f"dtype {predictor.options.dtype}, {n} new tokens, batch {args.batch}, T={samples}, "
+          f"last-k {predictor.last_k}, torch threads {torch.get_num_threads()}")
 
     never = frozenset({-1})  # no end-of-sequence: every run decodes exactly n tokens
     greedy = SamplingParams(max_new_tokens=n)

@@ -104,8 +104,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     rss_before = rss_mib()
     started = time.perf_counter()
     model, tokenizer = load_base(args.cache_dir, torch.float32)
+    params = sum(p.numel() for p in model.parameters())
     print(f"load cached checkpoint (fp32): {time.perf_counter() - started:.2f} s; RSS {rss_before:.0f} → "
-          f"{rss_mib():.0f} MiB (+{rss_mib() - rss_before:.0f}); {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params")
+          f"{rss_mib():.0f} MiB (+{rss_mib() - rss_before:.0f}); {params / 1e6:.1f} M params")
 
     corpus = load_austen(args.cache_dir)
     split = split_documents(corpus.documents, 0.05, 0.05, seed=args.seed)
@@ -125,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ppl32, s32 = perplexity(model, blocks, autocast=False)
     print(f"RSS after loading and the fp32 forward passes: {rss_mib():.0f} MiB (weights are mmapped until touched)")
     ppl16, s16 = perplexity(model, blocks, autocast=True)
-    print(f"perplexity on {len(blocks)} held-out test blocks × 256: fp32 {ppl32:.2f} ({s32 / len(blocks):.2f} s/block), "
+    print(f"perplexity on {len(blocks)} held-out test blocks × 256: "
+          f"fp32 {ppl32:.2f} ({s32 / len(blocks):.2f} s/block), "
           f"bf16 autocast {ppl16:.2f} ({s16 / len(blocks):.2f} s/block); ratio bf16/fp32 {ppl16 / ppl32:.3f}, "
           f"speed-up {s32 / s16:.2f}×")
 

@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         for mc_samples in (0, args.mc_samples):
             single = items_per_second(predictor, [[item] for item in items], mc_samples)
             arrival, ordered = (
-                items_per_second(predictor, [pool[i : i + args.batch] for i in range(0, len(pool), args.batch)], mc_samples)
+                items_per_second(predictor, [pool[i : i + args.batch] for i in range(0, len(pool), args.batch)],
+                                 mc_samples)
                 for pool in (items, by_length)
             )
             print(f"{dtype:9} {mc_samples:>3} {single:8.1f} {arrival:8.1f} {ordered:8.1f}   "

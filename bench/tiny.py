@@ -14,7 +14,8 @@ def tiny_sentiment_artifacts(workdir: Path) -> Path:
     """Train the `tiny` sentiment preset into `workdir/artifacts` and return that artifact root."""
     root = Path(workdir) / "artifacts"
     with contextlib.redirect_stdout(io.StringIO()):  # the job prints the artifact path; keep bench output clean
-        status = train_sentiment(["--preset", "tiny", "--output-dir", str(root), "--cache-dir", str(Path(workdir) / "cache")])
+        status = train_sentiment(["--preset", "tiny", "--output-dir", str(root),
+                                  "--cache-dir", str(Path(workdir) / "cache")])
     if status:
         raise RuntimeError(f"the tiny sentiment preset failed with status {status}")
     return root

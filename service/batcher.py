@@ -11,9 +11,9 @@ Contract:
   and cancelled items are dropped before their batch runs.
 - The worker forms batches from the oldest item (FIFO fairness) plus the queued items with an equal
   `predictor.batch_key` and the closest token length (less padding), up to `max_batch_size` items and
-  `max_batch_tokens` summed `predictor.cost` (an item over the budget on its own still runs, alone).
-  It waits at most `max_wait_ms` after the oldest item arrived for the batch to fill; items that queued
-  while the previous batch ran go at once.
+  `max_batch_tokens` summed `predictor.cost` (an item over the budget on its own still runs, alone;
+  the policy lives in service/batch_selection.py). It waits at most `max_wait_ms` after the oldest item
+  arrived for the batch to fill; items that queued while the previous batch ran go at once.
 - `predictor.predict` runs on an executor thread, never on the event loop. An exception fails that
   batch's futures only (`InferenceError`, 500); the worker carries on with the next batch. Out of memory
   is the exception: the batch is halved and retried (`service.oom`), and only an item that runs out of
@@ -28,13 +28,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
 from models.core.predictor import MCRequest, Predictor, PreparedItem
+from service.batch_selection import Entry, fills_batch, take_batch
 from service.errors import InferenceError, LimitError, OutOfMemoryError, QueueFullError, UnavailableError
 from service.oom import ItemOutOfMemory, predict_splitting
 from service.settings import BatchLimits
@@ -46,18 +46,6 @@ class BatchObserver(Protocol):
     """Receives one call per executed batch (implemented by `ServiceMetrics`)."""
 
     def observe_batch(self, task: str, size: int, queue_waits_s: list[float], inference_s: float) -> None: ...
-
-
-@dataclass(eq=False)
-class _Entry:
-    """One queued item and the future its request awaits."""
-
-    item: PreparedItem
-    request: MCRequest
-    key: Hashable
-    cost: int
-    future: asyncio.Future[Any]
-    enqueued: float
 
 
 class Batcher:
@@ -80,7 +68,7 @@ class Batcher:
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"nlp-{self.task}")
         self._observer = observer
         self._clock = clock
-        self._pending: list[_Entry] = []
+        self._pending: list[Entry] = []
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
@@ -173,7 +161,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = self._clock()
         entries = [
-            _Entry(item, req, self.predictor.batch_key(item), self.predictor.cost(item, req), loop.create_future(), now)
+            Entry(item, req, self.predictor.batch_key(item), self.predictor.cost(item, req), loop.create_future(), now)
             for item, req in zip(items, requests, strict=True)
         ]
         self._pending.extend(entries)
@@ -208,23 +196,11 @@ class Batcher:
         if any(entry.future.done() for entry in self._pending):
             self._pending = [entry for entry in self._pending if not entry.future.done()]
 
-    def _full(self) -> bool:
-        """Whether the oldest item's group already fills a batch (by items or by token budget)."""
-        key = self._pending[0].key
-        count = cost = 0
-        for entry in self._pending:
-            if entry.key == key and not entry.future.done():
-                count += 1
-                cost += entry.cost
-                if count >= self.limits.max_batch_size or cost >= self.limits.max_batch_tokens:
-                    return True
-        return False
-
     async def _fill_window(self) -> None:
         """Wait until the oldest item has waited `max_wait_ms`, or its batch is full, or we are closing."""
         deadline = self._pending[0].enqueued + self.limits.max_wait_ms / 1000.0
         # Re-check emptiness after every await: abandoned requests remove their items meanwhile.
-        while self._pending and not self._closing and not self._full():
+        while self._pending and not self._closing and not fills_batch(self._pending, self.limits):
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return
@@ -236,28 +212,15 @@ class Batcher:
                 return
             self._drop_cancelled()
 
-    def _select(self) -> list[_Entry]:
-        """Take the oldest item plus same-key items of the closest lengths, within both limits."""
+    def _select(self) -> list[Entry]:
+        """Take the next batch off the queue (service/batch_selection.py)."""
         self._drop_cancelled()
         if not self._pending:
             return []
-        anchor = self._pending[0]
-        length = anchor.item.n_tokens
-        same_key = [entry for entry in self._pending[1:] if entry.key == anchor.key]
-        same_key.sort(key=lambda entry: (abs(entry.item.n_tokens - length), entry.enqueued))
-        chosen, budget = [anchor], anchor.cost
-        for entry in same_key:
-            if len(chosen) >= self.limits.max_batch_size:
-                break
-            if budget + entry.cost > self.limits.max_batch_tokens:
-                continue  # a shorter item further down may still fit
-            chosen.append(entry)
-            budget += entry.cost
-        taken = set(map(id, chosen))
-        self._pending = [entry for entry in self._pending if id(entry) not in taken]
+        chosen, self._pending = take_batch(self._pending, self.limits)
         return chosen
 
-    async def _execute(self, batch: list[_Entry]) -> None:
+    async def _execute(self, batch: list[Entry]) -> None:
         live = [entry for entry in batch if not entry.future.done()]
         if not live:
             return
@@ -305,7 +268,7 @@ class Batcher:
                 self._observer.observe_batch(self.task, len(live), waits, elapsed)
 
     @staticmethod
-    def _fail(entries: list[_Entry], make_error: Callable[[], Exception]) -> None:
+    def _fail(entries: list[Entry], make_error: Callable[[], Exception]) -> None:
         # A fresh exception per future: one instance raised in many tasks would share a mutating traceback.
         for entry in entries:
             if not entry.future.done():

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from models.core.artifacts import Manifest, library_versions, new_version_id, write_artifact
+from models.core.base import save_model
 from models.core.tokenizers import train_joint_tokenizer
-from models.generation.model import build_tiny_llama, save_generation_model, train_tiny_tokenizer
+from models.generation.model import build_tiny_llama, train_tiny_tokenizer
 from models.sentiment.model import build_tiny_classifier, train_wordpiece_tokenizer
-from models.sentiment.predictor import save_sentiment_model
 from models.translation.model import build_marian_preset
-from models.translation.predictor import save_translation_model
 from training.translation.data import make_parallel_corpus
 
 LABELS = ["negative", "positive"]
@@ -59,7 +58,7 @@ def make_tiny_sentiment_artifact(
             "abstain": {"measure": "predictive_entropy", "threshold": 0.69, "target_risk": 0.05},
         },
     )
-    return write_artifact(Path(root), manifest, lambda staging: save_sentiment_model(model, tokenizer, staging))
+    return write_artifact(Path(root), manifest, lambda staging: save_model(model, tokenizer, staging))
 
 
 def make_tiny_translation_artifact(
@@ -99,11 +98,12 @@ def make_tiny_translation_artifact(
                        "default_max_new_tokens": default_max_new_tokens},
         calibration=calibration or {"temperature": 1.0, "mc_samples": 4},
     )
-    return write_artifact(Path(root), manifest, lambda staging: save_translation_model(model, tokenizer, staging))
+    return write_artifact(Path(root), manifest, lambda staging: save_model(model, tokenizer, staging))
 
 
 GENERATION_CORPUS = [
-    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.",
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+    "must be in want of a wife.",
     "The evening passed quietly, and the sisters walked together in the garden until the light was gone.",
     "She could not help smiling at the thought of his letter, however little she wished to admit it.",
     "Mr. Darcy said nothing, but his silence was observed by every person in the room.",
@@ -139,4 +139,4 @@ def make_tiny_generation_artifact(
                        "default_max_new_tokens": default_max_new_tokens},
         calibration=calibration or {"temperature": 1.0, "mc_samples": 4},
     )
-    return write_artifact(Path(root), manifest, lambda staging: save_generation_model(model, tokenizer, staging))
+    return write_artifact(Path(root), manifest, lambda staging: save_model(model, tokenizer, staging))

@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if existing:
             print(f"[ensure] {task}: using {existing[-1]}", flush=True)
             continue
-        print(f"[ensure] {task}: no artifact under {args.output_dir}/{task}; training preset {args.preset!r}", flush=True)
+        print(f"[ensure] {task}: no artifact under {args.output_dir}/{task}; training preset {args.preset!r}",
+              flush=True)
         started = time.monotonic()
         job = importlib.import_module(JOBS[task])
         status = job.main(["--preset", args.preset, "--output-dir", args.output_dir, "--cache-dir", args.cache_dir])

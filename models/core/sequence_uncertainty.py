@@ -1,4 +1,5 @@
-"""Sequence uncertainty from a fixed output scored under T dropout masks (docs/architecture.md §4, Fomicheva et al. 2020).
+"""Sequence uncertainty from a fixed output scored under T dropout masks (docs/architecture.md §4,
+Fomicheva et al. 2020); the abstain rule on these measures is models/core/calibration.py.
 
 Inputs, for one output sequence y_1..y_n (the deterministic decode, `</s>` included when generated):
 - `det_log_probs` [n, V]: log-distributions of the deterministic (no-dropout) teacher-forced pass;
@@ -84,41 +85,6 @@ def sequence_measures(det_token_log_probs: torch.Tensor, tokens: TokenMeasures) 
         "mean_token_mutual_information": float(tokens.mutual_information.mean()),
         "max_token_mutual_information": float(tokens.mutual_information.max()),
     }
-
-
-# Measures where a LOW value means uncertain; every other measure is "high = uncertain".
-LOW_IS_UNCERTAIN = frozenset({"sequence_log_prob", "mc_log_prob_mean", "sampling_chrf"})
-
-
-@dataclass(frozen=True)
-class SequenceCalibration:
-    """A sequence model's manifest `calibration` {"temperature", "abstain": {"measure", "threshold"}}: the
-    temperature dividing every sample's logits, and the abstain rule on one sequence measure."""
-
-    temperature: float = 1.0
-    abstain_measure: str | None = None
-    abstain_threshold: float = math.nan
-
-    @classmethod
-    def from_manifest(cls, calibration: dict | None) -> SequenceCalibration:
-        calibration = calibration or {}
-        abstain = calibration.get("abstain") or {}
-        return cls(float(calibration.get("temperature", 1.0)), abstain.get("measure"),
-                   float(abstain.get("threshold", math.nan)))
-
-    def abstains(self, measures: dict[str, float | None]) -> bool:
-        """True when `measures[abstain_measure]` is on the uncertain side of the threshold (no rule, a NaN
-        threshold or a missing measure: False)."""
-        if self.abstain_measure is None or math.isnan(self.abstain_threshold):
-            return False
-        value = measures.get(self.abstain_measure)
-        if value is None:
-            return False
-        return value < self.abstain_threshold if self.abstain_measure in LOW_IS_UNCERTAIN else value > self.abstain_threshold
-
-    def describe(self) -> dict[str, float | str | None]:
-        return {"temperature": self.temperature, "abstain_measure": self.abstain_measure,
-                "abstain_threshold": None if math.isnan(self.abstain_threshold) else self.abstain_threshold}
 
 
 def mean_pairwise_chrf(hypotheses: list[str]) -> float:

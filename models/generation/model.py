@@ -6,7 +6,8 @@ changing the state dict (so `save_pretrained`/`from_pretrained` round-trip as a 
 - "attention": `config.attention_dropout`, which LlamaAttention hands to the attention kernel in training;
 - "hidden": forward hooks on each layer's `self_attn.o_proj` and `mlp.down_proj` that apply dropout to
   their outputs (the two branches added to the residual stream) when the module is in training mode,
-  the GPT-2 "resid_pdrop" placement. The rate lives in `config.residual_dropout`, which the config saves.
+  the GPT-2 "resid_pdrop" placement. The rate lives in `config.residual_dropout`, which the config saves;
+  the hooks do not, so a loaded model gets them back from `restore_dropout` (the predictor calls it).
 Dropout may be limited to the top N layers (`config.dropout_layers`): a fine-tune can then train only
 those layers (the ones last-k MC samples) with the frozen lower layers exact and cheap.
 The serving MC pass (models/generation/mc.py) applies seeded masks at exactly those two places.
@@ -16,14 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from models.core.artifacts import MODEL_DIR
 from models.core.tokenizers import train_joint_tokenizer
 
 RESIDUAL_ATTR = "residual_dropout"
@@ -41,11 +40,13 @@ class LlamaDropoutRates:
     @classmethod
     def of(cls, model: LlamaForCausalLM) -> LlamaDropoutRates:
         config = model.config
-        return cls(attention=float(config.attention_dropout or 0.0), hidden=float(getattr(config, RESIDUAL_ATTR, 0.0) or 0.0))
+        return cls(attention=float(config.attention_dropout or 0.0),
+                   hidden=float(getattr(config, RESIDUAL_ATTR, 0.0) or 0.0))
 
     def live(self, sites: frozenset[str]) -> LlamaDropoutRates:
         """The rates active at MC time for `sites` (others 0)."""
-        return LlamaDropoutRates(self.attention if "attention" in sites else 0.0, self.hidden if "hidden" in sites else 0.0)
+        return LlamaDropoutRates(self.attention if "attention" in sites else 0.0,
+                                 self.hidden if "hidden" in sites else 0.0)
 
     @property
     def any(self) -> bool:
@@ -101,20 +102,11 @@ def _residual_dropout_hook(config: LlamaConfig, layer: int, total: int):
     return hook
 
 
-def load_llama(directory: Path, dtype: torch.dtype | None = None) -> LlamaForCausalLM:
-    """Load a saved model (safetensors only) and re-install its dropout from the saved config."""
-    # A local artifact directory, never a Hub id (bandit B615 is a false positive).
-    model = LlamaForCausalLM.from_pretrained(directory, use_safetensors=True, dtype=dtype or torch.float32,  # nosec B615
-                                             local_files_only=True)
+def restore_dropout(model: LlamaForCausalLM) -> LlamaForCausalLM:
+    """Install the dropout a saved config records (rates, top-layer count) on a model just loaded with
+    `from_pretrained`, which builds a plain LlamaForCausalLM without the residual hooks. Idempotent."""
     rates = LlamaDropoutRates.of(model)
     return install_dropout(model, rates.attention, rates.hidden, getattr(model.config, LAYERS_ATTR, None))
-
-
-def save_generation_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
-    """Write model (safetensors) and tokenizer into `directory/model/` for `write_artifact`."""
-    target = Path(directory) / MODEL_DIR
-    model.save_pretrained(target, safe_serialization=True)
-    tokenizer.save_pretrained(target)
 
 
 def build_tiny_llama(vocab_size: int, *, hidden_size: int = 32, layers: int = 2, heads: int = 4, kv_heads: int = 2,

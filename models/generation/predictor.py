@@ -19,16 +19,17 @@ from __future__ import annotations
 import resource
 import sys
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
-from models.core.artifacts import ArtifactError, Manifest
-from models.core.device import autocast_context, place_model
-from models.core.dropout import mix_seed, validate_sites
-from models.core.loading import load_verified
+from models.core.artifacts import Manifest
+from models.core.base import BasePredictor
+from models.core.device import autocast_context
+from models.core.dropout import mix_seed
 from models.core.padding import pad_states
 from models.core.parameters import Parameters
 from models.core.predictor import (
@@ -40,10 +41,10 @@ from models.core.predictor import (
     SequenceUncertainty,
     TokenScore,
 )
-from models.core.sequence_uncertainty import SequenceCalibration, sequence_measures, token_measures
+from models.core.sequence_uncertainty import sequence_measures, token_measures
 from models.generation.decode import DecodeResult, decode_batch
 from models.generation.mc import SUPPORTED_SITES, project, top_layers
-from models.generation.model import LAYERS_ATTR, LlamaDropoutRates, dropout_layers, install_dropout
+from models.generation.model import LlamaDropoutRates, dropout_layers, restore_dropout
 from models.generation.sampling import SamplingParams
 
 TASK = "generation"
@@ -52,36 +53,22 @@ _SAMPLING_SALT = 2_000_003
 _KNOWN = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop", "return_tokens")
 
 
-class GenerationPredictor:
+class GenerationPredictor(BasePredictor):
     """Predictor protocol implementation for the generation task (models/core/predictor.py)."""
 
     task: ClassVar[str] = TASK
+    model_class = LlamaForCausalLM
+    default_sites = supported_sites = SUPPORTED_SITES
+    # No sampling mode here, so no `sampling_chrf`: a rule on it would never fire.
+    abstain_measures = frozenset(f.name for f in fields(SequenceUncertainty)) - {"sampling_chrf"}
+    warmup_text = "It is a truth universally acknowledged"
 
     def __init__(self, model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, manifest: Manifest,
                  options: PredictorOptions) -> None:
-        self.manifest = manifest
-        self.options = options
-        self.name = TASK
-        self.version = manifest.version
-        self.default_mc_samples = int(manifest.default_mc_samples)
-        self.tokenizer = tokenizer
-        self.device = torch.device(options.device)
-        rates = LlamaDropoutRates.of(model)
-        model = install_dropout(model, rates.attention, rates.hidden, getattr(model.config, LAYERS_ATTR, None))
-        self.model = place_model(model.eval(), self.device, options.dtype)
-        config = self.model.config
-        self.num_layers = int(config.num_hidden_layers)
-        dropout = manifest.dropout or {}
-        self.sites = validate_sites(options.mc_dropout_sites or dropout.get("mc_sites") or SUPPORTED_SITES)
-        if not self.sites <= SUPPORTED_SITES:
-            raise ArtifactError(f"generation MC supports dropout sites {sorted(SUPPORTED_SITES)}, not {sorted(self.sites)}")
+        super().__init__(model, tokenizer, manifest, options)
         # Layers without dropout would only repeat deterministic work: last-k never reaches below them.
-        self.last_k = min(int(options.mc_last_k or dropout.get("mc_last_k") or self.num_layers),
-                          dropout_layers(self.model))
-        self.rates = rates
-        if not rates.live(self.sites).any:
-            raise ArtifactError(f"{self.name} {self.version}: no active dropout at MC sites {sorted(self.sites)} "
-                                f"(rates {rates}); MC dropout would report zero uncertainty")
+        self.last_k = min(self.last_k, dropout_layers(self.model))
+        config = self.model.config
         eos = config.eos_token_id
         self.eos_ids = frozenset(eos if isinstance(eos, list) else [eos]) | frozenset(
             [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
@@ -95,14 +82,15 @@ class GenerationPredictor:
                                     positions - self.max_new_tokens_cap)
         self.sampling_defaults = {"temperature": 0.8, "top_k": 0, "top_p": 0.95, "repetition_penalty": 1.1,
                                   **(pre.get("sampling_defaults") or {})}
-        self.calibration = SequenceCalibration.from_manifest(manifest.calibration)
-        self.temperature = self.calibration.temperature
 
-    @classmethod
-    def load(cls, artifact_dir: Path, options: PredictorOptions) -> GenerationPredictor:
-        """Verify and load a generation artifact. Raises ArtifactError (corrupt, wrong task, no dropout)."""
-        manifest, model, tokenizer = load_verified(artifact_dir, TASK, LlamaForCausalLM)
-        return cls(model, tokenizer, manifest, options)
+    def _prepare_model(self, model: LlamaForCausalLM) -> LlamaForCausalLM:
+        return restore_dropout(model)  # the saved config holds the rates; the hooks do not survive saving
+
+    def _count_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def _dropout_rates(self) -> LlamaDropoutRates:
+        return LlamaDropoutRates.of(self.model)
 
     # -- Predictor protocol -------------------------------------------------------------------------
 
@@ -135,18 +123,14 @@ class GenerationPredictor:
         total = item.n_tokens + out
         return max(1, total + total * self.last_k * request.mc_samples // self.num_layers)
 
-    def predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[GenerationPrediction]:
-        if len(items) != len(requests):
-            raise ValueError(f"{len(items)} items but {len(requests)} MC requests")
-        if not items:
-            return []
+    def _predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[GenerationPrediction]:
         scored = [i for i, r in enumerate(requests) if r.mc_samples > 0]
         with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
             result = decode_batch(
                 self.model, self.tokenizer, [item.input_ids for item in items],
                 [item.parameters["sampling"] for item in items],
                 [mix_seed(r.seed, _SAMPLING_SALT) for r in requests],
-                eos_ids=self.eos_ids, pad_id=self.pad_id, temperature=self.temperature,
+                eos_ids=self.eos_ids, pad_id=self.pad_id, temperature=self.calibration.temperature,
                 capture_layer=self.num_layers - self.last_k if scored else None,
                 sinks=[r.text_sink for r in requests],
             )
@@ -175,7 +159,7 @@ class GenerationPredictor:
         # The output at position prompt − 1 + j predicts generated token j: project only those.
         packed = torch.cat([rows[:, p - 1: p - 1 + n].reshape(-1, rows.shape[-1])
                             for rows, p, n in zip(torch.split(states, counts), prompts, lengths, strict=True)])
-        flat = torch.log_softmax(project(self.model, packed) / self.temperature, dim=-1)
+        flat = torch.log_softmax(project(self.model, packed) / self.calibration.temperature, dim=-1)
         sizes = [count * n for count, n in zip(counts, lengths, strict=True)]
         return {i: part.view(count, n, -1)
                 for i, part, count, n in zip(chosen, torch.split(flat, sizes), counts, lengths, strict=True)}
@@ -205,39 +189,17 @@ class GenerationPredictor:
             decode_seconds=row.seconds, abstain=abstain,
         )
 
-    def warmup(self) -> None:
-        item = self.prepare("It is a truth universally acknowledged", {"max_new_tokens": min(4, self.max_new_tokens_cap),
-                                                                       "return_tokens": True})
-        self.predict([item, item], [MCRequest(0, 0), MCRequest(self.default_mc_samples, 1)])
+    def _warmup_parameters(self) -> dict[str, Any]:
+        return {"max_new_tokens": min(4, self.max_new_tokens_cap), "return_tokens": True}
 
-    def describe(self) -> dict[str, Any]:
-        parameters = list(self.model.parameters())
+    def _task_facts(self) -> dict[str, Any]:
+        parameter_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         return {
-            "task": self.task,
-            "name": self.name,
-            "version": self.version,
-            "model_class": type(self.model).__name__,
-            "device": str(self.device),
-            "dtype": self.options.dtype,
-            "parameters": sum(p.numel() for p in parameters),
-            "num_layers": self.num_layers,
             "vocab_size": len(self.tokenizer),
-            "max_input_tokens": self.max_input_tokens,
-            "truncation": {"policy": "refuse"},
             "decoding": {"max_new_tokens_cap": self.max_new_tokens_cap, "default_max_new_tokens":
                          self.default_max_new_tokens, "sampling_defaults": self.sampling_defaults,
                          "kv_cache": True, "max_stop_strings": MAX_STOP_STRINGS, "streaming": True},
-            "mc": {
-                "default_mc_samples": self.default_mc_samples,
-                "last_k": self.last_k,
-                "mode": "full" if self.last_k >= self.num_layers else f"last-{self.last_k}-layers",
-                "live_sites": sorted(self.sites),
-                "dropout_rates": {"hidden": self.rates.hidden, "attention": self.rates.attention},
-            },
-            "memory": {"parameter_bytes": sum(p.numel() * p.element_size() for p in parameters),
-                       **process_memory()},
-            "calibration": self.calibration.describe(),
-            "created_at": self.manifest.created_at,
+            "memory": {"parameter_bytes": parameter_bytes, **process_memory()},
         }
 
 

@@ -56,9 +56,17 @@ class DropoutRates:
             head=float(model.dropout.p),
         )
 
-    def live(self, sites: frozenset[str]) -> dict[str, float]:
-        """Rates of the live sites (0 for the others)."""
-        return {site: (getattr(self, site) if site in sites else 0.0) for site in ("hidden", "attention", "head")}
+    def live(self, sites: frozenset[str]) -> DropoutRates:
+        """These rates with the sites that are off at MC time set to 0."""
+        return DropoutRates(
+            self.hidden if "hidden" in sites else 0.0,
+            self.attention if "attention" in sites else 0.0,
+            self.head if "head" in sites else 0.0,
+        )
+
+    @property
+    def any(self) -> bool:
+        return max(self.hidden, self.attention, self.head) > 0
 
 
 def num_layers(model: nn.Module) -> int:
@@ -86,7 +94,8 @@ class _Rows:
     """Tracks whether activations are still per item (B rows) or already per sample (R rows)."""
 
     def __init__(self, counts: list[int], device: torch.device) -> None:
-        self.index = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device))
+        self.index = torch.repeat_interleave(torch.arange(len(counts), device=device),
+                                             torch.tensor(counts, device=device))
         self.expanded = False
 
     def expand(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -182,9 +191,9 @@ def forward_logits(
     key_mask = attention_mask.bool()
 
     h = model.bert.embeddings(input_ids=input_ids)  # eval mode: no dropout inside
-    if stochastic and last_k >= n_layers and rates["hidden"] > 0:
+    if stochastic and last_k >= n_layers and rates.hidden > 0:
         h, key_mask = rows.expand(h, key_mask)
-        h = drop.dropout(h, rates["hidden"], EMBEDDINGS_SITE)
+        h = drop.dropout(h, rates.hidden, EMBEDDINGS_SITE)
 
     # Layers that run once per item with no dropout (below the stochastic region and below the [CLS]-only
     # top layer) run packed; with full MC and live embedding dropout there are none.
@@ -203,26 +212,26 @@ def forward_logits(
         live = stochastic and index >= n_layers - k
         cls_only = index == n_layers - 1
         layer_drop = drop if live else None
-        if live and rates["attention"] > 0 and not rows.expanded:
+        if live and rates.attention > 0 and not rows.expanded:
             h, key_mask = rows.expand(h, key_mask)
-        context = _attention(layer, h, key_mask, cls_only, layer_drop, rates["attention"], _site(index, 0))
+        context = _attention(layer, h, key_mask, cls_only, layer_drop, rates.attention, _site(index, 0))
         residual = h[:, :1] if cls_only else h
         out = layer.attention.output.dense(context)
-        if live and rates["hidden"] > 0:
+        if live and rates.hidden > 0:
             if not rows.expanded:
                 out, residual, h, key_mask = rows.expand(out, residual, h, key_mask)
-            out = drop.dropout(out, rates["hidden"], _site(index, 1))
+            out = drop.dropout(out, rates.hidden, _site(index, 1))
         attended = layer.attention.output.LayerNorm(out + residual)
         ff = layer.output.dense(layer.intermediate(attended))
-        if live and rates["hidden"] > 0:
-            ff = drop.dropout(ff, rates["hidden"], _site(index, 2))
+        if live and rates.hidden > 0:
+            ff = drop.dropout(ff, rates.hidden, _site(index, 2))
         h = layer.output.LayerNorm(ff + attended)
 
     pooled = model.bert.pooler(h)
-    if stochastic and rates["head"] > 0:
+    if stochastic and rates.head > 0:
         if not rows.expanded:
             (pooled,) = rows.expand(pooled)
-        pooled = drop.dropout(pooled, rates["head"], _site(n_layers, 0))
+        pooled = drop.dropout(pooled, rates.head, _site(n_layers, 0))
     if not rows.expanded:
         (pooled,) = rows.expand(pooled)
     logits = model.classifier(pooled).float()

@@ -41,7 +41,8 @@ def load_pretrained_classifier(
     id2label, label2id = _label_maps(labels)
     overrides: dict[str, float] = {}
     if dropout is not None:
-        overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout, "classifier_dropout": dropout}
+        overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
+                     "classifier_dropout": dropout}
     if attention_dropout is not None:
         overrides["attention_probs_dropout_prob"] = attention_dropout
     # `path` is a local directory (a sha256-pinned archive, extracted), never a Hub id, so bandit's B615

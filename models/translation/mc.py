@@ -125,8 +125,8 @@ def decoder_hidden(
     if last_k < 1:
         raise ValueError(f"last_k must be >= 1, got {last_k}")
     if len(counts) != decoder_input_ids.shape[0] or sum(counts) != len(row_seeds):
-        raise ValueError(f"{len(counts)} items / {sum(counts)} rows do not match inputs {tuple(decoder_input_ids.shape)} "
-                         f"and {len(row_seeds)} row seeds")
+        raise ValueError(f"{len(counts)} items / {sum(counts)} rows do not match inputs "
+                         f"{tuple(decoder_input_ids.shape)} and {len(row_seeds)} row seeds")
     sites = validate_sites(sites)
     decoder = model.model.decoder
     layers = decoder.layers

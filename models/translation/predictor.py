@@ -17,17 +17,17 @@ confident translation of half of it. Scored tokens include `</s>` when the decod
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from pathlib import Path
+from dataclasses import fields
 from typing import Any, ClassVar
 
 import torch
 from transformers import MarianMTModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
-from models.core.artifacts import MODEL_DIR, ArtifactError, Manifest
-from models.core.device import autocast_context, place_model
-from models.core.dropout import mix_seed, validate_sites
-from models.core.loading import load_verified
+from models.core.artifacts import Manifest
+from models.core.base import BasePredictor
+from models.core.device import autocast_context
+from models.core.dropout import mix_seed
 from models.core.padding import pad_ids
 from models.core.parameters import Parameters
 from models.core.predictor import (
@@ -39,13 +39,7 @@ from models.core.predictor import (
     TokenScore,
     TranslationPrediction,
 )
-from models.core.sequence_uncertainty import (
-    SequenceCalibration,
-    mean_pairwise_chrf,
-    sequence_measures,
-    token_log_probs,
-    token_measures,
-)
+from models.core.sequence_uncertainty import mean_pairwise_chrf, sequence_measures, token_log_probs, token_measures
 from models.translation.mc import (
     MarianDropoutRates,
     decoder_hidden,
@@ -58,50 +52,24 @@ from models.translation.mc import (
 TASK = "translation"
 MODES = ("scoring", "sampling")
 MAX_BEAMS = 8
-DEFAULT_MC_SITES = frozenset({"hidden"})
 _SAMPLING_SALT = 1_000_003
 
 
-def save_translation_model(model: MarianMTModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
-    """Write model (safetensors) and tokenizer into `directory/model/` for `write_artifact`."""
-    target = Path(directory) / MODEL_DIR
-    model.save_pretrained(target, safe_serialization=True)
-    tokenizer.save_pretrained(target)
-
-
-class TranslationPredictor:
+class TranslationPredictor(BasePredictor):
     """Predictor protocol implementation for the translation task (models/core/predictor.py)."""
 
     task: ClassVar[str] = TASK
+    model_class = MarianMTModel
+    default_sites = frozenset({"hidden"})
+    abstain_measures = frozenset(f.name for f in fields(SequenceUncertainty))
+    layers_word = "decoder-layers"
 
-    def __init__(
-        self,
-        model: MarianMTModel,
-        tokenizer: PreTrainedTokenizerBase,
-        manifest: Manifest,
-        options: PredictorOptions,
-    ) -> None:
-        self.manifest = manifest
-        self.options = options
-        self.name = TASK
-        self.version = manifest.version
-        self.default_mc_samples = int(manifest.default_mc_samples)
-        self.tokenizer = tokenizer
-        self.device = torch.device(options.device)
-        self.model = place_model(model.eval(), self.device, options.dtype)
+    def __init__(self, model: MarianMTModel, tokenizer: PreTrainedTokenizerBase, manifest: Manifest,
+                 options: PredictorOptions) -> None:
+        super().__init__(model, tokenizer, manifest, options)
         config = self.model.config
         self.pad_id, self.eos_id = int(config.pad_token_id), int(config.eos_token_id)
         self.start_id = int(config.decoder_start_token_id)
-        self.num_layers = num_decoder_layers(self.model)
-        dropout = manifest.dropout or {}
-        self.sites = validate_sites(options.mc_dropout_sites or dropout.get("mc_sites") or DEFAULT_MC_SITES)
-        self.last_k = int(options.mc_last_k or dropout.get("mc_last_k") or self.num_layers)
-        self.rates = MarianDropoutRates.of(self.model)
-        if not self.rates.live(self.sites).any:
-            raise ArtifactError(
-                f"{self.name} {self.version}: no active dropout at MC sites {sorted(self.sites)} "
-                f"(rates {self.rates}); MC dropout would report zero uncertainty"
-            )
         positions = int(config.max_position_embeddings)
         pre = manifest.preprocessing or {}
         trained_max = int(pre.get("max_input_tokens", positions))
@@ -110,14 +78,12 @@ class TranslationPredictor:
         self.max_new_tokens_cap = min(int(pre.get("max_new_tokens", positions - 1)), positions - 1)
         self.default_max_new_tokens = min(int(pre.get("default_max_new_tokens", self.max_new_tokens_cap)),
                                           self.max_new_tokens_cap)
-        self.calibration = SequenceCalibration.from_manifest(manifest.calibration)
-        self.temperature = self.calibration.temperature
 
-    @classmethod
-    def load(cls, artifact_dir: Path, options: PredictorOptions) -> TranslationPredictor:
-        """Verify and load a translation artifact. Raises ArtifactError (corrupt, wrong task, no dropout)."""
-        manifest, model, tokenizer = load_verified(artifact_dir, TASK, MarianMTModel)
-        return cls(model, tokenizer, manifest, options)
+    def _count_layers(self) -> int:
+        return num_decoder_layers(self.model)
+
+    def _dropout_rates(self) -> MarianDropoutRates:
+        return MarianDropoutRates.of(self.model)
 
     # -- parameters ---------------------------------------------------------------------------------
 
@@ -154,11 +120,7 @@ class TranslationPredictor:
         sampling = out * samples if item.parameters["uncertainty_mode"] == "sampling" else 0
         return max(1, item.n_tokens + out * item.parameters["num_beams"] + scoring + sampling)
 
-    def predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[TranslationPrediction]:
-        if len(items) != len(requests):
-            raise ValueError(f"{len(items)} items but {len(requests)} MC requests")
-        if not items:
-            return []
+    def _predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[TranslationPrediction]:
         keys = {self.batch_key(item) for item in items}
         if len(keys) != 1:
             raise ValueError(f"a batch mixes decoding parameters {sorted(keys)}")
@@ -227,7 +189,7 @@ class TranslationPredictor:
         packed = torch.cat([rows[:, :n].reshape(-1, rows.shape[-1])
                             for rows, n in zip(torch.split(hidden, counts), lengths, strict=True)])
         # Stays on the model's device: the [rows, n, V] reductions run there (models/core/sequence_uncertainty.py).
-        log_probs_all = torch.log_softmax(project(self.model, packed) / self.temperature, dim=-1)
+        log_probs_all = torch.log_softmax(project(self.model, packed) / self.calibration.temperature, dim=-1)
         sizes = [count * n for count, n in zip(counts, lengths, strict=True)]
         for i, flat, count, n in zip(chosen, torch.split(log_probs_all, sizes), counts, lengths, strict=True):
             result[i] = (flat.view(count, n, -1), torch.tensor(outputs[i], device=self.device))
@@ -298,36 +260,14 @@ class TranslationPredictor:
             abstain=abstain,
         )
 
-    def warmup(self) -> None:
-        item = self.prepare("A short warm-up sentence for the model.", {"max_new_tokens": min(8, self.max_new_tokens_cap),
-                                                                        "return_tokens": True})
-        self.predict([item, item], [MCRequest(0, 0), MCRequest(self.default_mc_samples, 1)])
+    def _warmup_parameters(self) -> dict[str, Any]:
+        return {"max_new_tokens": min(8, self.max_new_tokens_cap), "return_tokens": True}
 
-    def describe(self) -> dict[str, Any]:
-        k = min(self.last_k, self.num_layers)
+    def _task_facts(self) -> dict[str, Any]:
         return {
-            "task": self.task,
-            "name": self.name,
-            "version": self.version,
-            "model_class": type(self.model).__name__,
-            "device": str(self.device),
-            "dtype": self.options.dtype,
-            "parameters": sum(p.numel() for p in self.model.parameters()),
             "num_layers": {"encoder": len(self.model.model.encoder.layers), "decoder": self.num_layers},
             "vocab_size": len(self.tokenizer),
-            "max_input_tokens": self.max_input_tokens,
-            "truncation": {"policy": "refuse"},
             "decoding": {"max_new_tokens_cap": self.max_new_tokens_cap, "default_max_new_tokens":
                          self.default_max_new_tokens, "max_num_beams": MAX_BEAMS, "uncertainty_modes": list(MODES)},
-            "mc": {
-                "default_mc_samples": self.default_mc_samples,
-                "last_k": k,
-                "mode": "full" if self.last_k >= self.num_layers else f"last-{k}-decoder-layers",
-                "scope": "decoder (encoder runs once, deterministic)",
-                "live_sites": sorted(self.sites),
-                "dropout_rates": {"hidden": self.rates.hidden, "activation": self.rates.activation,
-                                  "attention": self.rates.attention},
-            },
-            "calibration": self.calibration.describe(),
-            "created_at": self.manifest.created_at,
+            "mc": {"scope": "decoder (encoder runs once, deterministic)"},
         }

@@ -52,7 +52,8 @@ class ModelsController(Controller):
                 "default_samples": runtime.default_mc_samples(slot) if slot.predictor is not None else None,
                 "cap": settings.mc_samples_cap,
                 "last_k_setting": options.mc_last_k if options else None,
-                "dropout_sites_setting": sorted(options.mc_dropout_sites) if options and options.mc_dropout_sites else None,
+                "dropout_sites_setting": (sorted(options.mc_dropout_sites)
+                                          if options and options.mc_dropout_sites else None),
             },
             "manifest": slot.manifest,
             "predictor": slot.predictor.describe() if slot.predictor is not None else {},

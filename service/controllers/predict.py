@@ -80,8 +80,6 @@ def _slot(runtime: Runtime, task: str) -> ModelSlot:
         raise UnavailableError("server is draining; retry on another replica", error_type="draining")
     if task not in runtime.known_tasks:
         raise UnknownTaskError(f"unknown task {task!r}; known tasks: {', '.join(runtime.known_tasks)}")
-    if task not in ADAPTERS:
-        raise UnavailableError(f"{task} is not served over HTTP by this version", error_type="model_not_loaded")
     slot = runtime.slots.get(task)
     if slot is None or slot.state != "ready" or slot.batcher is None:
         why = "not configured" if slot is None else (slot.error or slot.state)

@@ -8,6 +8,13 @@ other request, so streams are batched with everything else. Events, in order:
 - then exactly one of `done`: the full `/predict` response body (prediction, uncertainty, tokens), or
   `error`: the error body (`timeout`, `inference_error`, ...) when the request fails after the stream started.
 A client that disconnects while its request is still queued has it dropped from the queue.
+
+Out of memory mid-stream: the batch is split and retried (service/oom.py), and the retry decodes the text
+again from the start. The client never receives text twice: the retry's text is matched against what was
+already sent and only what extends it is streamed, so the `token` pieces still join into the `done` text.
+If the retry decodes a different text (rare: a sampled token flipped by the smaller batch's padding), the
+stream ends with an `error` event (`out_of_memory`, 503: send the request again) rather than a `done`
+whose text contradicts the pieces already sent.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ from service.controllers.predict import (
     admit,
     respond,
 )
-from service.errors import ServiceError
+from service.errors import OutOfMemoryError, ServiceError
+from service.oom import OnceSink
 from service.runtime import Runtime
 from service.schemas import PredictRequest
 
@@ -69,9 +77,11 @@ async def _events(data: PredictRequest, runtime: Runtime, admitted: Admitted,
     pieces: asyncio.Queue[Any] = asyncio.Queue()
     clock = TokenClock(started)
 
-    def sink(text: str) -> None:  # worker thread → event loop
+    def push(text: str) -> None:  # worker thread → event loop
         clock.piece(text)
         loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+    sink = OnceSink(push)  # each character once, across out-of-memory retries
 
     assert admitted.slot.batcher is not None
     job = asyncio.ensure_future(admitted.slot.batcher.submit(admitted.items, [MCRequest(admitted.mc_samples,
@@ -87,7 +97,11 @@ async def _events(data: PredictRequest, runtime: Runtime, admitted: Admitted,
                     if piece is _DONE:
                         break
                     yield ServerSentEventMessage(data=json.dumps({"text": piece}), event="token")
-                body = respond(data, runtime, admitted, job.result(), clock)
+                predictions = job.result()
+                if not sink.faithful:
+                    raise OutOfMemoryError("out of memory mid-stream, and the retry decoded a different text "
+                                           "than the one already sent; send the request again")
+                body = respond(data, runtime, admitted, predictions, clock)
                 outcome.status = 200
                 yield ServerSentEventMessage(data=body.model_dump_json(), event="done")
             except TimeoutError:

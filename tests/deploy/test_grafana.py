@@ -31,7 +31,8 @@ def test_provisioning_matches_compose_and_the_dashboard_datasource() -> None:
     assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
     assert "prometheus" in compose["services"] and "9090" in compose["services"]["prometheus"]["ports"][0]
     (provider,) = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/nlp.yml").read_text())["providers"]
-    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in compose["services"]["grafana"]["volumes"] if v.startswith("./"))
+    volumes = compose["services"]["grafana"]["volumes"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in volumes if v.startswith("./"))
     assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
     assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
     for panel in all_panels(dashboard()):

@@ -9,6 +9,12 @@ import pytest
 from tests.factories import make_tiny_generation_artifact, make_tiny_sentiment_artifact, make_tiny_translation_artifact
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """The service runs on asyncio (uvicorn's loop); anyio would also run every async test under trio."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="session")
 def sentiment_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An artifacts root holding one tiny random sentiment model."""

@@ -39,7 +39,8 @@ async def test_the_api_key_guards_predict_and_models_and_leaves_probes_open(tmp_
 
 
 async def test_health_and_metrics_can_be_guarded_with_their_own_keys(tmp_path: Path) -> None:
-    async with serve(tmp_path, api_key="predict-key", health_api_key="probe-key", metrics_api_key="scrape-key") as served:
+    async with serve(tmp_path, api_key="predict-key", health_api_key="probe-key",
+                     metrics_api_key="scrape-key") as served:
         client = served.client
         cases = {"/health/live": "probe-key", "/health/ready": "probe-key", "/metrics": "scrape-key"}
         for path, key in cases.items():

@@ -148,8 +148,9 @@ async def test_limits_are_enforced_before_tokenising_or_queueing(tmp_path: Path)
         fake.gate.clear()  # fill the queue behind a held batch, then one more request must get 429 untouched
         running = asyncio.create_task(client.post("/predict", json={"task": "sentiment", "text": "good 0"}))
         await wait_event(fake.started)
-        held = [running] + [asyncio.create_task(client.post("/predict", json={"task": "sentiment", "text": f"good {i}"}))
-                            for i in (1, 2)]
+        held = [running] + [
+            asyncio.create_task(client.post("/predict", json={"task": "sentiment", "text": f"good {i}"}))
+            for i in (1, 2)]
         await until(lambda: served.runtime.slots["sentiment"].batcher.queued_items == 2)  # type: ignore[union-attr]
         full = await client.post("/predict", json={"task": "sentiment", "text": "good overflow"})
         assert full.status_code == 429 and int(full.headers["retry-after"]) >= 1

@@ -17,7 +17,7 @@ import torch
 from models.core.artifacts import MANIFEST_NAME, sha256_file
 from models.core.predictor import MCRequest, PreparedItem, SentimentPrediction
 from service.app import create_app
-from service.oom import ItemOutOfMemory, is_out_of_memory, predict_splitting
+from service.oom import ItemOutOfMemory, OnceSink, is_out_of_memory, predict_splitting
 from service.runtime import Runtime
 from service.settings import Settings
 from tests.service.conftest import sample, serve, until, wait_event
@@ -182,6 +182,61 @@ def test_predict_splitting_does_not_retry_other_failures() -> None:
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         predict_splitting(broken, ["a", "b"], [None, None], release=lambda: None)
+
+
+class StreamingOOM:
+    """A streaming predict function: its n-th call streams each item's text from `attempts[n]` (or the last
+    entry) to the item's sink, in pieces of `cuts[n]` (or the last) characters, then runs out of memory if
+    the batch holds more than one item."""
+
+    def __init__(self, attempts: list[dict[str, str]], cuts: list[int]) -> None:
+        self.attempts, self.cuts, self.calls = attempts, cuts, 0
+
+    def __call__(self, items: Sequence[str], requests: Sequence[MCRequest]) -> list[str]:
+        texts = self.attempts[min(self.calls, len(self.attempts) - 1)]
+        cut = self.cuts[min(self.calls, len(self.cuts) - 1)]
+        self.calls += 1
+        for item, request in zip(items, requests, strict=True):
+            for start in range(0, len(texts[item]), cut):
+                if request.text_sink is not None:
+                    request.text_sink(texts[item][start:start + cut])
+        if len(items) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [texts[item] for item in items]
+
+
+@pytest.mark.parametrize("cut", [1, 3, 100])
+def test_a_retry_after_out_of_memory_never_resends_streamed_text(cut: int) -> None:
+    texts = {"a": "It was a truth", "b": "The evening passed"}
+    received: dict[str, list[str]] = {"a": [], "b": []}
+    requests = [MCRequest(2, 1, text_sink=received[name].append) for name in texts]
+    predict = StreamingOOM([texts], [cut])
+    assert predict_splitting(predict, list(texts), requests, release=lambda: None) == list(texts.values())
+    assert predict.calls == 3  # [a, b] streamed both texts, then ran out of memory; a and b were retried alone
+    assert {name: "".join(pieces) for name, pieces in received.items()} == texts  # each character once
+
+
+def test_a_retry_streams_only_what_extends_the_text_already_sent() -> None:
+    # Out of memory after 4 characters of a and none of b; the retries decode the whole texts in other pieces.
+    received: dict[str, list[str]] = {"a": [], "b": []}
+    requests = [MCRequest(2, 1, text_sink=received[name].append) for name in received]
+    predict = StreamingOOM([{"a": "It w", "b": ""}, {"a": "It was a truth", "b": "The evening"}], cuts=[2, 3])
+    predict_splitting(predict, ["a", "b"], requests, release=lambda: None)
+    assert received == {"a": ["It", " w", "as", " a ", "tru", "th"], "b": ["The", " ev", "eni", "ng"]}
+
+
+@pytest.mark.parametrize(("retry", "faithful"), [("It was a lie", False), ("It was a lie, told to all", False),
+                                                 ("It was", False), ("It was a truth, and more", True)])
+def test_a_retry_that_decodes_another_text_streams_nothing_more_and_says_so(retry: str, faithful: bool) -> None:
+    received: list[str] = []
+    sink = OnceSink(received.append)  # a receiver that must know (the stream): its own OnceSink, used as is
+    predict = StreamingOOM([{"a": "It was a truth", "b": "x"}, {"a": retry, "b": "x"}], cuts=[4])
+    results = predict_splitting(predict, ["a", "b"], [MCRequest(2, 1, text_sink=sink), MCRequest(2, 1)],
+                                release=lambda: None)
+    assert results == [retry, "x"]  # the retry's answer stands; the receiver decides whether to use it
+    # What was sent is the first attempt's text, plus only what extends it without contradiction.
+    assert "".join(received) == ("It was a truth, and more" if faithful else "It was a truth")
+    assert sink.faithful is faithful
 
 
 class OOMFakePredictor(FakePredictor):

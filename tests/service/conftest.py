@@ -26,6 +26,8 @@ from service.runtime import Runtime
 from service.settings import Settings
 from tests.service.fakes import FakeLoader, FakePredictor
 
+KNOWN_TASKS = ("sentiment", "translation", "generation")
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -39,8 +41,8 @@ def make_fake_artifact(root: Path, task: str = "sentiment", version: str = "2025
         (staging / "model").mkdir()
         (staging / "model" / "placeholder.txt").write_text("fake model\n")
 
-    return write_artifact(root, Manifest(task=task, version=version, model_class="Fake", labels=["negative", "positive"]),
-                          write)
+    manifest = Manifest(task=task, version=version, model_class="Fake", labels=["negative", "positive"])
+    return write_artifact(root, manifest, write)
 
 
 @dataclass
@@ -86,7 +88,7 @@ async def serve(
         make_fake_artifact(tmp_path)
     loader = loader or FakeLoader(predictor or FakePredictor())
     settings = Settings(artifacts_dir=tmp_path, **{"max_wait_ms": 2.0, "device": "cpu", **overrides})
-    runtime = Runtime(settings, loader=loader, known_tasks=("sentiment", "translation", "generation"))
+    runtime = Runtime(settings, loader=loader, known_tasks=KNOWN_TASKS)
     app = create_app(settings, runtime)
     async with app.lifespan():
         if wait_loaded:
@@ -97,11 +99,15 @@ async def serve(
 
 
 @asynccontextmanager
-async def real_client(artifacts: Path, tasks: list[str]) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in-process over the real (tiny) artifacts under `artifacts`, every task loaded, float32."""
-    settings = Settings(artifacts_dir=artifacts, tasks=tasks, device="cpu", dtype="float32", max_wait_ms=20,
-                        max_batch_size=16)
-    runtime = Runtime(settings)
+async def real_client(artifacts: Path, tasks: list[str], *, loader: Any = None,
+                      **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process over the real (tiny) artifacts under `artifacts`, every task in `tasks` loaded by
+    models.registry (or by `loader`, e.g. one that wraps the real predictor), float32; `overrides` are
+    settings."""
+    settings = Settings(artifacts_dir=artifacts, tasks=tasks, **{"device": "cpu", "dtype": "float32",
+                                                                 "max_wait_ms": 20, "max_batch_size": 16,
+                                                                 **overrides})
+    runtime = Runtime(settings, loader=loader, known_tasks=KNOWN_TASKS if loader is not None else None)
     app = create_app(settings, runtime)
     async with app.lifespan():
         await runtime.wait_loaded()

@@ -1,20 +1,21 @@
-"""An in-memory sentiment Predictor with controllable timing and failures, for service tests.
+"""An in-memory sentiment Predictor for service tests that need control a real model cannot give: timing,
+failures and gating. What the service does with a request is tested against the real tiny models
+(tests/service/test_predict_api.py, test_real_*.py); tests using this fake assert the service's behaviour
+(statuses, what ran, in which batches and order), never the fake's numbers, which are placeholders.
 
-- Labels come from the words: "good"/"great"/"loved" push positive, "bad"/"dull"/"boring" negative,
-  so ordering tests can tell predictions apart.
-- MC samples are drawn from `random.Random(f"{text}|{T}|{seed}")` and the uncertainty is computed with
-  the real formulas, so the same (text, T, seed) reproduces exactly and a different seed does not.
+- Tokens are the whitespace-separated words (`input_tokens` = their count): items of different lengths
+  are told apart by it. Every prediction is the same "positive" placeholder; T > 0 adds a placeholder
+  uncertainty (so the uncertainty metrics move), T = 0 has none.
 - `gate`: when cleared, `predict` blocks until it is set (released); `started` is set as each batch
   begins. Both are `threading.Event`s because `predict` runs on the service's worker thread.
 - A text containing "FAIL" makes its whole batch raise; "CRASH" in `prepare` raises a RuntimeError (a bug).
-- `prepared` records every text tokenised, `batches` the texts of every executed batch, `threads`
-  the thread ids predict ran on.
+  Any `parameters`, or more than `max_tokens` words, are refused with InputError (422).
+- `prepared` records every text tokenised, `batches` the texts of every executed batch, `requests` their
+  MC requests, `threads` the thread ids predict ran on.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import threading
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
@@ -30,13 +31,9 @@ from models.core.predictor import (
     SentimentPrediction,
 )
 
-LABELS = ("negative", "positive")
-_POSITIVE = {"good", "great", "loved", "wonderful"}
-_NEGATIVE = {"bad", "dull", "boring", "terrible"}
-
-
-def _entropy(probs: Sequence[float]) -> float:
-    return -sum(p * math.log(p) for p in probs if p > 0)
+PLACEHOLDER_UNCERTAINTY = ClassificationUncertainty(predictive_entropy=0.5, expected_entropy=0.4,
+                                                    mutual_information=0.1, variation_ratio=0.0,
+                                                    probability_std=0.1)
 
 
 class FakePredictor:
@@ -45,12 +42,11 @@ class FakePredictor:
     task: ClassVar[str] = "sentiment"
 
     def __init__(self, *, version: str = "fake-1", default_mc_samples: int = 10, max_tokens: int = 50,
-                 abstain_entropy: float = 0.6, gate_timeout_s: float = 30.0) -> None:
+                 gate_timeout_s: float = 30.0) -> None:
         self.name = "sentiment"
         self.version = version
         self.default_mc_samples = default_mc_samples
         self.max_tokens = max_tokens
-        self.abstain_entropy = abstain_entropy
         self.gate = threading.Event()
         self.gate.set()
         self.started = threading.Event()
@@ -98,34 +94,14 @@ class FakePredictor:
     def describe(self) -> dict[str, Any]:
         return {"task": self.task, "fake": True, "max_input_tokens": self.max_tokens}
 
-    # --- helpers -------------------------------------------------------------------------------------
-    def _logit(self, text: str) -> float:
-        words = {w.strip(".,!").lower() for w in text.split()}
-        return 2.0 * len(words & _POSITIVE) - 2.0 * len(words & _NEGATIVE) + 0.1
-
-    def _one(self, item: PreparedItem, request: MCRequest) -> SentimentPrediction:
-        logit = self._logit(item.text)
-        if request.mc_samples == 0:
-            samples = [logit]
-        else:
-            rng = random.Random(f"{item.text}|{request.mc_samples}|{request.seed}")
-            samples = [logit + rng.gauss(0.0, 1.0) for _ in range(request.mc_samples)]
-        probs = [(1 / (1 + math.exp(s)), 1 / (1 + math.exp(-s))) for s in samples]
-        mean = [sum(p[i] for p in probs) / len(probs) for i in range(2)]
-        top = 0 if mean[0] >= mean[1] else 1
-        uncertainty = None
-        abstain = False
-        if request.mc_samples > 0:
-            total = _entropy(mean)
-            expected = sum(_entropy(p) for p in probs) / len(probs)
-            votes = sum(1 for p in probs if (0 if p[0] >= p[1] else 1) != top)
-            mu = mean[top]
-            std = math.sqrt(sum((p[top] - mu) ** 2 for p in probs) / len(probs))
-            uncertainty = ClassificationUncertainty(total, expected, max(total - expected, 0.0), votes / len(probs), std)
-            abstain = total > self.abstain_entropy
+    # --- helpers ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _one(item: PreparedItem, request: MCRequest) -> SentimentPrediction:
+        mc = request.mc_samples > 0
         return SentimentPrediction(
-            label=LABELS[top], confidence=mean[top], probabilities=dict(zip(LABELS, mean, strict=True)),
-            uncertainty=uncertainty, abstain=abstain, input_tokens=item.n_tokens, truncated=False,
+            label="positive", confidence=0.75, probabilities={"negative": 0.25, "positive": 0.75},
+            uncertainty=PLACEHOLDER_UNCERTAINTY if mc else None, abstain=False, input_tokens=item.n_tokens,
+            truncated=False,
         )
 
 

@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.conftest import sample, serve, until, wait_event
-from tests.service.fakes import FakeLoader, FakePredictor
+from tests.factories import make_tiny_sentiment_artifact
+from tests.service.conftest import parse_metrics, real_client, sample, serve, until, wait_event
+from tests.service.fakes import FakeLoader
 
 pytestmark = pytest.mark.anyio
 
@@ -51,36 +52,46 @@ async def test_payload_over_the_limit_is_413_with_or_without_content_length(tmp_
         assert (await s.client.post("/predict", json=GOOD)).status_code == 200
 
 
-@pytest.mark.parametrize(
-    ("payload", "error_type", "fragment"),
-    [
-        ({"task": "sentiment", "text": ""}, "limit_exceeded", "empty"),
-        ({"task": "sentiment", "text": "   "}, "limit_exceeded", "empty"),
-        ({"task": "sentiment", "text": []}, "limit_exceeded", "empty list"),
-        ({"task": "sentiment", "text": ["good", ""]}, "limit_exceeded", "text[1]"),
-        ({"task": "sentiment", "text": ["a"] * 4}, "limit_exceeded", "limit of 3"),
-        ({"task": "sentiment", "text": "x" * 41}, "limit_exceeded", "characters"),
-        ({"task": "nonsense", "text": "good"}, "unknown_task", "nonsense"),
-        ({"task": "sentiment", "text": "good", "mc_samples": 65}, "mc_samples_above_cap", "cap of 64"),
-        ({"task": "sentiment", "text": "good", "mc_samples": -1}, "validation_error", "mc_samples"),
-        ({"task": "sentiment", "text": "good", "seed": -5}, "validation_error", "seed"),
-        ({"task": "sentiment", "text": 3}, "validation_error", "text"),
-        ({"text": "good"}, "validation_error", "task"),
-        ({"task": "sentiment", "text": "good", "mc_sample": 3}, "validation_error", "mc_sample"),
-        (["not", "an", "object"], "validation_error", ""),
-        ({"task": "sentiment", "text": "good", "parameters": {"max_new_tokens": 5}}, "invalid_input", "parameters"),
-        ({"task": "sentiment", "text": "w " * 20}, "invalid_input", "tokens exceed"),
-        ({"task": "sentiment", "text": ["good", "w " * 20]}, "invalid_input", "text[1]"),
-    ],
-)
-async def test_requests_that_parse_but_break_a_limit_are_422(
-    tmp_path: Path, payload: Any, error_type: str, fragment: str
-) -> None:
-    async with serve(tmp_path, predictor=FakePredictor(max_tokens=10), max_items_per_request=3,
-                     max_chars_per_text=40) as s:
-        body = assert_error(await s.client.post("/predict", json=payload), 422, error_type)
-        assert fragment in body["error"]
-        assert s.fake.batches == []  # nothing reached the model
+REFUSED_422: list[tuple[Any, str, str]] = [
+    ({"task": "sentiment", "text": ""}, "limit_exceeded", "empty"),
+    ({"task": "sentiment", "text": "   "}, "limit_exceeded", "empty"),
+    ({"task": "sentiment", "text": []}, "limit_exceeded", "empty list"),
+    ({"task": "sentiment", "text": ["good", ""]}, "limit_exceeded", "text[1]"),
+    ({"task": "sentiment", "text": ["a"] * 4}, "limit_exceeded", "limit of 3"),
+    ({"task": "sentiment", "text": "x" * 41}, "limit_exceeded", "characters"),
+    ({"task": "nonsense", "text": "good"}, "unknown_task", "nonsense"),
+    ({"task": "sentiment", "text": "good", "mc_samples": 65}, "mc_samples_above_cap", "cap of 64"),
+    ({"task": "sentiment", "text": "good", "mc_samples": -1}, "validation_error", "mc_samples"),
+    ({"task": "sentiment", "text": "good", "seed": -5}, "validation_error", "seed"),
+    ({"task": "sentiment", "text": 3}, "validation_error", "text"),
+    ({"text": "good"}, "validation_error", "task"),
+    ({"task": "sentiment", "text": "good", "mc_sample": 3}, "validation_error", "mc_sample"),
+    (["not", "an", "object"], "validation_error", ""),
+    # the model's own refusal, passed through (for a list, prefixed with the item's position)
+    ({"task": "sentiment", "text": "good", "parameters": {"max_new_tokens": 5}}, "invalid_input", "parameters"),
+    ({"task": "sentiment", "text": ["good", "fine"], "parameters": {"x": 1}}, "invalid_input",
+     "text[0]: sentiment takes no parameters"),
+]
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("artifacts")
+    make_tiny_sentiment_artifact(root)
+    return root
+
+
+async def test_requests_that_parse_but_break_a_limit_are_422_and_nothing_runs(artifacts: Path) -> None:
+    async with real_client(artifacts, ["sentiment"], max_items_per_request=3, max_chars_per_text=40) as client:
+        for payload, error_type, fragment in REFUSED_422:
+            response = await client.post("/predict", json=payload)
+            assert fragment in assert_error(response, 422, error_type)["error"], (payload, response.text)
+        metrics = parse_metrics((await client.get("/metrics")).text)
+    assert sample(metrics, "nlp_batch_size_count", task="sentiment") == 0  # nothing reached the model
+    # Refused by the handler (not by the schema, before it): counted, under the task's label.
+    handled = [case for case in REFUSED_422 if case[1] not in {"validation_error", "unknown_task"}]
+    assert sample(metrics, "nlp_requests_total", task="sentiment", status="422") == len(handled)
+    assert sample(metrics, "nlp_requests_total", task="unknown", status="422") == 1
 
 
 async def test_a_full_queue_is_429_with_retry_after_and_skips_tokenising(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from service.metrics import ServiceMetrics
-from tests.service.conftest import sample, serve, until, wait_event
+from tests.factories import make_tiny_sentiment_artifact
+from tests.service.conftest import parse_metrics, real_client, sample, serve, until, wait_event
 
 pytestmark = pytest.mark.anyio
 
@@ -37,26 +38,38 @@ async def test_concurrent_requests_show_batches_larger_than_one(tmp_path: Path) 
     assert sample(after, "nlp_inference_duration_seconds_count", task="sentiment") == 2
 
 
-async def test_uncertainty_histograms_move_with_mc_requests_only(tmp_path: Path) -> None:
-    texts = ["good", "an ordinary film", "bad", "great great great", "meh"]
-    async with serve(tmp_path) as s:
-        before = await s.metrics()
-        mc = (await s.client.post("/predict", json={"task": "sentiment", "text": texts, "mc_samples": 20,
-                                                    "seed": 3})).json()
-        det = await s.client.post("/predict", json={"task": "sentiment", "text": texts, "mc_samples": 0})
-        after = await s.metrics()
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real tiny sentiment model whose every MC prediction abstains (threshold 0 nats)."""
+    root = tmp_path_factory.mktemp("artifacts")
+    make_tiny_sentiment_artifact(root, calibration={"temperature": 1.0, "mc_samples": 8, "abstain": {
+        "measure": "predictive_entropy", "threshold": 0.0, "target_risk": 0.05}})
+    return root
+
+
+async def test_uncertainty_histograms_move_with_mc_requests_only(artifacts: Path) -> None:
+    texts = ["a good film", "an ordinary film", "bad", "great great great", "meh"]
+    async with real_client(artifacts, ["sentiment"]) as client:
+        before = parse_metrics((await client.get("/metrics")).text)
+        mc = (await client.post("/predict", json={"task": "sentiment", "text": texts, "mc_samples": 20,
+                                                  "seed": 3})).json()
+        det = await client.post("/predict", json={"task": "sentiment", "text": texts, "mc_samples": 0})
+        after = parse_metrics((await client.get("/metrics")).text)
     assert det.status_code == 200
     for name in ("nlp_prediction_entropy_count", "nlp_prediction_mutual_information_count"):
         assert sample(before, name, task="sentiment") == 0
         assert sample(after, name, task="sentiment") == len(texts)  # the T=0 request added nothing
     entropies = [p["uncertainty"]["predictive_entropy"] for p in mc["predictions"]]
+    mutual = [p["uncertainty"]["mutual_information"] for p in mc["predictions"]]
     assert sample(after, "nlp_prediction_entropy_sum", task="sentiment") == pytest.approx(sum(entropies))
-    abstained = sum(p["abstain"] for p in mc["predictions"])
-    assert abstained > 0  # "an ordinary film" and "meh" sit near 50/50
-    assert sample(after, "nlp_abstentions_total", task="sentiment") == abstained
+    assert sample(after, "nlp_prediction_mutual_information_sum", task="sentiment") == pytest.approx(sum(mutual))
+    assert [p["abstain"] for p in mc["predictions"]] == [True] * len(texts)
+    assert sample(after, "nlp_abstentions_total", task="sentiment") == len(texts)  # the T=0 ones never abstain
     assert sample(after, "nlp_mc_samples_count", task="sentiment") == 2
     assert sample(after, "nlp_mc_samples_sum", task="sentiment") == 20
+    tokens = [p["input_tokens"] for p in mc["predictions"]]
     assert sample(after, "nlp_input_tokens_count", task="sentiment") == 2 * len(texts)
+    assert sample(after, "nlp_input_tokens_sum", task="sentiment") == 2 * sum(tokens)
 
 
 async def test_request_counters_use_fixed_labels_and_never_the_text(tmp_path: Path) -> None:

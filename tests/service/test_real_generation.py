@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.factories import make_tiny_generation_artifact, make_tiny_sentiment_artifact
 from tests.service.conftest import parse_metrics, real_client, sample
 
-factories = pytest.importorskip("tests.factories")
 pytestmark = pytest.mark.anyio
 
 PROMPT = "It is a truth universally"
@@ -20,8 +20,8 @@ PROMPT = "It is a truth universally"
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("artifacts")
-    factories.make_tiny_generation_artifact(root)
-    factories.make_tiny_sentiment_artifact(root)
+    make_tiny_generation_artifact(root)
+    make_tiny_sentiment_artifact(root)
     return root
 
 

@@ -13,9 +13,9 @@ import pytest
 from service.app import create_app
 from service.runtime import Runtime
 from service.settings import Settings
+from tests.factories import make_tiny_sentiment_artifact
 from tests.service.conftest import parse_metrics, sample
 
-factories = pytest.importorskip("tests.factories")
 pytestmark = pytest.mark.anyio
 
 TEXTS = ["a quiet moving film with a wonderful cast", "the plot was dull and the acting was terrible",
@@ -25,7 +25,7 @@ TEXTS = ["a quiet moving film with a wonderful cast", "the plot was dull and the
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("artifacts")
-    factories.make_tiny_sentiment_artifact(root)
+    make_tiny_sentiment_artifact(root)
     return root
 
 

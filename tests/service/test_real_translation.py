@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.factories import make_tiny_sentiment_artifact, make_tiny_translation_artifact
 from tests.service.conftest import parse_metrics, real_client, sample
 
-factories = pytest.importorskip("tests.factories")
 pytestmark = pytest.mark.anyio
 
 TEXTS = ["The king saw the bread.", "The woman ate the fish with the child.", "Love is patient."]
@@ -22,8 +22,8 @@ UNCERTAINTY = {"sequence_log_prob", "mc_log_prob_mean", "mc_log_prob_var", "mean
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("artifacts")
-    factories.make_tiny_translation_artifact(root)
-    factories.make_tiny_sentiment_artifact(root)
+    make_tiny_translation_artifact(root)
+    make_tiny_sentiment_artifact(root)
     return root
 
 

@@ -13,9 +13,10 @@ from typing import IO
 import httpx
 import pytest
 
+from tests.factories import make_tiny_sentiment_artifact
+from tests.reliability.process import free_port, poll
+
 ROOT = Path(__file__).resolve().parents[2]
-factories = pytest.importorskip("tests.factories")
-from tests.reliability.process import free_port, poll  # noqa: E402
 
 
 def read_batch_line(stdout: IO[str]) -> str:
@@ -27,12 +28,13 @@ def read_batch_line(stdout: IO[str]) -> str:
 
 @pytest.mark.timeout(120)
 def test_sigterm_drains_in_flight_requests_then_exits_zero(tmp_path: Path) -> None:
-    factories.make_tiny_sentiment_artifact(tmp_path / "artifacts")
+    make_tiny_sentiment_artifact(tmp_path / "artifacts")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "NLP_HOST": "127.0.0.1", "NLP_PORT": str(port), "NLP_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-           "NLP_MAX_BATCH_SIZE": "1", "NLP_DRAIN_TIMEOUT_S": "60", "NLP_DEVICE": "cpu", "NLP_DTYPE": "float32",
-           "NLP_TORCH_THREADS": "1", "NLP_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "NLP_HOST": "127.0.0.1", "NLP_PORT": str(port),
+           "NLP_ARTIFACTS_DIR": str(tmp_path / "artifacts"), "NLP_MAX_BATCH_SIZE": "1", "NLP_DRAIN_TIMEOUT_S": "60",
+           "NLP_DEVICE": "cpu", "NLP_DTYPE": "float32", "NLP_TORCH_THREADS": "1", "NLP_LOG_LEVEL": "info",
+           "PYTHONUNBUFFERED": "1"}
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "tests.service.drain_server"], cwd=ROOT, env=env, text=True,

@@ -42,7 +42,8 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """See module docstring. Raises ValueError on shape mismatch."""
     if logits.dim() != 3 or logits.shape[0] != labels.shape[0]:
-        raise ValueError(f"logits must be [N, T, C] matching labels [N]; got {tuple(logits.shape)}, {tuple(labels.shape)}")
+        raise ValueError(f"logits must be [N, T, C] matching labels [N]; got {tuple(logits.shape)}, "
+                         f"{tuple(labels.shape)}")
     probs = calibrated_probs(logits, temperature)
     mean = probs.double().mean(dim=1)
     errors = mean.argmax(dim=1) != labels
@@ -67,7 +68,8 @@ def classification_metrics(
     }
 
 
-def abstain_outcome(logits: torch.Tensor, labels: torch.Tensor, temperature: float, rule: dict[str, Any]) -> dict[str, float]:
+def abstain_outcome(logits: torch.Tensor, labels: torch.Tensor, temperature: float,
+                    rule: dict[str, Any]) -> dict[str, float]:
     """How an abstain rule chosen on validation does on other data: coverage and selective risk."""
     probs = calibrated_probs(logits, temperature)
     errors = probs.double().mean(dim=1).argmax(dim=1) != labels

@@ -70,7 +70,12 @@ class TrainConfig:
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (none: torch default)"})
 
     def validate(self) -> None:
-        """Raise ValueError on inconsistent values (called by `parse_args` and the jobs)."""
+        """Raise ValueError on inconsistent values (called by `parse_args` and the jobs), including a value
+        outside a field's `choices` metadata (argparse checks those only on the command line)."""
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise ValueError(f"{f.name} must be one of {choices}, got {getattr(self, f.name)!r}")
         positive = ("epochs", "batch_size", "grad_accum")
         for name in positive:
             if getattr(self, name) < 1:
@@ -148,7 +153,8 @@ def _parser_for(annotation: Any) -> Callable[[str], Any]:
     raise TypeError(f"unsupported config field type {annotation!r}")
 
 
-def build_parser(cls: type[TrainConfig], presets: Mapping[str, Mapping[str, Any]], prog: str) -> argparse.ArgumentParser:
+def build_parser(cls: type[TrainConfig], presets: Mapping[str, Mapping[str, Any]],
+                 prog: str) -> argparse.ArgumentParser:
     """An argparse parser with --preset, --output-dir, --cache-dir and one option per field of `cls`."""
     parser = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--preset", choices=sorted(presets), default="quick", help="size preset (default quick)")

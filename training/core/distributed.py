@@ -153,8 +153,10 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     """`model` in DistributedDataParallel when in a process group of several processes, else unchanged."""
     if not is_distributed():
         return model
-    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if device.type != "cuda":
+        return nn.parallel.DistributedDataParallel(model)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return nn.parallel.DistributedDataParallel(model, device_ids=[index])
 
 
 def gradient_sync(model: nn.Module, sync: bool) -> Any:

@@ -174,7 +174,8 @@ class Trainer:
             h.record_step(loss_sum / micro, lr, samples / max(elapsed, 1e-9), samples)
             window.append(elapsed)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / micro:.4f}", lr=f"{lr:.2e}", samples_s=f"{samples / max(elapsed, 1e-9):.1f}")
+            bar.set_postfix(loss=f"{loss_sum / micro:.4f}", lr=f"{lr:.2e}",
+                            samples_s=f"{samples / max(elapsed, 1e-9):.1f}")
             if self._log_every and h.steps_done % self._log_every == 0:
                 recent = h.losses[-self._log_every:]
                 log.info("step %d/%d: loss %.4f, lr %.2e, %.1f samples/s, %.0f s", h.steps_done, self.planned_steps,
@@ -285,4 +286,5 @@ class Trainer:
         self.history.resumed_at.append(self.history.steps_done)
         torch.set_rng_state(state["torch_rng"])
         if self.is_main:
-            log.info("resumed at step %d (epoch %d, batch %d)", self.history.steps_done, self._epoch, self._batch_in_epoch)
+            log.info("resumed at step %d (epoch %d, batch %d)", self.history.steps_done, self._epoch,
+                     self._batch_in_epoch)

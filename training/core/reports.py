@@ -76,7 +76,8 @@ def plot_reliability(
         ax.plot([centres[i] for i in filled], [bins["confidence"][i] for i in filled], "o", color="tab:red",
                 markersize=4, label="mean confidence")
         ax.plot([0, 1], [0, 1], "k--", linewidth=1)
-        ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=f"{name}\nECE({n_bins}) = {ece(probs, labels, n_bins):.4f}")
+        ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy",
+               title=f"{name}\nECE({n_bins}) = {ece(probs, labels, n_bins):.4f}")
         ax.legend(loc="upper left", fontsize=8)
         ax_count.bar(centres, bins["count"], width=width, color="gray")
         ax_count.set(xlabel="confidence", ylabel="examples")
@@ -93,7 +94,8 @@ def plot_training_curves(path: Path, history: Mapping[str, Any], metric: str) ->
     ax_loss.plot(steps, losses, alpha=0.35, label="loss")
     span = max(1, len(losses) // 20)
     if len(losses) >= span:
-        smooth = [sum(losses[max(0, i - span + 1): i + 1]) / len(losses[max(0, i - span + 1): i + 1]) for i in range(len(losses))]
+        windows = [losses[max(0, i - span + 1): i + 1] for i in range(len(losses))]
+        smooth = [sum(window) / len(window) for window in windows]
         ax_loss.plot(steps, smooth, label=f"mean of {span}")
     ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
     ax_loss.legend(fontsize=8)

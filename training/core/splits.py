@@ -80,7 +80,11 @@ def stratified_split(labels: Sequence[int], sizes: Mapping[str, int | None], see
     taken = dict.fromkeys(classes, 0)
     out: dict[str, list[int]] = {}
     for name, size in sizes.items():
-        n = sum(remaining.values()) - sum(s for k, s in sizes.items() if s is not None and k not in out and k != name) if size is None else size
+        if size is None:  # the rest, less what the sized splits after this one still need
+            later = sum(s for k, s in sizes.items() if s is not None and k not in out and k != name)
+            n = sum(remaining.values()) - later
+        else:
+            n = size
         shares = _shares([remaining[c] for c in classes], n)
         picked: list[int] = []
         for c, share in zip(classes, shares, strict=True):

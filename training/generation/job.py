@@ -23,27 +23,27 @@ sentences vs Bible verses, news-like text and shuffled sentences.
 from __future__ import annotations
 
 import logging
-import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from models.core.artifacts import Manifest, library_versions, new_version_id
-from models.core.device import resolve_device, resolve_dtype
-from models.generation.model import build_tiny_llama, install_dropout, save_generation_model, train_tiny_tokenizer
-from training.core import reports
+from models.core.artifacts import Manifest
+from models.core.base import save_model
+from models.core.device import resolve_dtype
+from models.generation.model import build_tiny_llama, install_dropout, train_tiny_tokenizer
 from training.core.cli import job_main
 from training.core.config import TrainConfig
 from training.core.distributed import artifact_on_main, main_process_first
+from training.core.jobs import job_manifest, start_job, write_job
 from training.core.loop import Trainer
 from training.generation.base import base_source, load_base
-from training.generation.data import load_austen, load_bible_english, load_bible_verses, load_shakespeare
+from training.generation.batches import BlockBatches, lm_loss, subset
+from training.generation.data import Corpus, load_austen, load_bible_english, load_bible_verses, load_shakespeare
 from training.generation.evaluation import GenEvalSettings, perplexity, sequence_report, token_report
 from training.generation.probes import build_prose_probe_set, sentences
 from training.generation.split import ProseSplit, chunk_token_ids, split_documents, token_stream
@@ -57,7 +57,8 @@ TASK = "generation"
 class GenerationConfig(TrainConfig):
     """Fine-tune a causal LM with added dropout and report its MC-dropout uncertainty."""
 
-    data: str = field(default="austen", metadata={"help": "corpus", "choices": ("austen", "shakespeare", "bible", "synthetic")})
+    data: str = field(default="austen", metadata={"help": "corpus",
+                                                  "choices": ("austen", "shakespeare", "bible", "synthetic")})
     model: str = field(default="smollm2", metadata={"help": "starting model", "choices": ("smollm2", "tiny")})
     block_size: int = field(default=128, metadata={"help": "tokens per training block"})
     validation_fraction: float = field(default=0.05, metadata={"help": "held-out share per document (validation)"})
@@ -67,11 +68,13 @@ class GenerationConfig(TrainConfig):
     test_blocks: int = field(default=48, metadata={"help": "test blocks for perplexity before/after"})
     token_eval_blocks: int = field(default=12, metadata={"help": "test blocks for the token-uncertainty AUROC"})
     probes_per_kind: int = field(default=40, metadata={"help": "sentences per kind (in-domain, bible, news, shuffled)"})
-    attention_dropout: float | None = field(default=None, metadata={"help": "attention-probability dropout; none = dropout"})
+    attention_dropout: float | None = field(default=None,
+                                            metadata={"help": "attention-probability dropout; none = dropout"})
     dropout_layers: int | None = field(default=None, metadata={"help": "top layers that get dropout (none: all)"})
     train_layers: int | None = field(default=None, metadata={"help": "top layers that are trained (none: all)"})
     mc_samples: int = field(default=10, metadata={"help": "T: MC samples at serving and evaluation"})
-    mc_last_k: int | None = field(default=None, metadata={"help": "stochastic top layers at MC time (none: dropout_layers)"})
+    mc_last_k: int | None = field(default=None,
+                                  metadata={"help": "stochastic top layers at MC time (none: dropout_layers)"})
     compare_last_k: tuple[int, ...] = field(default=(), metadata={"help": "evaluation: also report these last-k"})
     max_input_tokens: int = field(default=512, metadata={"help": "prompt token limit at serving"})
     max_new_tokens: int = field(default=256, metadata={"help": "cap on generated tokens at serving"})
@@ -80,15 +83,11 @@ class GenerationConfig(TrainConfig):
     eval_dtype: str = field(default="auto", metadata={"help": "float32|bfloat16|auto (as the service resolves it)"})
     device: str = field(default="auto", metadata={"help": "cpu|cuda|auto"})
     resume_may_change: ClassVar[frozenset[str]] = frozenset(
-        {"test_blocks", "token_eval_blocks", "probes_per_kind", "mc_samples", "mc_last_k", "compare_last_k", "max_input_tokens",
-         "max_new_tokens", "default_max_new_tokens", "eval_batch_size", "eval_dtype", "device"})
+        {"test_blocks", "token_eval_blocks", "probes_per_kind", "mc_samples", "mc_last_k", "compare_last_k",
+         "max_input_tokens", "max_new_tokens", "default_max_new_tokens", "eval_batch_size", "eval_dtype", "device"})
 
     def validate(self) -> None:
         super().validate()
-        for name in ("data", "model"):
-            choices = self.__dataclass_fields__[name].metadata["choices"]
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.mc_samples < 2:
             raise ValueError(f"mc_samples must be >= 2 for MC uncertainty, got {self.mc_samples}")
         if self.block_size < 8:
@@ -126,52 +125,23 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-CORPORA: dict[str, Callable[[GenerationConfig, Path], tuple[dict[str, str], dict[str, Any]]]] = {
-    "austen": lambda c, cache: (lambda corpus: (corpus.documents, corpus.source))(load_austen(cache)),
-    "shakespeare": lambda c, cache: (lambda corpus: (corpus.documents, corpus.source))(load_shakespeare(cache)),
-    "bible": lambda c, cache: (lambda corpus: (corpus.documents, corpus.source))(load_bible_english(cache)),
-    "synthetic": lambda c, cache: (synthetic_documents(seed=c.split_seed), {"name": "synthetic Austen-like prose"}),
+DATASETS: dict[str, Callable[[GenerationConfig, Path], Corpus]] = {
+    "austen": lambda c, cache: load_austen(cache),
+    "shakespeare": lambda c, cache: load_shakespeare(cache),
+    "bible": lambda c, cache: load_bible_english(cache),
+    "synthetic": lambda c, cache: Corpus(synthetic_documents(seed=c.split_seed),
+                                         {"name": "synthetic Austen-like prose"}),
 }
 
 
-class BlockBatches:
-    """Shuffled mini-batches [b, S] of token blocks; reshuffled per epoch from (seed, epoch)."""
-
-    def __init__(self, blocks: torch.Tensor, batch_size: int, seed: int) -> None:
-        self.blocks, self.batch_size, self.seed, self.epoch = blocks, batch_size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return -(-len(self.blocks) // self.batch_size)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        order = torch.randperm(len(self.blocks), generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch))
-        for start in range(0, len(order), self.batch_size):
-            yield self.blocks[order[start: start + self.batch_size]]
-
-
-def lm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of blocks `ids` [b, S] (float32 logits)."""
-    logits = model(input_ids=ids).logits[:, :-1].float()
-    return F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
-
-
-def subset(blocks: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
-    """A fixed random `limit` of the blocks (all when fewer)."""
-    if limit >= len(blocks):
-        return blocks
-    keep = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-    return blocks[keep]
-
-
-def build_model(config: GenerationConfig, cache: Path, train_text: Sequence[str]) -> tuple[nn.Module, Any, dict[str, Any]]:
+def build_model(config: GenerationConfig, cache: Path,
+                train_text: Sequence[str]) -> tuple[nn.Module, Any, dict[str, Any]]:
     """(model with dropout installed and lower layers frozen, tokenizer, source record)."""
     if config.model == "tiny":
         tokenizer = train_tiny_tokenizer(train_text, vocab_size=400)
         model = build_tiny_llama(len(tokenizer), attention_dropout=0.0, hidden_dropout=0.0,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, seed=config.seed)
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                 seed=config.seed)
         source = {"name": "tiny random Llama", "vocab_size": len(tokenizer)}
     else:
         model, tokenizer = load_base(cache)
@@ -193,26 +163,44 @@ def prepare_model(model: nn.Module, config: GenerationConfig) -> None:
                 param.requires_grad_(True)
 
 
+def build_manifest(config: GenerationConfig, preset: str, model: nn.Module, split: ProseSplit,
+                   blocks: dict[str, torch.Tensor], sources: dict[str, Any], last_k: int,
+                   metrics: dict[str, Any]) -> Manifest:
+    """The artifact's manifest (models.core.artifacts.Manifest; docs/architecture.md §3)."""
+    layers = int(model.config.num_hidden_layers)
+    attention = config.dropout if config.attention_dropout is None else config.attention_dropout
+    return job_manifest(
+        TASK, preset, config, model,
+        data={"sources": [sources["corpus"], sources["base_model"]], "split": split.record(
+            {name: v.numel() for name, v in blocks.items()}), "block_size": config.block_size},
+        preprocessing={"max_input_tokens": config.max_input_tokens, "max_new_tokens": config.max_new_tokens,
+                       "default_max_new_tokens": config.default_max_new_tokens, "add_special_tokens": False},
+        dropout={"rate": config.dropout, "sites": {"hidden": config.dropout, "attention": attention},
+                 "mc_sites": ["hidden"], "mc_last_k": last_k, "num_layers": layers,
+                 "dropout_layers": config.dropout_layers or layers, "train_layers": config.train_layers or layers},
+        default_mc_samples=config.mc_samples,
+        calibration={"temperature": 1.0},
+        metrics=metrics,
+    )
+
+
 def run(config: GenerationConfig, preset: str, output_dir: Path, cache_dir: Path) -> Path:
     """Fine-tune, then (rank 0) evaluate and write the artifact; returns its directory on every rank."""
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    device = torch.device(resolve_device(config.device))
-    checkpoints = Path(config.checkpoint_dir or cache_dir / "checkpoints" / f"{TASK}-{preset}")
+    device, checkpoints = start_job(config, TASK, preset, cache_dir, config.device)
     started = time.perf_counter()
     with main_process_first():  # downloads, extraction and the base conversion happen once (rank 0)
-        documents, corpus_source = CORPORA[config.data](config, cache_dir)
-        split = split_documents(documents, config.validation_fraction, config.test_fraction, config.split_seed)
+        corpus = DATASETS[config.data](config, cache_dir)
+        split = split_documents(corpus.documents, config.validation_fraction, config.test_fraction, config.split_seed)
         model, tokenizer, base = build_model(config, cache_dir, split.segments["train"])
         # Bible verses are one out-of-domain probe kind (none for the synthetic corpus: no data at all).
         verses = list(load_bible_verses(cache_dir).values()) if config.data != "synthetic" else []
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    blocks = {name: chunk_token_ids(token_stream(split.segments[name], encode, tokenizer.eos_token_id), config.block_size)
+    blocks = {name: chunk_token_ids(token_stream(split.segments[name], encode, tokenizer.eos_token_id),
+                                    config.block_size)
               for name in ("train", "validation", "test")}
     eval_settings = GenEvalSettings(mc_samples=config.mc_samples, last_k=0, batch_size=config.eval_batch_size,
-                                    seed=config.seed, device=device, dtype=resolve_dtype(config.eval_dtype, device.type))
+                                    seed=config.seed, device=device,
+                                    dtype=resolve_dtype(config.eval_dtype, device.type))
     model.to(device)
     test = subset(blocks["test"], config.test_blocks, config.split_seed + 2)
     before = perplexity(model, test, eval_settings)
@@ -226,12 +214,13 @@ def run(config: GenerationConfig, preset: str, output_dir: Path, cache_dir: Path
         result = perplexity(model, val, eval_settings)
         return {"nll": result["nll"], "perplexity": result["perplexity"]}
 
-    trainer = Trainer(model, lambda m, ids: lm_loss(m, ids.to(device)), BlockBatches(blocks["train"], config.batch_size, config.seed),
-                      evaluate, config, metric="nll", greater_is_better=False, checkpoint_dir=str(checkpoints), device=device)
+    trainer = Trainer(model, lambda m, ids: lm_loss(m, ids.to(device)),
+                      BlockBatches(blocks["train"], config.batch_size, config.seed), evaluate, config, metric="nll",
+                      greater_is_better=False, checkpoint_dir=str(checkpoints), device=device)
     fitted = trainer.fit()
     history = fitted.to_dict()
     history["summary"] = {**fitted.summary(), "train_blocks": len(blocks["train"])}
-    sources = {"corpus": corpus_source, "base_model": base}
+    sources = {"corpus": corpus.source, "base_model": base}
     return artifact_on_main(lambda: finish(config, preset, output_dir, model, tokenizer, split, blocks, test, before,
                                            history, sources, verses, eval_settings, started))
 
@@ -240,47 +229,34 @@ def finish(config: GenerationConfig, preset: str, output_dir: Path, model: nn.Mo
            blocks: dict[str, torch.Tensor], test: torch.Tensor, before: dict[str, float], history: dict[str, Any],
            sources: dict[str, Any], verses: list[str], eval_settings: GenEvalSettings, started: float) -> Path:
     """Evaluate the fine-tuned model and write its artifact (rank 0 only); returns its directory."""
-    layers = int(model.config.num_hidden_layers)
-    dropout_layers = config.dropout_layers or layers
+    dropout_layers = config.dropout_layers or int(model.config.num_hidden_layers)
     last_k = min(config.mc_last_k or dropout_layers, dropout_layers)
-    s = GenEvalSettings(**{**eval_settings.__dict__, "last_k": last_k})
+    s = replace(eval_settings, last_k=last_k)
     evaluated = time.perf_counter()
     after = perplexity(model, test, s)
-    tokens = token_report(model, subset(test, config.token_eval_blocks, config.split_seed + 3), s)
+    token_blocks = subset(test, config.token_eval_blocks, config.split_seed + 3)
+    tokens = token_report(model, token_blocks, s)
     held_out = [x for segment in split.segments["test"] for x in sentences(segment)]
     probes = build_prose_probe_set(held_out, verses, config.probes_per_kind, config.split_seed + 4)
     sequences = sequence_report(model, tokenizer, probes.texts, probes.kinds, s)
     compared = {}
     for k in (k for k in config.compare_last_k if k != last_k and k <= dropout_layers):
-        other = GenEvalSettings(**{**s.__dict__, "last_k": k})
-        compared[str(k)] = {
-            "token_auroc_error": token_report(model, subset(test, config.token_eval_blocks, config.split_seed + 3),
-                                              other)["auroc_error"],
-            "sequence_ood_auroc": {m: v["all"] for m, v in sequence_report(model, tokenizer, probes.texts,
-                                                                           probes.kinds, other)["ood_auroc"].items()}}
+        other = replace(s, last_k=k)
+        token_auroc = token_report(model, token_blocks, other)["auroc_error"]
+        ood = sequence_report(model, tokenizer, probes.texts, probes.kinds, other)["ood_auroc"]
+        compared[str(k)] = {"token_auroc_error": token_auroc,
+                            "sequence_ood_auroc": {m: v["all"] for m, v in ood.items()}}
     metrics = {"perplexity": {"before": before, "after": after}, "token_uncertainty": tokens,
-               "sequence_uncertainty": sequences, "last_k_comparison": compared, "evaluation_seconds": round(time.perf_counter() - evaluated, 1),
-               "job_seconds_before_writing": round(time.perf_counter() - started, 1), "training": history.get("summary", {})}
-    log.info("perplexity %.2f → %.2f; token AUROC %s; best %s (+%.3f over 1 − p)", before["perplexity"], after["perplexity"],
-             {k: round(v, 3) for k, v in tokens["auroc_error"].items()}, tokens["best_measure"], tokens["best_minus_baseline"])
-    attention = config.dropout if config.attention_dropout is None else config.attention_dropout
-    manifest = Manifest(
-        task=TASK, version=new_version_id(), model_class=type(model).__name__, libraries=library_versions(),
-        data={"sources": [sources["corpus"], sources["base_model"]], "split": split.record(
-            {name: v.numel() for name, v in blocks.items()}), "block_size": config.block_size},
-        training_config={"preset": preset, **config.to_dict()},
-        preprocessing={"max_input_tokens": config.max_input_tokens, "max_new_tokens": config.max_new_tokens,
-                       "default_max_new_tokens": config.default_max_new_tokens, "add_special_tokens": False},
-        dropout={"rate": config.dropout, "sites": {"hidden": config.dropout, "attention": attention},
-                 "mc_sites": ["hidden"], "mc_last_k": last_k, "num_layers": layers, "dropout_layers": dropout_layers,
-                 "train_layers": config.train_layers or layers},
-        default_mc_samples=config.mc_samples,
-        calibration={"temperature": 1.0},
-        metrics=metrics,
-    )
-    model.cpu()
-    path = reports.write_job_artifact(output_dir, manifest, lambda staging: save_generation_model(model, tokenizer, staging),
-                                      history, "nll")
+               "sequence_uncertainty": sequences, "last_k_comparison": compared,
+               "evaluation_seconds": round(time.perf_counter() - evaluated, 1),
+               "job_seconds_before_writing": round(time.perf_counter() - started, 1),
+               "training": history.get("summary", {})}
+    log.info("perplexity %.2f → %.2f; token AUROC %s; best %s (+%.3f over 1 − p)", before["perplexity"],
+             after["perplexity"], {k: round(v, 3) for k, v in tokens["auroc_error"].items()}, tokens["best_measure"],
+             tokens["best_minus_baseline"])
+    manifest = build_manifest(config, preset, model, split, blocks, sources, last_k, metrics)
+    path = write_job(output_dir, manifest, model, lambda staging: save_model(model, tokenizer, staging),
+                     history, "nll")
     log.info("wrote %s (%.0f s in all)", path, time.perf_counter() - started)
     return path
 

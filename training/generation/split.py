@@ -84,7 +84,8 @@ def snap_to_paragraph(text: str, position: int) -> int:
     return left if position - left <= right - position else right
 
 
-def held_out_bounds(text: str, validation_fraction: float, test_fraction: float, rng: random.Random) -> tuple[int, int, int]:
+def held_out_bounds(text: str, validation_fraction: float, test_fraction: float,
+                    rng: random.Random) -> tuple[int, int, int]:
     """(start, validation end = test start, test end) of the held-out block of `text`, paragraph-aligned."""
     length = len(text)
     n_val, n_test = round(validation_fraction * length), round(test_fraction * length)

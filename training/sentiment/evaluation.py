@@ -100,7 +100,8 @@ def collect_logits(
     with torch.inference_mode(), autocast_context(s.device, s.dtype):
         for batch_no, (index, input_ids, mask) in enumerate(eval_batches(ids, per_batch, pad_id)):
             seed = mix_seed(s.seed, batch_no)
-            logits = mc_logits(model, input_ids.to(s.device), mask.to(s.device), mode.mc_samples, seed, mode.last_k, s.sites)
+            logits = mc_logits(model, input_ids.to(s.device), mask.to(s.device), mode.mc_samples, seed, mode.last_k,
+                               s.sites)
             if out is None:
                 out = torch.empty(len(ids), *logits.shape[1:], dtype=torch.float32)
             out[torch.tensor(index)] = logits.float().cpu()
@@ -108,7 +109,8 @@ def collect_logits(
     return out, time.perf_counter() - started
 
 
-def choose_last_k(results: dict[str, dict[str, Any]], modes: Sequence[MCMode], layers: int, tolerance: float) -> tuple[int, dict[str, Any]]:
+def choose_last_k(results: dict[str, dict[str, Any]], modes: Sequence[MCMode], layers: int,
+                  tolerance: float) -> tuple[int, dict[str, Any]]:
     """The smallest last-k mode whose best AUROC is ≥ full MC's − tolerance (see module docstring)."""
     reference = results["mc_full"]["best_auroc"]
     by_mode = {m.name: results[m.name]["best_auroc"] for m in modes if m.mc_samples}
@@ -143,7 +145,8 @@ def evaluate_and_calibrate(
     for mode in modes:
         test_logits[mode.name], seconds = collect_logits(model, test_ids, pad_id, mode, s)
         timings[mode.name] = _timing(seconds, len(test_ids), mode, layers)
-    raw = {name: classification_metrics(logits, test_labels, 1.0, s.target_risk) for name, logits in test_logits.items()}
+    raw = {name: classification_metrics(logits, test_labels, 1.0, s.target_risk)
+           for name, logits in test_logits.items()}
     k, evidence = choose_last_k(raw, modes, layers, s.tolerance)
     serving = next((m for m in modes if m.last_k == k), MCMode("mc_full", s.mc_samples, None))
 

@@ -1,4 +1,5 @@
-"""The sentiment training job: `python -m training.sentiment --preset tiny|quick|full [--output-dir DIR] [--field value …]`.
+"""The sentiment training job: `python -m training.sentiment --preset tiny|quick|full [--output-dir DIR]
+[--cache-dir DIR] [--field value …]`.
 
 Writes `DIR/sentiment/<version>/` (models.core.artifacts.write_artifact): the fine-tuned classifier and its
 tokenizer (safetensors), `reports/` (metrics.json, reliability diagram, training curves, risk-coverage)
@@ -15,7 +16,6 @@ every MC mode on 600 test reviews, deterministic + serving mode on 3,000);
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from models.core.artifacts import Manifest, library_versions, new_version_id
-from models.core.device import resolve_device, resolve_dtype
+from models.core.artifacts import Manifest
+from models.core.base import save_model
+from models.core.device import resolve_dtype
 from models.core.dropout import validate_sites
 from models.sentiment.mc import DropoutRates, num_layers
 from models.sentiment.model import (
@@ -37,13 +38,13 @@ from models.sentiment.model import (
     load_pretrained_classifier,
     train_wordpiece_tokenizer,
 )
-from models.sentiment.predictor import save_sentiment_model
 from training.core import reports
 from training.core.batching import LengthGroupedBatches, eval_batches
 from training.core.cli import job_main
 from training.core.config import TrainConfig
 from training.core.distributed import artifact_on_main, is_main_process, main_process_first
 from training.core.fetch import IMDB, MINILM, ensure_archive, ensure_extracted
+from training.core.jobs import job_manifest, start_job, write_job
 from training.core.loop import Trainer
 from training.core.scoring import accuracy, nll
 from training.core.splits import ClassificationData
@@ -78,9 +79,11 @@ class SentimentConfig(TrainConfig):
     tiny_hidden: int = field(default=32, metadata={"help": "tiny: hidden size"})
     tiny_layers: int = field(default=2, metadata={"help": "tiny: encoder layers"})
     tiny_heads: int = field(default=2, metadata={"help": "tiny: attention heads"})
-    select_metric: str = field(default="nll", metadata={"help": "validation metric for best weights", "choices": ("nll", "accuracy")})
+    select_metric: str = field(default="nll", metadata={"help": "validation metric for best weights",
+                                                        "choices": ("nll", "accuracy")})
     mc_samples: int = field(default=20, metadata={"help": "T: MC samples at serving, calibration and evaluation"})
-    mc_last_k_candidates: tuple[int, ...] = field(default=(1, 2), metadata={"help": "last-k modes compared with full MC"})
+    mc_last_k_candidates: tuple[int, ...] = field(default=(1, 2),
+                                                  metadata={"help": "last-k modes compared with full MC"})
     mc_last_k_tolerance: float = field(default=0.01, metadata={"help": "AUROC a last-k mode may lose vs full MC"})
     mc_sites: tuple[str, ...] = field(default=("hidden", "head"), metadata={"help": "dropouts live at MC time"})
     attention_dropout: float | None = field(
@@ -100,10 +103,6 @@ class SentimentConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("data", "model", "select_metric"):
-            choices = self.__dataclass_fields__[name].metadata["choices"]
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if not 0 <= self.head_tokens <= self.max_length - 2:
             raise ValueError(f"head_tokens must be in [0, max_length - 2], got {self.head_tokens}")
         if self.mc_samples < 2:
@@ -126,7 +125,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # MC ≈ 2.5 reviews/s, last-2 ≈ 10/s, last-1 and deterministic ≈ 60/s when the machine is idle).
         "train_limit": 6000, "max_train_seconds": 540.0, "epochs": 1, "batch_size": 16, "lr": 8e-5,
         "warmup_ratio": 0.1, "bf16": True, "eval_every": 100, "eval_subset": 400, "calibration_size": 1000,
-        "test_limit": 600, "headline_test_limit": 3000, "attention_dropout": 0.0, "max_length": 256, "head_tokens": 64, "eval_batch_rows": 128,
+        "test_limit": 600, "headline_test_limit": 3000, "attention_dropout": 0.0, "max_length": 256, "head_tokens": 64,
+        "eval_batch_rows": 128,
     },
     "full": {
         "epochs": 3, "batch_size": 32, "lr": 5e-5, "warmup_ratio": 0.06, "bf16": True, "eval_every": 500,
@@ -175,7 +175,8 @@ def _tiny(config: SentimentConfig, data: ClassificationData, cache: Path, checkp
     return model, tokenizer, {"name": "random-init", "tokenizer": "wordpiece trained on the training split"}
 
 
-MODELS: dict[str, Callable[[SentimentConfig, ClassificationData, Path, Path], Built]] = {"minilm": _minilm, "tiny": _tiny}
+MODELS: dict[str, Callable[[SentimentConfig, ClassificationData, Path, Path], Built]] = {
+    "minilm": _minilm, "tiny": _tiny}
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], config: SentimentConfig) -> list[list[int]]:
@@ -205,7 +206,8 @@ def train(config: SentimentConfig, model: nn.Module, tokenizer: PreTrainedTokeni
         return {"accuracy": accuracy(probs, val_labels), "nll": nll(probs, val_labels)}
 
     trainer = Trainer(model, loss_fn, batches, evaluate, config, metric=config.select_metric,
-                      greater_is_better=config.select_metric == "accuracy", checkpoint_dir=checkpoint_dir, device=device)
+                      greater_is_better=config.select_metric == "accuracy", checkpoint_dir=checkpoint_dir,
+                      device=device)
     history = trainer.fit()
     out = history.to_dict()
     out["summary"] = {**history.summary(), "train_examples": len(train_split), "eval_examples": len(val_split)}
@@ -218,13 +220,12 @@ def build_manifest(config: SentimentConfig, preset: str, model: nn.Module, data:
     used = {"train": history["summary"]["train_examples"], "validation_periodic": history["summary"]["eval_examples"],
             "calibration": result.calibration["fitted_on"]["n"], "test": result.metrics["test_n"],
             "headline_test": result.metrics["headline"]["test_n"]}
-    return Manifest(
-        task=TASK, version=new_version_id(), model_class=type(model).__name__, labels=list(data.label_names),
-        libraries=library_versions(),
+    return job_manifest(
+        TASK, preset, config, model, labels=list(data.label_names),
         data={"sources": [data.source, {"role": "encoder", **encoder}], "splits": data.sizes(), "used": used},
-        training_config={"preset": preset, **config.to_dict()},
         preprocessing={"max_length": config.max_length, "head_tokens": config.head_tokens, "truncation": "head+tail"},
-        dropout={"rate": config.dropout, "sites": {"hidden": rates.hidden, "attention": rates.attention, "head": rates.head},
+        dropout={"rate": config.dropout,
+                 "sites": {"hidden": rates.hidden, "attention": rates.attention, "head": rates.head},
                  "mc_sites": sorted(config.mc_sites), "mc_last_k": result.mc_last_k, "num_layers": num_layers(model),
                  "mc_last_k_evidence": result.evidence},
         default_mc_samples=config.mc_samples,
@@ -235,12 +236,7 @@ def build_manifest(config: SentimentConfig, preset: str, model: nn.Module, data:
 
 def run(config: SentimentConfig, preset: str, output_dir: Path, cache_dir: Path) -> Path:
     """Train, then (rank 0) evaluate, calibrate and write the artifact; returns its directory on every rank."""
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    device = torch.device(resolve_device(config.device))
-    checkpoints = Path(config.checkpoint_dir or cache_dir / "checkpoints" / f"{TASK}-{preset}")
+    device, checkpoints = start_job(config, TASK, preset, cache_dir, config.device)
     with main_process_first():  # downloads, extraction and the tiny tokenizer happen once (rank 0)
         data = DATASETS[config.data](config, cache_dir)
         model, tokenizer, encoder = MODELS[config.model](config, data, cache_dir, checkpoints)
@@ -248,7 +244,8 @@ def run(config: SentimentConfig, preset: str, output_dir: Path, cache_dir: Path)
     log.info("data %s, model %s (%.1f M parameters) on %s", data.sizes(), type(model).__name__,
              sum(p.numel() for p in model.parameters()) / 1e6, device)
     history = train(config, model, tokenizer, data, device, str(checkpoints))
-    return artifact_on_main(lambda: finish(config, preset, output_dir, model, tokenizer, data, encoder, history, device))
+    return artifact_on_main(lambda: finish(config, preset, output_dir, model, tokenizer, data, encoder, history,
+                                           device))
 
 
 def finish(config: SentimentConfig, preset: str, output_dir: Path, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
@@ -266,7 +263,8 @@ def finish(config: SentimentConfig, preset: str, output_dir: Path, model: nn.Mod
     result = evaluate_and_calibrate(
         model, tokenizer.pad_token_id, (_encode(tokenizer, calib.texts, config), torch.tensor(calib.labels)),
         (_encode(tokenizer, test.texts, config), torch.tensor(test.labels)), settings,
-        (_encode(tokenizer, headline.texts, config), torch.tensor(headline.labels)) if config.headline_test_limit else None,
+        (_encode(tokenizer, headline.texts, config), torch.tensor(headline.labels))
+        if config.headline_test_limit else None,
     )
     result.metrics["eval_dtype"] = settings.dtype
     result.metrics["evaluation_seconds"] = round(time.perf_counter() - eval_started, 1)
@@ -278,14 +276,13 @@ def finish(config: SentimentConfig, preset: str, output_dir: Path, model: nn.Mod
         "mc_accuracy >= deterministic - 0.003": head["mc_minus_deterministic_accuracy"] >= -0.003,
     }
     manifest = build_manifest(config, preset, model, data, encoder, history, result)
-    model.cpu()
 
     def plots(out: Path) -> None:
         reports.plot_reliability(out / reports.RELIABILITY_FILE, result.figure_probs, result.figure_labels)
         reports.plot_risk_coverage(out / reports.RISK_COVERAGE_FILE, result.risk_coverage, config.target_risk)
 
-    path = reports.write_job_artifact(output_dir, manifest, lambda staging: save_sentiment_model(model, tokenizer, staging),
-                                      history, config.select_metric, plots)
+    path = write_job(output_dir, manifest, model, lambda staging: save_model(model, tokenizer, staging),
+                     history, config.select_metric, plots)
     log.info("wrote %s: %s accuracy %.4f, ECE %.4f, best AUROC %.4f (%s)", path, head["mode"], head["accuracy"],
              head["ece"], head["best_auroc"], head["best_measure"])
     return path

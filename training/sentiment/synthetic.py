@@ -63,7 +63,8 @@ def load_synthetic(
         name: TextSplit([everything.texts[i] for i in index[name]], [everything.labels[i] for i in index[name]])
         for name in ("train", "validation", "test")
     }
-    digest = hashlib.sha256("\n".join(f"{y}\t{t}" for t, y in zip(everything.texts, everything.labels, strict=True)).encode())
+    rows = (f"{y}\t{t}" for t, y in zip(everything.texts, everything.labels, strict=True))
+    digest = hashlib.sha256("\n".join(rows).encode())
     source = {
         "name": "synthetic-sentiment",
         "version": "1",

@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from models.core.padding import pad_ids
 from training.core.batching import LengthGroupedBatches
-from training.translation.evaluation import encode_sources
+from training.translation.decoding import encode_sources
 
 if TYPE_CHECKING:
     from training.translation.job import TranslationConfig
@@ -53,7 +53,8 @@ class PairBatches(LengthGroupedBatches):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:  # type: ignore[override]
         for index in self.batch_indices():
-            yield collate_pairs([self.ids[i] for i in index], [self.labels[i] for i in index], self.pad_id, self.start_id)  # type: ignore[misc]
+            yield collate_pairs([self.ids[i] for i in index], [self.labels[i] for i in index],  # type: ignore[misc]
+                                self.pad_id, self.start_id)
 
 
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
@@ -62,10 +63,12 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, 
             encode_sources(tokenizer, [p[1] for p in pairs], config.max_target_tokens))
 
 
-def token_loss(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device, smoothing: float) -> tuple[torch.Tensor, int]:
+def token_loss(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device,
+               smoothing: float) -> tuple[torch.Tensor, int]:
     """Mean label-smoothed cross-entropy per target token (float32 logits), and the token count."""
     logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                    decoder_input_ids=batch["decoder_input_ids"].to(device)).logits
     labels = batch["labels"].to(device)
-    loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, label_smoothing=smoothing)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
+                           label_smoothing=smoothing)
     return loss, int((labels != IGNORE).sum())

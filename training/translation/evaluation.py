@@ -40,6 +40,7 @@ from transformers import PreTrainedTokenizerBase
 from models.core.device import autocast_context
 from models.core.padding import pad_ids
 from training.core.uncertainty_stats import correlation_table, ood_table
+from training.translation.decoding import batches_by_length, decode, encode_sources, new_token_cap
 
 log = logging.getLogger(__name__)
 
@@ -79,44 +80,6 @@ class EvalSettings:
     dtype: str
 
 
-def encode_sources(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_input_tokens: int) -> list[list[int]]:
-    """Token ids with `</s>`, cut to `max_input_tokens` (the last kept token is `</s>`)."""
-    eos = tokenizer.eos_token_id
-    return [ids if len(ids) <= max_input_tokens else ids[: max_input_tokens - 1] + [eos]
-            for ids in tokenizer(list(texts))["input_ids"]]
-
-
-def batches_by_length(ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    """Index batches, longest first (little padding; output back in input order by index)."""
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def new_token_cap(src_len: int, cap: int) -> int:
-    """Decode length for a batch whose longest source has `src_len` tokens: 1.5× + 10, at most `cap`
-    (a verse's German is rarely 1.5× its English in tokens; an unconverged model stops early)."""
-    return min(cap, int(1.5 * src_len) + 10)
-
-
-def decode(model: nn.Module, ids: Sequence[Sequence[int]], pad_id: int, num_beams: int,
-           s: EvalSettings) -> tuple[list[torch.Tensor], float]:
-    """Deterministic decodes (generate() rows incl. the start token, trailing pad stripped) in input order,
-    and the wall seconds."""
-    model.eval()
-    out: list[torch.Tensor | None] = [None] * len(ids)
-    started = time.perf_counter()
-    with torch.inference_mode(), autocast_context(s.device, s.dtype):
-        for index in batches_by_length(ids, s.batch_size):
-            src, mask = pad_ids([ids[i] for i in index], pad_id)
-            gen = model.generate(input_ids=src.to(s.device), attention_mask=mask.to(s.device), num_beams=num_beams,
-                                 do_sample=False, max_new_tokens=new_token_cap(src.shape[1], s.max_new_tokens),
-                                 use_cache=True)
-            for row, i in zip(gen.cpu(), index, strict=True):
-                keep = int((row != pad_id).nonzero().max()) + 1 if (row != pad_id).any() else 1
-                out[i] = row[:keep]
-    return [o for o in out if o is not None], time.perf_counter() - started
-
-
 def corpus_quality(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
     """sacreBLEU corpus BLEU and chrF (0–100) with their signatures."""
     bleu, chrf = BLEU(), CHRF()
@@ -128,7 +91,8 @@ def corpus_quality(hypotheses: Sequence[str], references: Sequence[str]) -> dict
 def sentence_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> torch.Tensor:
     """Sentence-level chrF (0–100) per pair, float64 [N]."""
     chrf = CHRF()
-    return torch.tensor([chrf.sentence_score(h, [r]).score for h, r in zip(hypotheses, references, strict=True)], dtype=torch.float64)
+    scores = [chrf.sentence_score(h, [r]).score for h, r in zip(hypotheses, references, strict=True)]
+    return torch.tensor(scores, dtype=torch.float64)
 
 
 def distinct_output_ratio(sources: Sequence[str], outputs: Sequence[str]) -> float:
@@ -162,7 +126,8 @@ def abstain_outcome(values: torch.Tensor, threshold: float, chrf: torch.Tensor, 
 
 def measures_from_scores(scores: Sequence[dict[str, float]], lengths: Sequence[int]) -> dict[str, torch.Tensor]:
     """Per-sentence measures [N] (float64) from scorer dicts and output token counts."""
-    out = {name: torch.tensor([float(s[key]) for s in scores], dtype=torch.float64) for name, key in MEASURE_KEYS.items()}
+    out = {name: torch.tensor([float(s[key]) for s in scores], dtype=torch.float64)
+           for name, key in MEASURE_KEYS.items()}
     n = torch.tensor([max(1, k) for k in lengths], dtype=torch.float64)
     out["tp_per_token"], out["d_tp_per_token"] = out["tp"] / n, out["d_tp"] / n
     return out
@@ -292,7 +257,8 @@ def evaluate_translation(model: nn.Module, tokenizer: PreTrainedTokenizerBase, t
         in_sub = [i for i in sub if i < n]
         sampling = {"samples": s.sampling_samples, "seconds": round(seconds, 2), "inputs": len(sub),
                     "probe_counts": {k: sub_kinds.count(k) for k in sorted(set(sub_kinds))},
-                    "correlation_with_sentence_chrf": correlation_table({"lex_sim": lex[: len(in_sub)]}, chrf[in_sub], ORIENTATION),
+                    "correlation_with_sentence_chrf": correlation_table({"lex_sim": lex[: len(in_sub)]}, chrf[in_sub],
+                                                                        ORIENTATION),
                     "ood_auroc": ood_table({"lex_sim": lex}, labels[sub], sub_kinds, ORIENTATION)}
         log.info("sampling mode (%d decodes each) on %d inputs: %.1f s", s.sampling_samples, len(sub), seconds)
     report["last_k_comparison"] = compare_last_k(model, scorer, all_ids, all_outs, pad, s, chrf, labels, kinds)
@@ -312,7 +278,7 @@ def evaluate_translation(model: nn.Module, tokenizer: PreTrainedTokenizerBase, t
         "ood_auroc": ood_table(measures, labels, kinds, ORIENTATION),
         "probe_counts": {k: kinds.count(k) for k in sorted(set(kinds))},
         "probe_decode_seconds": round(probe_decode_seconds, 2),
-        "measure_means": {name: {kind: float(v[torch.tensor([k == kind for k in kinds])].mean()) for kind in sorted(set(kinds))}
-                          for name, v in measures.items()},
+        "measure_means": {name: {kind: float(v[torch.tensor([k == kind for k in kinds])].mean())
+                                 for kind in sorted(set(kinds))} for name, v in measures.items()},
     }
     return report

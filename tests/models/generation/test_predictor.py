@@ -16,6 +16,7 @@ from models.generation.mc import capture_layer_input, positions_of, project, top
 from models.generation.predictor import GenerationPredictor
 from models.generation.sampling import SamplingParams, StopText, choose_token
 from tests.factories import make_tiny_generation_artifact
+from tests.models.warmup import checked_warmup
 
 PROMPTS = ["It is a truth universally", "The evening passed", "She could not help smiling at the thought of"]
 
@@ -37,7 +38,7 @@ def _run(p: GenerationPredictor, texts: list[str], requests: list[MCRequest], **
 def test_fields_are_present_and_consistent(predictor: GenerationPredictor) -> None:
     out = _run(predictor, PROMPTS, [MCRequest(4, s) for s in range(3)], max_new_tokens=8, return_tokens=True)
     for prediction in out:
-        assert prediction.output_tokens == len(prediction.tokens) <= 8
+        assert 1 <= prediction.output_tokens == len(prediction.tokens) <= 8
         assert prediction.finish_reason in {"eos", "length"}
         u = prediction.uncertainty
         assert u is not None and u.sequence_log_prob <= 0 and u.mc_log_prob_mean <= 0 and u.mc_log_prob_var >= 0
@@ -45,7 +46,8 @@ def test_fields_are_present_and_consistent(predictor: GenerationPredictor) -> No
         for token in prediction.tokens:
             assert 0 <= token.probability <= 1 and token.entropy >= 0 and token.mutual_information >= 0
         assert u.mean_token_entropy == pytest.approx(sum(t.entropy for t in prediction.tokens) / len(prediction.tokens))
-        assert prediction.first_token_seconds is not None and prediction.decode_seconds >= prediction.first_token_seconds
+        assert prediction.first_token_seconds is not None
+        assert prediction.decode_seconds >= prediction.first_token_seconds
     deterministic = _run(predictor, PROMPTS[:1], [MCRequest(0, 0)], max_new_tokens=8, return_tokens=True)[0]
     assert deterministic.uncertainty is None and all(t.mutual_information is None for t in deterministic.tokens)
 
@@ -120,7 +122,8 @@ def test_top_layers_without_dropout_equal_the_model(predictor: GenerationPredict
         for layer in range(model.config.num_hidden_layers):
             with capture_layer_input(model, layer) as chunks:
                 reference = model(input_ids=ids, attention_mask=mask, position_ids=positions_of(mask)).logits
-            mine = project(model, top_layers(model, chunks[0], mask, [None], [1], model.config.num_hidden_layers - layer))
+            top = top_layers(model, chunks[0], mask, [None], [1], model.config.num_hidden_layers - layer)
+            mine = project(model, top)
             assert torch.allclose(mine, reference, atol=1e-4), layer
 
 
@@ -154,7 +157,8 @@ def test_sampling_helpers() -> None:
     penalised = SamplingParams(5, repetition_penalty=4.0)  # seen token 0: 2.0 / 4 = 0.5 < 1.0
     assert choose_token(logits, penalised, torch.tensor([0]), None) == 1
     # a negative logit is multiplied: -0.5 * 2 = -1.0 falls below -0.6
-    assert choose_token(torch.tensor([-0.5, -0.6]), SamplingParams(5, repetition_penalty=2.0), torch.tensor([0]), None) == 1
+    doubled = SamplingParams(5, repetition_penalty=2.0)
+    assert choose_token(torch.tensor([-0.5, -0.6]), doubled, torch.tensor([0]), None) == 1
     g = torch.Generator().manual_seed(0)
     top1 = SamplingParams(5, temperature=1.0, top_k=1)
     assert {choose_token(logits, top1, torch.tensor([], dtype=torch.long), g) for _ in range(20)} == {0}
@@ -177,4 +181,13 @@ def test_describe_reports_memory_and_mc(predictor: GenerationPredictor) -> None:
     assert facts["memory"]["parameter_bytes"] == 4 * facts["parameters"]
     assert facts["memory"]["process_rss_bytes"] > facts["memory"]["parameter_bytes"]
     assert facts["mc"]["live_sites"] == ["hidden"] and facts["decoding"]["kv_cache"] is True
-    predictor.warmup()
+
+
+def test_warmup_predicts_deterministically_and_with_mc(predictor: GenerationPredictor,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    item, (det, mc) = checked_warmup(predictor, monkeypatch)
+    assert item.parameters["return_tokens"], "the warm-up also builds the token table"
+    for out in (det, mc):
+        assert out.tokens is not None and 1 <= len(out.tokens) == out.output_tokens
+        assert out.first_token_seconds is not None, "the warm-up decoded through the streaming path"
+    assert mc.uncertainty.mc_log_prob_var > 0, "the MC half ran with live dropout"

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from models.core.artifacts import ArtifactError
 from models.core.predictor import InputError, MCRequest, Predictor, PredictorOptions
 from models.registry import load_predictor
-from tests.factories import make_tiny_sentiment_artifact
+from tests.factories import LABELS, make_tiny_sentiment_artifact
+from tests.models.warmup import checked_warmup
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +24,10 @@ def test_satisfies_protocol_and_describes_itself(predictor) -> None:
     assert info["mc"]["last_k"] == 1 and info["mc"]["mode"] == "last-1-layers"
     assert info["mc"]["live_sites"] == ["head", "hidden"]
     assert info["max_input_tokens"] == 64
+    assert info["calibration"] == {"temperature": 1.0, "deterministic_temperature": 1.0,
+                                   "abstain_measure": "predictive_entropy", "abstain_threshold": 0.69}
+    assert info["truncation"] == {"policy": "head+tail", "head_tokens": 16} and info["labels"] == LABELS
+    assert info["mc"]["dropout_rates"] == {"hidden": 0.1, "attention": 0.1, "head": 0.1}
 
 
 def test_prediction_fields_and_order(predictor) -> None:
@@ -109,3 +115,14 @@ def test_bfloat16_matches_float32_closely(tmp_path: Path) -> None:
     a = fp32.predict([item], [MCRequest(0, 0)])[0]
     b = bf16.predict([item], [MCRequest(0, 0)])[0]
     assert a.probabilities["positive"] == pytest.approx(b.probabilities["positive"], abs=0.02)
+
+
+def test_an_abstain_rule_on_an_unknown_measure_is_refused(tmp_path: Path) -> None:
+    art = make_tiny_sentiment_artifact(tmp_path, calibration={"abstain": {"measure": "entropy", "threshold": 0.1}})
+    with pytest.raises(ArtifactError, match="abstain measure 'entropy'"):
+        load_predictor(art, PredictorOptions())
+
+
+def test_warmup_predicts_deterministically_and_with_mc(predictor, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, (det, mc) = checked_warmup(predictor, monkeypatch)
+    assert det.abstain is False and mc.uncertainty.mutual_information > 0

@@ -1,13 +1,19 @@
-"""The MC teacher-forced scoring pass for Marian: mirrors the library, batches exactly, seeds reproduce."""
+"""The MC teacher-forced scoring pass for Marian: mirrors the library (eval forward and train-mode dropout),
+batches exactly, seeds reproduce."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
+from transformers.modeling_outputs import BaseModelOutput
 
 from models.core.dropout import mix_seed
 from models.translation.mc import decoder_logits, encode, stochastic_greedy_decode
 from models.translation.model import build_marian_preset
+from tests.models.distribution import assert_same_distribution
 
 HIDDEN = frozenset({"hidden"})
 ALL = frozenset({"hidden", "attention"})
@@ -120,9 +126,73 @@ def test_stochastic_greedy_decode_without_masks_is_library_greedy(model) -> None
         ours = stochastic_greedy_decode(model, states, mask, [None, None], [1, 1], 3, HIDDEN, max_new_tokens=6)
         ref = model.generate(input_ids=src, attention_mask=mask, max_new_tokens=6, num_beams=1, do_sample=False,
                              forced_eos_token_id=None)
-    for tokens, row in zip(ours, ref[:, 1:].tolist(), strict=True):
-        assert tokens == row[: len(tokens)]
+    assert [len(tokens) for tokens in ours] == [6, 6], "both run to max_new_tokens (no </s> from this model)"
+    assert ours == [_until_eos(row) for row in ref[:, 1:].tolist()]
     with torch.inference_mode():
         sampled = stochastic_greedy_decode(model, states, mask, [1, 2, 1], [2, 1], 3, HIDDEN, max_new_tokens=6)
         again = stochastic_greedy_decode(model, states, mask, [1, 2, 1], [2, 1], 3, HIDDEN, max_new_tokens=6)
-    assert sampled == again
+    assert sampled == again and all(1 <= len(tokens) <= 6 for tokens in sampled)
+    assert sampled[:2] != [ours[0], ours[0]], "the masks must reach the decode"
+
+
+def _until_eos(row: list[int]) -> list[int]:
+    """A library decode's generated tokens up to and including the first `</s>` (nothing of the padding)."""
+    return row[: row.index(2) + 1] if 2 in row else row
+
+
+@contextmanager
+def _library_dropout(model: torch.nn.Module, sites: frozenset[str], last_k: int) -> Iterator[None]:
+    """The library's own dropout at `sites` in the top `last_k` decoder layers (and the decoder embeddings
+    when that is every layer), everything else in eval mode: what `decoder_logits` claims to sample from.
+    Marian gates residual and FFN-activation dropout by its layers' `training` flag and attention-probability
+    dropout by its attention modules'; the encoder states are passed in, so the encoder never runs."""
+    decoder = model.model.decoder
+    first = len(decoder.layers) - last_k
+    try:
+        decoder.training = first <= 0 and "hidden" in sites
+        for layer in decoder.layers[max(first, 0):]:
+            layer.training = "hidden" in sites
+            layer.self_attn.training = layer.encoder_attn.training = "attention" in sites
+        yield
+    finally:
+        model.eval()
+
+
+def _sensitive_marian(decoder_layers: int) -> torch.nn.Module:
+    """A tiny Marian whose every dropout site visibly moves the logits: at initialisation (weights std 0.02)
+    a sublayer's output is about a tenth of the residual stream it joins, so dropping one site would change
+    the logits by less than sampling noise; ×10 on the decoder's matrices makes them comparable."""
+    model = build_marian_preset("tiny", vocab_size=V, decoder_layers=decoder_layers, dropout=0.3,
+                                attention_dropout=0.2, activation_dropout=0.4, seed=1).eval()
+    with torch.no_grad():
+        for name, weight in model.model.decoder.layers.named_parameters():
+            if name.endswith("weight") and weight.dim() == 2:
+                weight.mul_(10.0)
+    return model
+
+
+def _both_ways(model: torch.nn.Module, sites: frozenset[str], last_k: int, samples: int = 3000):
+    src, mask, dec = _batch([7], [5], seed=0)
+    with torch.inference_mode():
+        states = encode(model, src, mask)
+        fast = decoder_logits(model, states, mask, dec, [mix_seed(3, t) for t in range(samples)], [samples],
+                              last_k, sites)
+        torch.manual_seed(0)
+        with _library_dropout(model, sites, last_k):
+            ref = model(encoder_outputs=BaseModelOutput(last_hidden_state=states.expand(samples, -1, -1)),
+                        attention_mask=mask.expand(samples, -1), decoder_input_ids=dec.expand(samples, -1)).logits
+    assert not any(m.training for m in model.modules()), "flags restored"
+    return fast, ref
+
+
+@pytest.mark.parametrize("sites", [HIDDEN, frozenset({"attention"})], ids=["hidden", "attention"])
+def test_full_mc_matches_the_library_train_mode_dropout_in_distribution(sites: frozenset[str]) -> None:
+    """One decoder layer, k = 1 = full MC: every site of the layer plus the embeddings. "hidden" is the
+    embedding, residual and FFN-activation dropout; "attention" the self- and cross-attention probabilities."""
+    assert_same_distribution(*_both_ways(_sensitive_marian(1), sites, last_k=1))
+
+
+def test_last_k_samples_only_the_top_layers_in_distribution() -> None:
+    # Two layers, k = 1: the library with only its top layer in train mode. Dropout in the lower layer or the
+    # embeddings would add spread that the reference does not have.
+    assert_same_distribution(*_both_ways(_sensitive_marian(2), ALL, last_k=1))

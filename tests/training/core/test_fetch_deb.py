@@ -87,7 +87,8 @@ def test_extract_once_with_marker(tmp_path: Path) -> None:
     ensure_deb_extracted(deb_pin, tmp_path / "cache")  # complete: left alone
     assert (member / "data.txt").read_text() == "changed"
     with pytest.raises(FetchError, match="no folder"):
-        ensure_deb_extracted(PinnedDeb(deb_pin.name, deb_pin.version, deb_pin.sha256, "usr/lib/nothing"), tmp_path / "cache")
+        ensure_deb_extracted(PinnedDeb(deb_pin.name, deb_pin.version, deb_pin.sha256, "usr/lib/nothing"),
+                             tmp_path / "cache")
 
 
 @needs_dpkg

@@ -1,6 +1,7 @@
 """Shapes of the LR schedules: warm-up, peak, decay, cycles; and their use through LambdaLR."""
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ def curve(name: str, total: int = N, warmup: int = W, params: ScheduleParams = P
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_warmup_rises_monotonically_to_the_peak(name: str) -> None:
     lr = curve(name)
-    assert all(a < b for a, b in zip(lr[:W], lr[1 : W + 1], strict=True))
+    assert all(a < b for a, b in pairwise(lr[: W + 1]))
     assert lr[W] == pytest.approx(1.0)
     assert max(lr) == pytest.approx(1.0)
     assert lr[0] < 0.2
@@ -30,7 +31,7 @@ def test_warmup_rises_monotonically_to_the_peak(name: str) -> None:
 @pytest.mark.parametrize("name", ["onecycle", "exponential"])
 def test_decays_monotonically_to_the_final_ratio(name: str) -> None:
     lr = curve(name)
-    assert all(a > b for a, b in zip(lr[W:], lr[W + 1 :], strict=True))
+    assert all(a > b for a, b in pairwise(lr[W:]))
     assert lr[-1] == pytest.approx(0.01, rel=1e-6)
 
 
@@ -42,7 +43,7 @@ def test_onecycle_is_a_cosine_after_the_peak() -> None:
 
 def test_exponential_has_a_constant_ratio_and_explicit_gamma() -> None:
     lr = curve("exponential", params=ScheduleParams(gamma=0.9))
-    ratios = [b / a for a, b in zip(lr[W:], lr[W + 1 :], strict=True)]
+    ratios = [b / a for a, b in pairwise(lr[W:])]
     assert ratios == pytest.approx([0.9] * len(ratios))
 
 
@@ -53,8 +54,8 @@ def test_cyclic_exponential_restarts_with_decaying_peaks() -> None:
     assert peaks == pytest.approx([0.5**c for c in range(len(starts))])
     for s in starts[1:]:
         assert lr[s] > lr[s - 1], "a new cycle restarts above the end of the previous one"
-    for a, b in zip(starts, starts[1:], strict=True):
-        assert all(x > y for x, y in zip(lr[a : b - 1], lr[a + 1 : b], strict=True)), "decays within a cycle"
+    for a, b in pairwise(starts):
+        assert all(x > y for x, y in pairwise(lr[a:b])), "decays within a cycle"
 
 
 def test_constant_after_warmup() -> None:

@@ -42,3 +42,16 @@ def test_auroc_orientation_and_tables() -> None:
     assert table["tp"] == {"all": pytest.approx(1.0), "german": pytest.approx(1.0), "modern": pytest.approx(1.0)}
     corr = correlation_table({"d_var": torch.tensor([3.0, 2.0, 1.0])}, torch.tensor([10.0, 20.0, 30.0]), {"d_var": -1})
     assert corr["d_var"]["pearson"] == pytest.approx(-1.0) and corr["d_var"]["expected_sign"] == -1
+
+
+def test_ood_table_per_kind_on_constructed_scores() -> None:
+    # a measure that tells only the german probes apart, and one unrelated to the labels
+    kinds = ["in_domain"] * 1000 + ["german"] * 500 + ["modern"] * 500
+    labels = torch.tensor([int(k != "in_domain") for k in kinds])
+    noise = torch.rand(2000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    german_only = noise + torch.tensor([2.0 * (k == "german") for k in kinds], dtype=torch.float64)
+    table = ood_table({"german_only": german_only, "random": noise}, labels, kinds, {"german_only": -1, "random": -1})
+    assert table["german_only"]["german"] == pytest.approx(1.0)
+    assert table["german_only"]["modern"] == pytest.approx(0.5, abs=0.05)
+    assert table["german_only"]["all"] == pytest.approx(0.75, abs=0.05)  # half the probes separated, half at chance
+    assert all(v == pytest.approx(0.5, abs=0.05) for v in table["random"].values())

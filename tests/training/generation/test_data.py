@@ -107,7 +107,8 @@ def test_real_austen_novels() -> None:
     assert list(corpus.documents) == list(AUSTEN_TITLES.values())
     assert 3_900_000 < corpus.chars() < 4_100_000 and corpus.source["sha256"] == corpus.source["sha256"].lower()
     pride = corpus.documents["Pride and Prejudice"]
-    assert pride.startswith("PRIDE AND PREJUDICE") and "It is a truth universally acknowledged, that a single man" in pride
+    assert pride.startswith("PRIDE AND PREJUDICE")
+    assert "It is a truth universally acknowledged, that a single man" in pride
     assert all("_" not in text and "\n\n\n" not in text for text in corpus.documents.values())
     split = split_documents(corpus.documents, 0.05, 0.05, seed=0)
     assert split.chars()["test"] == pytest.approx(0.05 * corpus.chars(), rel=0.05)

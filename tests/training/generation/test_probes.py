@@ -31,7 +31,8 @@ def test_probe_set_is_aligned_labelled_and_disjoint() -> None:
     assert probes.counts() == {"in_domain": 20, "bible": 20, "news": 20, "shuffled": 20}
     assert len(probes.texts) == len(probes.labels) == len(probes.kinds) == 80
     assert all(label == int(kind != "in_domain") for label, kind in zip(probes.labels, probes.kinds, strict=True))
-    by_kind = {k: [t for t, kk in zip(probes.texts, probes.kinds, strict=True) if kk == k] for k in ("in_domain", *PROBE_KINDS)}
+    by_kind = {k: [t for t, kk in zip(probes.texts, probes.kinds, strict=True) if kk == k]
+               for k in ("in_domain", *PROBE_KINDS)}
     assert set(by_kind["in_domain"]) <= set(AUSTEN_LIKE) and set(by_kind["bible"]) <= set(VERSES)
     assert set(by_kind["news"]) <= set(NEWS_SENTENCES) and "Jesus wept." not in by_kind["bible"]
     originals = {tuple(sorted(s.split())): s for s in AUSTEN_LIKE}
@@ -41,8 +42,9 @@ def test_probe_set_is_aligned_labelled_and_disjoint() -> None:
 
 
 def test_probe_set_is_deterministic_and_capped_by_pools() -> None:
-    assert build_prose_probe_set(AUSTEN_LIKE, VERSES, 10, seed=1) == build_prose_probe_set(AUSTEN_LIKE, VERSES, 10, seed=1)
-    assert build_prose_probe_set(AUSTEN_LIKE, VERSES, 10, seed=1) != build_prose_probe_set(AUSTEN_LIKE, VERSES, 10, seed=2)
+    first = build_prose_probe_set(AUSTEN_LIKE, VERSES, 10, seed=1)
+    assert first == build_prose_probe_set(AUSTEN_LIKE, VERSES, 10, seed=1)
+    assert first != build_prose_probe_set(AUSTEN_LIKE, VERSES, 10, seed=2)
     small = build_prose_probe_set(AUSTEN_LIKE[:6], VERSES[:4], per_kind=50, seed=0)
     assert small.counts() == {"in_domain": 3, "bible": 4, "news": len(NEWS_SENTENCES), "shuffled": 3}
 

