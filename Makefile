@@ -11,7 +11,7 @@ ARTIFACTS ?= artifacts
 CACHE ?= .cache
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all install train serve bench soak security audit lint clean
+.PHONY: run test test-all install train serve bench soak security audit lint screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -62,6 +62,10 @@ security: $(STAMP)
 ## --strict fails when a package cannot be audited, so an offline run fails instead of reporting "no known vulnerabilities".
 audit: $(STAMP)
 	$(BIN)/python -m pip_audit --strict --progress-spinner off
+
+## Refresh docs/playground.png (the README's picture) from the browser test (needs chromium + chromium-driver).
+screenshots: $(STAMP)
+	SAVE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

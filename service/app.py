@@ -23,8 +23,12 @@ from service.controllers import (
     PredictController,
     StreamController,
 )
+from service.controllers.openai import OpenAIController
+from service.controllers.playground import playground_routes
+from service.controllers.reports import ReportsController
 from service.errors import EXCEPTION_HANDLERS
 from service.http_metrics import http_metrics_config
+from service.openai_errors import with_openai_errors
 from service.request_body import JSONSafeRequest
 from service.runtime import Runtime
 from service.settings import Settings
@@ -45,12 +49,18 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Litestar:
     async def stop_runtime() -> None:
         await runtime.close()
 
+    routes: list[object] = [PredictController, StreamController, HealthController, ModelsController,
+                            MetricsController, ReportsController, OpenAIController]
+    if settings.playground:
+        routes += playground_routes()
+
     return Litestar(
-        route_handlers=[PredictController, StreamController, HealthController, ModelsController, MetricsController],
+        route_handlers=routes,  # type: ignore[arg-type]
         state=State({"settings": settings, "runtime": runtime, "metrics_registry": registry}),
         on_startup=[start_runtime],
         on_shutdown=[stop_runtime],
-        exception_handlers=EXCEPTION_HANDLERS,
+        # One set of handlers; on /v1/ paths they answer in OpenAI's error shape (service/openai_errors.py).
+        exception_handlers=with_openai_errors(EXCEPTION_HANDLERS),
         middleware=[http_metrics_config(registry).middleware],
         request_max_body_size=settings.max_payload_bytes,
         request_class=JSONSafeRequest,

@@ -135,6 +135,13 @@ class Settings(BaseSettings):
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(default="info")
 
+    # --- playground and OpenAI-compatible API ----------------------------------------------------------
+    playground: bool = Field(default=True, description="Serve the playground page at / (static files of the "
+                             "package, nothing fetched from elsewhere); its API calls need the API key as usual.")
+    max_top_logprobs: int | None = Field(
+        default=None, ge=1, description="Largest `top_logprobs` (chat) / `logprobs` (completions) a /v1 request "
+        "may ask for; None = the vocabulary size (OpenAI's own cap of 20 does not apply here).")
+
     @field_validator("tasks", "cors_allow_origins", mode="before")
     @classmethod
     def _list_from_text(cls, value: Any) -> Any:

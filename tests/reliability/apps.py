@@ -35,6 +35,16 @@ def real_app_client(artifacts: Path, **overrides: Any) -> Iterator[TestClient[An
         yield client
 
 
+def assert_openai_error_contract(status: int, body: Any) -> None:
+    """The `/v1/*` paths: no 5xx; every error answer has OpenAI's error shape with a non-empty message."""
+    assert status < 500, (status, body)
+    if status >= 400:
+        assert isinstance(body, dict) and set(body) == {"error"}, (status, body)
+        error = body["error"]
+        assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}, body
+        assert isinstance(error["message"], str) and error["message"] and isinstance(error["type"], str), body
+
+
 def assert_answer_contract(status: int, body: Any) -> None:
     """No 5xx; every error answer has exactly the error body with non-empty strings."""
     assert status < 500, (status, body)
