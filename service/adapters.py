@@ -58,7 +58,9 @@ class SequenceAdapter:
         self.streams = streams
 
     def to_response(self, prediction: Any) -> BaseModel:
-        return self.response.model_validate(dataclasses.asdict(prediction))
+        fields = dataclasses.asdict(prediction)
+        fields.pop("output_ids", None)  # token ids are for evaluations (training/), not part of the API
+        return self.response.model_validate(fields)
 
     def observe(self, metrics: ServiceMetrics, task: str, prediction: Any) -> None:
         metrics.observe_generated(task, prediction.output_tokens)

@@ -33,7 +33,9 @@ class PredictRequest(BaseModel):
     mc_samples: int | None = Field(
         default=None, ge=0,
         description="Monte-Carlo dropout samples T (count of stochastic forward passes). 0 = deterministic, "
-        "no uncertainty; absent = the server's default for the model; above the server's cap = 422.",
+        "no uncertainty; 1 is served as 0 in every task (one sample cannot disagree with itself, so its "
+        "uncertainty would read as perfect agreement): `uncertainty` null, `abstain` false; absent = the "
+        "server's default for the model; above the server's cap = 422.",
     )
     seed: int | None = Field(
         default=None, ge=0, le=SEED_MAX,
@@ -72,18 +74,19 @@ class SentimentPredictionOut(BaseModel):
     label: str = Field(description="Predicted label: argmax of the mean (calibrated) probabilities.")
     confidence: float = Field(description="Probability of `label`, 0..1.")
     probabilities: dict[str, float] = Field(description="Mean calibrated probability per label, 0..1, sums to 1.")
-    uncertainty: ClassificationUncertainty | None = Field(description="MC uncertainty; null when mc_samples = 0.")
+    uncertainty: ClassificationUncertainty | None = Field(description="MC uncertainty; null when mc_samples < 2.")
     abstain: bool = Field(
         description="True when the calibrated uncertainty passes the model's abstain threshold (chosen on "
-        "validation for a target risk): treat the label as unreliable. Always false when mc_samples = 0.")
+        "validation for a target risk): treat the label as unreliable. Always false when mc_samples < 2.")
     input_tokens: int = Field(description="Tokens the model read for this item (count).")
     truncated: bool = Field(description="True when the text was cut to the model's token limit.")
 
 
 class SequenceUncertaintyOut(BaseModel):
     """MC-dropout uncertainty of one output sequence: the deterministic output scored under T dropout masks
-    in one teacher-forced pass (Fomicheva et al. 2020). Log-probabilities are sums over the output's tokens
-    (`</s>` included when generated), in nats."""
+    in one teacher-forced pass (Fomicheva et al. 2020). Log-probabilities are sums over the output's n tokens
+    (`</s>` included when generated), in nats; a sum grows with n, so each also comes per token (`*_per_token`),
+    which compares outputs of different lengths."""
 
     sequence_log_prob: float = Field(description="TP: log-probability of the output under the deterministic "
                                      "model, nats (≤ 0; closer to 0 = more confident).")
@@ -91,6 +94,13 @@ class SequenceUncertaintyOut(BaseModel):
                                     "log-probability, nats (≤ 0).")
     mc_log_prob_var: float = Field(description="D-Var: variance over the T samples of the output's "
                                    "log-probability, nats² (≥ 0; higher = less certain).")
+    sequence_log_prob_per_token: float = Field(description="TP / n: mean log-probability per output token under "
+                                               "the deterministic model, nats per token (≤ 0).")
+    mc_log_prob_mean_per_token: float = Field(description="D-TP / n: mean over the T samples of the output's mean "
+                                              "log-probability per token, nats per token (≤ 0).")
+    mc_log_prob_var_per_token: float = Field(description="Variance over the T samples of the output's mean "
+                                             "log-probability per token (= D-Var / n²), (nats per token)² (≥ 0; "
+                                             "higher = less certain).")
     mean_token_entropy: float = Field(description="Mean over output tokens of the predictive entropy of the MC "
                                       "mean next-token distribution, nats.")
     mean_token_mutual_information: float = Field(description="Mean over output tokens of the mutual information "
@@ -106,17 +116,17 @@ class TokenOut(BaseModel):
 
     token: str = Field(description="The token's text (a subword; `</s>` for the end of sequence).")
     probability: float = Field(description="Mean over the T samples of the token's probability, 0..1 "
-                               "(deterministic probability when mc_samples = 0).")
+                               "(deterministic probability when mc_samples < 2).")
     entropy: float = Field(description="Predictive entropy of the MC mean next-token distribution, nats.")
     mutual_information: float | None = Field(description="Token mutual information (epistemic), nats, ≥ 0; "
-                                             "null when mc_samples = 0.")
+                                             "null when mc_samples < 2.")
 
 
 class TranslationPredictionOut(BaseModel):
     """One translation."""
 
     translation: str = Field(description="The translation (greedy or beam decode without dropout).")
-    uncertainty: SequenceUncertaintyOut | None = Field(description="Sequence uncertainty; null when mc_samples = 0.")
+    uncertainty: SequenceUncertaintyOut | None = Field(description="Sequence uncertainty; null when mc_samples < 2.")
     tokens: list[TokenOut] | None = Field(
         default=None, description="Per-token scores, one per output token (`len == output_tokens`); only "
         "with `parameters.return_tokens: true`.")
@@ -125,7 +135,8 @@ class TranslationPredictionOut(BaseModel):
     input_tokens: int = Field(description="Tokens the model read for this item (count, `</s>` included).")
     output_tokens: int = Field(description="Tokens generated (count, `</s>` included when generated).")
     abstain: bool = Field(default=False, description="True when the calibrated uncertainty passes the model's "
-                          "abstain threshold. Always false when mc_samples = 0 or no threshold was fitted.")
+                          "abstain threshold (fitted on validation for a quality target, see the model's "
+                          "`calibration`). Always false when mc_samples < 2 or no threshold was fitted.")
 
 
 class GenerationPredictionOut(BaseModel):
@@ -134,7 +145,7 @@ class GenerationPredictionOut(BaseModel):
     text: str = Field(description="The generated continuation (the prompt not repeated; cut before a stop "
                       "string). Sampled with the request's temperature/top-k/top-p, dropout off.")
     uncertainty: SequenceUncertaintyOut | None = Field(description="Sequence uncertainty of the generated tokens "
-                                                       "scored under T dropout masks; null when mc_samples = 0.")
+                                                       "scored under T dropout masks; null when mc_samples < 2.")
     tokens: list[TokenOut] | None = Field(
         default=None, description="Per-token scores, one per generated token (`len == output_tokens`, the "
         "end-of-sequence token included when generated); only with `parameters.return_tokens: true`.")
@@ -144,7 +155,8 @@ class GenerationPredictionOut(BaseModel):
     input_tokens: int = Field(description="Prompt tokens (count).")
     output_tokens: int = Field(description="Tokens generated (count).")
     abstain: bool = Field(default=False, description="True when the calibrated uncertainty passes the model's "
-                          "abstain threshold. Always false when mc_samples = 0 or no threshold was fitted.")
+                          "abstain threshold (fitted on validation for a quality target, see the model's "
+                          "`calibration`). Always false when mc_samples < 2 or no threshold was fitted.")
 
 
 # One prediction type per task.

@@ -10,7 +10,7 @@ models/core/predictor.py's.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
@@ -22,7 +22,7 @@ from models.core.calibration import Calibration
 from models.core.device import place_model
 from models.core.dropout import DEFAULT_MC_SITES, SITES, validate_sites
 from models.core.loading import load_verified
-from models.core.predictor import MCRequest, PredictorOptions, PreparedItem
+from models.core.predictor import MCRequest, PredictorOptions, PreparedItem, served_samples
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
@@ -132,6 +132,8 @@ class BasePredictor:
     def predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
         if len(items) != len(requests):
             raise ValueError(f"{len(items)} items but {len(requests)} MC requests")
+        # T = 1 runs as T = 0 in every task (models/core/predictor.py); the seed still fixes sampling.
+        requests = [r if served_samples(r.mc_samples) == r.mc_samples else replace(r, mc_samples=0) for r in requests]
         return self._predict(items, requests) if items else []
 
     def warmup(self) -> None:

@@ -10,6 +10,8 @@ Contract for `predict`:
 - returns one prediction per item, in order; raises on a failure of the whole batch (the service
   fails that batch's requests only).
 - T = 0 is deterministic: no dropout, no uncertainty (`uncertainty is None`), same output every call.
+- T = 1 is served as T = 0 (`served_samples`): one dropout sample cannot disagree with itself, so its
+  "uncertainty" would read as perfect agreement (MI 0, D-Var 0); every task returns `uncertainty: None`.
 - the same (text, T, seed) gives the same prediction whatever else shares the batch (up to float
   rounding of different padding), because dropout masks are drawn per item from its own seed.
 """
@@ -20,9 +22,16 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+MIN_MC_SAMPLES = 2  # the fewest dropout samples whose disagreement measures anything
+
 
 class InputError(ValueError):
     """A request that parses but breaks a limit (empty, too long, bad parameter): HTTP 422."""
+
+
+def served_samples(mc_samples: int) -> int:
+    """T as a predictor runs it: T < MIN_MC_SAMPLES (0 or 1) is deterministic (module docstring)."""
+    return mc_samples if mc_samples >= MIN_MC_SAMPLES else 0
 
 
 @dataclass(frozen=True)
@@ -94,11 +103,15 @@ class SentimentPrediction:
 @dataclass(frozen=True)
 class SequenceUncertainty:
     """MC-dropout uncertainty of one output sequence scored under T masks (models/core/sequence_uncertainty.py).
-    Log-probabilities are sums over the output's tokens in nats; `sampling_chrf` only in "sampling" mode."""
+    Log-probabilities are sums over the output's tokens in nats, `*_per_token` the same divided by the
+    output's length (the variance by its square); `sampling_chrf` only in "sampling" mode."""
 
     sequence_log_prob: float
     mc_log_prob_mean: float
     mc_log_prob_var: float
+    sequence_log_prob_per_token: float
+    mc_log_prob_mean_per_token: float
+    mc_log_prob_var_per_token: float
     mean_token_entropy: float
     mean_token_mutual_information: float
     max_token_mutual_information: float
@@ -106,8 +119,25 @@ class SequenceUncertainty:
 
 
 @dataclass(frozen=True)
+class ScoredOutput:
+    """A fixed output (e.g. a reference) scored teacher-forced through a sequence predictor's serving pass
+    (`score`): per output token [n], from the deterministic distribution after τ, the output token's
+    log-probability, the argmax token, its log-probability and the entropy (nats); under T > 0 masks the
+    calibrated log-distributions `mc_log_probs` [T, n, V] (on the model's device), the sequence uncertainty and
+    the abstain decision; None / False at T = 0."""
+
+    det_log_probs: list[float]
+    det_top: list[int]
+    det_top_log_probs: list[float]
+    det_entropies: list[float]
+    mc_log_probs: Any = None  # torch.Tensor; typed Any so this module needs no torch
+    uncertainty: SequenceUncertainty | None = None
+    abstain: bool = False
+
+
+@dataclass(frozen=True)
 class TokenScore:
-    """One output token: its text, MC mean probability, predictive entropy (nats) and MI (nats, None at T=0)."""
+    """One output token: its text, MC mean probability, predictive entropy (nats) and MI (nats, None when T < 2)."""
 
     token: str
     probability: float
@@ -126,6 +156,7 @@ class TranslationPrediction:
     input_tokens: int
     output_tokens: int
     abstain: bool = False
+    output_ids: tuple[int, ...] = field(default=(), repr=False)  # for evaluations; not served
 
 
 @dataclass(frozen=True)
@@ -143,6 +174,7 @@ class GenerationPrediction:
     first_token_seconds: float | None = field(compare=False)
     decode_seconds: float = field(compare=False)
     abstain: bool = False
+    output_ids: tuple[int, ...] = field(default=(), repr=False)  # for evaluations; not served
 
 
 @runtime_checkable

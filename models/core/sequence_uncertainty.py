@@ -15,6 +15,9 @@ Sequence measures:
 - TP   `sequence_log_prob`: Σ_j log p(y_j) of the deterministic pass (sum over tokens, nats, ≤ 0)
 - D-TP `mc_log_prob_mean`:  mean over t of Σ_j log p_t(y_j)
 - D-Var `mc_log_prob_var`:  population variance over t of Σ_j log p_t(y_j) (0 for T = 1), nats²
+- per token (a sum grows with the output's length, so long outputs look uncertain by length alone):
+  `sequence_log_prob_per_token` TP / n, `mc_log_prob_mean_per_token` D-TP / n (nats per token) and
+  `mc_log_prob_var_per_token`, the variance over t of the mean (1/n) Σ_j log p_t(y_j) (= D-Var / n², nats²)
 - `mean_token_entropy`, `mean_token_mutual_information`, `max_token_mutual_information`.
 MI is computed as the mean KL divergence of each sample from the mean, E_t KL(p_t ‖ p̄), not as the
 difference of two similar entropies: the KL terms are each small and non-negative, so float32 (kept on the
@@ -75,12 +78,18 @@ def token_measures(mc_log_probs: torch.Tensor, targets: torch.Tensor) -> TokenMe
 
 
 def sequence_measures(det_token_log_probs: torch.Tensor, tokens: TokenMeasures) -> dict[str, float]:
-    """TP, D-TP, D-Var and the token summaries (module docstring) as plain floats."""
+    """TP, D-TP, D-Var, their per-token forms and the token summaries (module docstring) as plain floats."""
     sample_totals = tokens.sample_log_probs.sum(dim=-1)  # [T]
+    n = max(1, tokens.sample_log_probs.shape[-1])
+    variance = float(sample_totals.var(unbiased=False)) if sample_totals.numel() > 1 else 0.0
+    tp = float(det_token_log_probs.to(torch.float64).sum())
     return {
-        "sequence_log_prob": float(det_token_log_probs.to(torch.float64).sum()),
+        "sequence_log_prob": tp,
         "mc_log_prob_mean": float(sample_totals.mean()),
-        "mc_log_prob_var": float(sample_totals.var(unbiased=False)) if sample_totals.numel() > 1 else 0.0,
+        "mc_log_prob_var": variance,
+        "sequence_log_prob_per_token": tp / n,
+        "mc_log_prob_mean_per_token": float(sample_totals.mean()) / n,
+        "mc_log_prob_var_per_token": variance / (n * n),
         "mean_token_entropy": float(tokens.predictive_entropy.mean()),
         "mean_token_mutual_information": float(tokens.mutual_information.mean()),
         "max_token_mutual_information": float(tokens.mutual_information.max()),

@@ -9,7 +9,8 @@ input of one decoder layer at every position (models/generation/mc.capture_layer
 starts from there instead of recomputing the lower layers.
 
 `use_cache=False` recomputes the whole prefix at every step: the reference the cached path is tested
-against, and the "without cache" side of the benchmark.
+against, and the "without cache" side of the benchmark. `teacher_force` gives the same result for outputs
+fixed in advance (a reference continuation) in one forward, so they are scored like a decode.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ TextSink = Callable[[str], None]
 class DecodedRow:
     """One decoded request. `tokens` are the generated ids (the end-of-sequence token included when the
     model produced it); `text` is their decoded text, cut before a stop string; `log_probs`/`entropies`
-    [n] come from the deterministic distribution of each step."""
+    [n] come from the deterministic distribution of each step, `top_tokens`/`top_log_probs` [n] are its
+    argmax (the greedy choice, whatever was sampled) and that token's log-probability."""
 
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: str = "length"
     log_probs: list[float] = field(default_factory=list)
     entropies: list[float] = field(default_factory=list)
+    top_tokens: list[int] = field(default_factory=list)
+    top_log_probs: list[float] = field(default_factory=list)
     first_token_seconds: float | None = None
     seconds: float = 0.0
     streamed: int = 0  # characters of `text` already handed to the sink
@@ -97,6 +101,7 @@ def decode_batch(
         while True:
             log_dist = torch.log_softmax(logits.float() / temperature, dim=-1)
             entropy = -(log_dist.exp() * log_dist).nan_to_num(nan=0.0).sum(dim=-1)
+            top_lp, top = (v.tolist() for v in log_dist.max(dim=-1))
             step = torch.full((len(prompts),), pad_id, dtype=torch.long)
             for b, row in enumerate(rows):
                 if not active[b]:
@@ -107,6 +112,8 @@ def decode_batch(
                 row.tokens.append(token)
                 row.log_probs.append(float(log_dist[b, token]))
                 row.entropies.append(float(entropy[b]))
+                row.top_tokens.append(top[b])
+                row.top_log_probs.append(top_lp[b])
                 if row.first_token_seconds is None:
                     row.first_token_seconds = time.perf_counter() - started
                 active[b] = _advance(row, tokenizer, stops[b], params[b], eos_ids, sinks[b])
@@ -127,6 +134,43 @@ def decode_batch(
     if capture_layer is not None:
         hidden = torch.cat(chunks, dim=1) if use_cache else chunks[-1]
     return DecodeResult(rows=rows, ids=ids, mask=mask, prompt_width=prompt_width, hidden=hidden)
+
+
+def teacher_force(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    outputs: Sequence[Sequence[int]],
+    *,
+    eos_ids: frozenset[int],
+    pad_id: int,
+    temperature: float = 1.0,
+    capture_layer: int | None = None,
+) -> DecodeResult:
+    """`decode_batch`'s result for `outputs` fixed in advance (each non-empty), from ONE forward over the
+    left-padded prompts followed by the right-padded outputs but their last tokens: the same layout, so the
+    MC pass scores it unchanged. Rows carry tokens, log-probabilities, entropies and argmaxes (no text).
+    Call under torch.inference_mode() with model.eval()."""
+    if model.training:
+        raise RuntimeError("teacher_force expects model.eval()")
+    device = next(model.parameters()).device
+    ids, mask = pad_ids(prompts, pad_id, device, left=True)
+    width = ids.shape[1]
+    tail, tail_mask = pad_ids([list(out)[:-1] or [pad_id] for out in outputs], pad_id, device)
+    tail_mask = tail_mask * torch.tensor([len(out) > 1 for out in outputs], device=device)[:, None]
+    ids, mask = torch.cat([ids, tail], dim=1), torch.cat([mask, tail_mask.to(mask.dtype)], dim=1)
+    capture = capture_layer_input(model, capture_layer) if capture_layer is not None else nullcontext([])
+    with capture as chunks:
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_of(mask), use_cache=False).logits
+    rows = []
+    for b, out in enumerate(outputs):
+        log_dist = torch.log_softmax(logits[b, width - 1: width - 1 + len(out)].float() / temperature, dim=-1)
+        picked = log_dist.gather(-1, torch.tensor(list(out), device=device)[:, None]).squeeze(-1)
+        top_lp, top = log_dist.max(dim=-1)
+        rows.append(DecodedRow(tokens=list(out), finish_reason="eos" if out[-1] in eos_ids else "length",
+                               log_probs=picked.tolist(), top_tokens=top.tolist(), top_log_probs=top_lp.tolist(),
+                               entropies=(-(log_dist.exp() * log_dist).nan_to_num(nan=0.0).sum(-1)).tolist()))
+    hidden = chunks[0] if capture_layer is not None else None
+    return DecodeResult(rows=rows, ids=ids, mask=mask, prompt_width=width, hidden=hidden)
 
 
 def _advance(row: DecodedRow, tokenizer: PreTrainedTokenizerBase, stop: StopText, params: SamplingParams,

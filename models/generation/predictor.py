@@ -7,6 +7,8 @@ Per batch (every request decodes in the same batch, each with its own parameters
 2. items with T > 0: ONE teacher-forced pass of the top k layers over Σ T_i rows, each row under its own
    seeded residual-dropout masks (models/generation/mc.py), the output layer on the generated positions only,
    then token probability / entropy / MI and TP, D-TP, D-Var (models/core/sequence_uncertainty.py).
+`score` runs the same pass on continuations fixed in advance (one teacher-forced forward instead of the
+decode): the training evaluation's only scoring path, so its reports measure what the server returns.
 
 Manifest sections used: `preprocessing` {"max_input_tokens", "max_new_tokens" (cap),
 "default_max_new_tokens"}, `dropout` {"mc_sites", "mc_last_k"}, `calibration` {"temperature",
@@ -38,11 +40,13 @@ from models.core.predictor import (
     MCRequest,
     PredictorOptions,
     PreparedItem,
+    ScoredOutput,
     SequenceUncertainty,
     TokenScore,
+    served_samples,
 )
 from models.core.sequence_uncertainty import sequence_measures, token_measures
-from models.generation.decode import DecodeResult, decode_batch
+from models.generation.decode import DecodedRow, DecodeResult, decode_batch, teacher_force
 from models.generation.mc import SUPPORTED_SITES, project, top_layers
 from models.generation.model import LlamaDropoutRates, dropout_layers, restore_dropout
 from models.generation.sampling import SamplingParams
@@ -137,6 +141,27 @@ class GenerationPredictor(BasePredictor):
             log_probs = self._score(result, scored, requests) if scored else {}
         return [self._prediction(i, item, requests[i], result, log_probs.get(i)) for i, item in enumerate(items)]
 
+    def score(self, prompts: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]],
+              requests: Sequence[MCRequest]) -> list[ScoredOutput]:
+        """Score fixed, non-empty `outputs` (token ids) after `prompts` (ids as `prepare` makes them) through
+        the serving pass, under each request's T masks (T = 1 runs as 0)."""
+        requests = [MCRequest(served_samples(r.mc_samples), r.seed) for r in requests]
+        scored = [i for i, r in enumerate(requests) if r.mc_samples > 0]
+        with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
+            result = teacher_force(self.model, prompts, outputs, eos_ids=self.eos_ids, pad_id=self.pad_id,
+                                   temperature=self.calibration.temperature,
+                                   capture_layer=self.num_layers - self.last_k if scored else None)
+            log_probs = self._score(result, scored, requests) if scored else {}
+        out = []
+        for i, row in enumerate(result.rows):
+            summary, _ = self._measures(row, log_probs.get(i))
+            out.append(ScoredOutput(det_log_probs=row.log_probs, det_top=row.top_tokens,
+                                    det_top_log_probs=row.top_log_probs, det_entropies=row.entropies,
+                                    mc_log_probs=log_probs.get(i),
+                                    uncertainty=SequenceUncertainty(**summary) if summary else None,
+                                    abstain=self.calibration.abstains(summary) if summary else False))
+        return out
+
     def _score(self, result: DecodeResult, chosen: list[int], requests: Sequence[MCRequest]) -> dict[int, torch.Tensor]:
         """One pass of the top k layers for the T_i rows of every chosen item; returns per item the
         temperature-scaled log-distributions [T_i, n_i, V] at its generated positions.
@@ -164,29 +189,28 @@ class GenerationPredictor(BasePredictor):
         return {i: part.view(count, n, -1)
                 for i, part, count, n in zip(chosen, torch.split(flat, sizes), counts, lengths, strict=True)}
 
+    def _measures(self, row: DecodedRow, log_probs: torch.Tensor | None) -> tuple[dict[str, Any] | None, tuple]:
+        """(sequence measures, None without MC rows; per-token probability, entropy, MI lists) of one row."""
+        det = torch.tensor(row.log_probs, dtype=torch.float64)
+        if log_probs is None:
+            return None, (det.exp().tolist(), row.entropies, [None] * len(row.tokens))
+        measures = token_measures(log_probs, torch.tensor(row.tokens, device=log_probs.device))
+        return sequence_measures(det, measures), (measures.probability.tolist(), measures.predictive_entropy.tolist(),
+                                                  measures.mutual_information.tolist())
+
     def _prediction(self, i: int, item: PreparedItem, request: MCRequest, result: DecodeResult,
                     log_probs: torch.Tensor | None) -> GenerationPrediction:
         row = result.rows[i]
-        det = torch.tensor(row.log_probs, dtype=torch.float64)
-        uncertainty, abstain = None, False
-        probability, entropy, mutual = det.exp().tolist(), row.entropies, [None] * len(row.tokens)
-        if log_probs is not None:
-            targets = torch.tensor(row.tokens, device=log_probs.device)
-            measures = token_measures(log_probs, targets)
-            summary = sequence_measures(det, measures)
-            uncertainty = SequenceUncertainty(**summary)
-            abstain = self.calibration.abstains(summary)
-            probability = measures.probability.tolist()
-            entropy = measures.predictive_entropy.tolist()
-            mutual = measures.mutual_information.tolist()
+        summary, (probability, entropy, mutual) = self._measures(row, log_probs)
         tokens = None
         if item.parameters["return_tokens"]:
             tokens = [TokenScore(self.tokenizer.decode([t]), float(p), float(h), None if mi is None else float(mi))
                       for t, p, h, mi in zip(row.tokens, probability, entropy, mutual, strict=True)]
         return GenerationPrediction(
-            text=row.text, uncertainty=uncertainty, tokens=tokens, finish_reason=row.finish_reason,
-            input_tokens=item.n_tokens, output_tokens=len(row.tokens), first_token_seconds=row.first_token_seconds,
-            decode_seconds=row.seconds, abstain=abstain,
+            text=row.text, uncertainty=SequenceUncertainty(**summary) if summary else None, tokens=tokens,
+            finish_reason=row.finish_reason, input_tokens=item.n_tokens, output_tokens=len(row.tokens),
+            first_token_seconds=row.first_token_seconds, decode_seconds=row.seconds,
+            abstain=self.calibration.abstains(summary) if summary else False, output_ids=tuple(row.tokens),
         )
 
     def _warmup_parameters(self) -> dict[str, Any]:

@@ -1,9 +1,16 @@
 """Sentiment predictor: texts in, label + calibrated probabilities + MC-dropout uncertainty + abstain out.
 
 The artifact's manifest supplies the truncation policy (`preprocessing`), the MC defaults (`dropout`:
-live sites, last-k) and the calibration (`calibration`: temperature τ applied to every sample's logits
-before the softmax; abstain measure and threshold chosen on validation). `PredictorOptions` override
-the MC mode, device and dtype. See models/core/predictor.py for the batch contract.
+live sites, last-k) and the calibration (`calibration`, models/core/calibration.py: temperature τ applied to
+every sample's logits before the softmax; the confidence map chosen on validation; abstain measure and
+threshold chosen on validation). `PredictorOptions` override the MC mode, device and dtype. See
+models/core/predictor.py for the batch contract.
+
+What the map touches: `probabilities` and `confidence` are the mean of the τ-scaled samples passed through the
+confidence map (T = 0: the deterministic τ and map), which keeps the label. The uncertainty measures, and so
+the abstain rule (whose threshold training chose on the same quantities), are computed from the τ-scaled
+samples before the map: the map recalibrates one number, the top-label probability, and has no per-sample
+form that entropies or mutual information could be computed from.
 """
 
 from __future__ import annotations
@@ -95,19 +102,20 @@ class SentimentPredictor(BasePredictor):
 
     def _prediction(self, item: PreparedItem, request: MCRequest, logits: torch.Tensor) -> SentimentPrediction:
         probs = calibrated_probs(logits, self.calibration.temperature_for(request.mc_samples))  # [T or 1, C]
-        mean = probs.double().mean(dim=0)
-        top = int(mean.argmax())
+        scaled = probs.double().mean(dim=0)
+        top = int(scaled.argmax())
+        served = self.calibration.calibrated_mean(probs, request.mc_samples)  # same argmax (module docstring)
         uncertainty = None
         abstain = False
         if request.mc_samples > 0:
             measures = {name: float(value) for name, value in classification_uncertainty(probs).items()}
             uncertainty = ClassificationUncertainty(**measures)
-            measures["one_minus_confidence"] = 1.0 - float(mean[top])
+            measures["one_minus_confidence"] = 1.0 - float(scaled[top])
             abstain = self.calibration.abstains(measures)
         return SentimentPrediction(
             label=self.labels[top],
-            confidence=float(mean[top]),
-            probabilities={label: float(p) for label, p in zip(self.labels, mean, strict=True)},
+            confidence=float(served[top]),
+            probabilities={label: float(p) for label, p in zip(self.labels, served, strict=True)},
             uncertainty=uncertainty,
             abstain=abstain,
             input_tokens=item.n_tokens,

@@ -7,6 +7,9 @@ Per batch (items share decoding parameters, see `batch_key`):
    entropy and MI, TP, D-TP, D-Var (models/core/sequence_uncertainty.py);
 3. `"uncertainty_mode": "sampling"` also runs T stochastic greedy decodes (same masks machinery, seeded per
    row) and reports their mean pairwise chrF (`sampling_chrf`, D-Lex-Sim style; high = samples agree).
+`score` runs step 2 alone on given outputs (a reference, or a decode to re-score under other MC settings):
+the training evaluation's only scoring path, so its reports measure what the server returns.
+"Full" MC here is decoder-full: the encoder always runs once without dropout (`describe` says so).
 
 Manifest sections used: `preprocessing` {"max_input_tokens", "max_new_tokens" (cap), "default_max_new_tokens"},
 `dropout` {"mc_sites", "mc_last_k"}, `calibration` {"temperature", "abstain": {"measure", "threshold"}}.
@@ -35,9 +38,11 @@ from models.core.predictor import (
     MCRequest,
     PredictorOptions,
     PreparedItem,
+    ScoredOutput,
     SequenceUncertainty,
     TokenScore,
     TranslationPrediction,
+    served_samples,
 )
 from models.core.sequence_uncertainty import mean_pairwise_chrf, sequence_measures, token_log_probs, token_measures
 from models.translation.mc import (
@@ -129,13 +134,40 @@ class TranslationPredictor(BasePredictor):
             input_ids, mask = pad_ids([item.input_ids for item in items], self.pad_id, self.device)
             states = encode(self.model, input_ids, mask)
             outputs = self._decode(states, mask, max_new_tokens, num_beams)
-            scored = self._score(items, requests, states, mask, outputs)
+            wanted = [i for i, (item, r) in enumerate(zip(items, requests, strict=True))
+                      if r.mc_samples > 0 or item.parameters["return_tokens"]]
+            scored = self._score(requests, states, mask, outputs, wanted)
             samples = (self._sample(requests, states, mask, max_new_tokens)
                        if mode == "sampling" else [None] * len(items))
         return [
-            self._prediction(item, request, output, score, sampled, max_new_tokens)
+            self._prediction(item, request, output, score, sampled)
             for item, request, output, score, sampled in zip(items, requests, outputs, scored, samples, strict=True)
         ]
+
+    def score(self, sources: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]],
+              requests: Sequence[MCRequest]) -> list[ScoredOutput]:
+        """Score fixed `outputs` (token ids, `</s>` included where they end) of `sources` (ids as `prepare`
+        makes them) teacher-forced in the serving pass, under each request's T masks (T = 1 runs as 0)."""
+        requests = [MCRequest(served_samples(r.mc_samples), r.seed) for r in requests]
+        with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
+            input_ids, mask = pad_ids(sources, self.pad_id, self.device)
+            states = encode(self.model, input_ids, mask)
+            scored = self._score(requests, states, mask, [list(o) for o in outputs], list(range(len(sources))))
+        out = []
+        for request, score in zip(requests, scored, strict=True):
+            assert score is not None
+            log_probs, targets = score
+            summary, _ = self._measures(score, request.mc_samples)
+            det = log_probs[0]
+            top_lp, top = det.max(dim=-1)
+            out.append(ScoredOutput(
+                det_log_probs=token_log_probs(det, targets).tolist(), det_top=top.tolist(),
+                det_top_log_probs=top_lp.tolist(),
+                det_entropies=(-(det.exp() * det).nan_to_num(nan=0.0).sum(dim=-1, dtype=torch.float64)).tolist(),
+                mc_log_probs=log_probs[1:] if request.mc_samples else None,
+                uncertainty=SequenceUncertainty(**summary) if summary else None,
+                abstain=self.calibration.abstains(summary) if summary else False))
+        return out
 
     def _decode(self, states: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, num_beams: int) -> list[list[int]]:
         generated = self.model.generate(
@@ -161,17 +193,15 @@ class TranslationPredictor(BasePredictor):
 
     def _score(
         self,
-        items: Sequence[PreparedItem],
         requests: Sequence[MCRequest],
         states: torch.Tensor,
         mask: torch.Tensor,
         outputs: list[list[int]],
+        chosen: list[int],
     ) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
-        """One teacher-forced forward: per scored item a deterministic row and T seeded rows.
-        Returns per item (log-probs [1 + T, n, V], targets [n]) or None when nothing was asked."""
-        chosen = [i for i, (item, r) in enumerate(zip(items, requests, strict=True))
-                  if r.mc_samples > 0 or item.parameters["return_tokens"]]
-        result: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(items)
+        """One teacher-forced forward: per chosen item a deterministic row and T seeded rows.
+        Returns per item (log-probs [1 + T, n, V], targets [n]), None for items not chosen."""
+        result: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(requests)
         if not chosen:
             return result
         seeds: list[int | None] = []
@@ -216,48 +246,39 @@ class TranslationPredictor(BasePredictor):
             result[i] = [self.tokenizer.decode(row, skip_special_tokens=True) for row in rows]
         return result
 
-    def _prediction(
-        self,
-        item: PreparedItem,
-        request: MCRequest,
-        output: list[int],
-        score: tuple[torch.Tensor, torch.Tensor] | None,
-        sampled: list[str] | None,
-        max_new_tokens: int,
-    ) -> TranslationPrediction:
-        uncertainty = None
-        tokens = None
-        abstain = False
+    def _measures(self, score: tuple[torch.Tensor, torch.Tensor], mc_samples: int,
+                  sampled: list[str] | None = None) -> tuple[dict[str, Any] | None, tuple[list, list, list]]:
+        """(sequence measures, None at T = 0; per-token probability, entropy, MI lists) of one scored output."""
+        log_probs, targets = score
+        det = log_probs[0]
+        if mc_samples == 0:
+            probability = token_log_probs(det, targets).exp()
+            entropy = -(det.exp() * det).nan_to_num(nan=0.0).sum(dim=-1, dtype=torch.float64)
+            return None, (probability.tolist(), entropy.tolist(), [None] * len(targets))
+        measures = token_measures(log_probs[1:], targets)
+        summary: dict[str, Any] = sequence_measures(token_log_probs(det, targets), measures)
+        summary["sampling_chrf"] = mean_pairwise_chrf(sampled) if sampled is not None else None
+        return summary, (measures.probability.tolist(), measures.predictive_entropy.tolist(),
+                         measures.mutual_information.tolist())
+
+    def _prediction(self, item: PreparedItem, request: MCRequest, output: list[int],
+                    score: tuple[torch.Tensor, torch.Tensor] | None,
+                    sampled: list[str] | None) -> TranslationPrediction:
+        summary, tokens = None, None
         if score is not None:
-            log_probs, targets = score
-            det = log_probs[0]
-            if request.mc_samples > 0:
-                measures = token_measures(log_probs[1:], targets)
-                summary = sequence_measures(token_log_probs(det, targets), measures)
-                summary["sampling_chrf"] = mean_pairwise_chrf(sampled) if sampled is not None else None
-                uncertainty = SequenceUncertainty(**summary)
-                abstain = self.calibration.abstains(summary)
-                probability, entropy, mutual = (measures.probability, measures.predictive_entropy,
-                                                measures.mutual_information.tolist())
-            else:
-                probability = token_log_probs(det, targets).exp().cpu()
-                entropy = -(det.exp() * det).nan_to_num(nan=0.0).sum(dim=-1, dtype=torch.float64).cpu()
-                mutual = [None] * len(output)
+            summary, (probability, entropy, mutual) = self._measures(score, request.mc_samples, sampled)
             if item.parameters["return_tokens"]:
-                tokens = [
-                    TokenScore(self.tokenizer.decode([token]), float(p), float(h), None if mi is None else float(mi))
-                    for token, p, h, mi in zip(output, probability.tolist(), entropy.tolist(), mutual, strict=True)
-                ]
-        ended = output[-1] == self.eos_id
-        text = self.tokenizer.decode(output, skip_special_tokens=True)
+                tokens = [TokenScore(self.tokenizer.decode([t]), float(p), float(h), None if mi is None else float(mi))
+                          for t, p, h, mi in zip(output, probability, entropy, mutual, strict=True)]
         return TranslationPrediction(
-            translation=text,
-            uncertainty=uncertainty,
+            translation=self.tokenizer.decode(output, skip_special_tokens=True),
+            uncertainty=SequenceUncertainty(**summary) if summary else None,
             tokens=tokens,
-            finish_reason="eos" if ended else "length",
+            finish_reason="eos" if output[-1] == self.eos_id else "length",
             input_tokens=item.n_tokens,
             output_tokens=len(output),
-            abstain=abstain,
+            abstain=self.calibration.abstains(summary) if summary else False,
+            output_ids=tuple(output),
         )
 
     def _warmup_parameters(self) -> dict[str, Any]:
@@ -269,5 +290,8 @@ class TranslationPredictor(BasePredictor):
             "vocab_size": len(self.tokenizer),
             "decoding": {"max_new_tokens_cap": self.max_new_tokens_cap, "default_max_new_tokens":
                          self.default_max_new_tokens, "max_num_beams": MAX_BEAMS, "uncertainty_modes": list(MODES)},
-            "mc": {"scope": "decoder (encoder runs once, deterministic)"},
+            # "full" would claim the encoder too: it always runs once without dropout.
+            "mc": {"scope": "decoder (encoder runs once, deterministic)",
+                   "mode": "decoder-full" if self.last_k >= self.num_layers
+                   else f"last-{min(self.last_k, self.num_layers)}-decoder-layers"},
         }

@@ -24,7 +24,8 @@ from tests.service.live import LiveServer, live_server
 
 KEY = "test-key"
 PROMPT = "It is a truth universally"
-SEQUENCE_MEASURES = {"sequence_log_prob", "mc_log_prob_mean", "mc_log_prob_var", "mean_token_entropy",
+SEQUENCE_MEASURES = {"sequence_log_prob", "mc_log_prob_mean", "mc_log_prob_var", "sequence_log_prob_per_token",
+                     "mc_log_prob_mean_per_token", "mc_log_prob_var_per_token", "mean_token_entropy",
                      "mean_token_mutual_information", "max_token_mutual_information", "sampling_chrf"}
 
 

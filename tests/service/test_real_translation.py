@@ -15,7 +15,8 @@ from tests.service.conftest import parse_metrics, real_client, sample
 pytestmark = pytest.mark.anyio
 
 TEXTS = ["The king saw the bread.", "The woman ate the fish with the child.", "Love is patient."]
-UNCERTAINTY = {"sequence_log_prob", "mc_log_prob_mean", "mc_log_prob_var", "mean_token_entropy",
+UNCERTAINTY = {"sequence_log_prob", "mc_log_prob_mean", "mc_log_prob_var", "sequence_log_prob_per_token",
+               "mc_log_prob_mean_per_token", "mc_log_prob_var_per_token", "mean_token_entropy",
                "mean_token_mutual_information", "max_token_mutual_information", "sampling_chrf"}
 
 
@@ -67,6 +68,11 @@ async def test_deterministic_and_sampling_modes(client: httpx.AsyncClient) -> No
     plain = (await client.post("/predict", json={"task": "translation", "text": TEXTS[0], "mc_samples": 0})).json()
     p = plain["predictions"][0]
     assert p["uncertainty"] is None and p["tokens"] is None and p["abstain"] is False
+    assert "output_ids" not in p  # the evaluations' token ids stay out of the API
+    # One sample cannot disagree with itself: T = 1 is served as T = 0, never as "perfect agreement".
+    one = (await client.post("/predict", json={"task": "translation", "text": TEXTS[0], "mc_samples": 1})).json()
+    assert one["mc_samples"] == 1 and one["predictions"][0]["uncertainty"] is None
+    assert one["predictions"][0]["abstain"] is False and one["predictions"][0]["translation"] == p["translation"]
     sampled = (await client.post("/predict", json={"task": "translation", "text": TEXTS[0], "mc_samples": 3,
                                                    "parameters": {"uncertainty_mode": "sampling",
                                                                   "max_new_tokens": 5}})).json()

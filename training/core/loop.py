@@ -10,8 +10,11 @@ Contract of `Trainer(model, loss_fn, train_batches, evaluate, config, metric=...
   that selects the best weights and drives early stopping.
 - `fit()` returns a `TrainHistory`; on return the model holds the best weights seen by `evaluate` (the
   last weights when there was no evaluation). It stops at the end of the epochs, at `max_steps`, when
-  `patience` evaluations bring no gain, or when the time budget `max_train_seconds` (training and its
-  evaluations, summed over resumed runs) would be exceeded.
+  `patience` evaluations bring no gain, or, only when one is given, when the time budget
+  `max_train_seconds` (training and its evaluations, summed over resumed runs) would be exceeded. Without
+  a budget the plan (steps, LR horizon) does not depend on the clock.
+- After its first ESTIMATE_AFTER steps it logs how long the rest will take on this machine
+  (training.core.budget.estimate_left); the progress bar and the periodic log lines carry the same estimate.
 - With a checkpoint directory, a checkpoint is written after every evaluation: model weights as
   safetensors, optimizer/scheduler/progress as a torch file read back with `weights_only=True`; best weights
   live in `<dir>/best/`. `config.resume` continues from `<dir>/last/` (ValueError if absent or written
@@ -41,16 +44,18 @@ from tqdm.auto import tqdm
 
 from training.core import distributed
 from training.core.batching import shard_batches
-from training.core.budget import TimeBudget
+from training.core.budget import TimeBudget, estimate_left
 from training.core.checkpoint import Checkpointer, TrainHistory, unwrap
 from training.core.config import TrainConfig
 from training.core.optim import count_samples, param_groups
+from training.core.progress import format_duration
 from training.core.schedules import Horizon, ScheduleParams, build_scheduler, warmup_steps_for
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 EvalFn = Callable[[], Mapping[str, float]]
+ESTIMATE_AFTER = 10  # steps of this run before the time left is logged (the first steps warm caches up)
 
 
 class Trainer:
@@ -173,13 +178,17 @@ class Trainer:
             h.train_seconds += elapsed
             h.record_step(loss_sum / micro, lr, samples / max(elapsed, 1e-9), samples)
             window.append(elapsed)
+            left = estimate_left(cfg, h, window, self.steps_per_epoch)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / micro:.4f}", lr=f"{lr:.2e}",
-                            samples_s=f"{samples / max(elapsed, 1e-9):.1f}")
+                            samples_s=f"{samples / max(elapsed, 1e-9):.1f}", left=format_duration(left.seconds))
+            if self.is_main and len(window) == ESTIMATE_AFTER and h.steps_done < h.planned_steps:
+                log.info("training: %s", left.describe())
             if self._log_every and h.steps_done % self._log_every == 0:
                 recent = h.losses[-self._log_every:]
-                log.info("step %d/%d: loss %.4f, lr %.2e, %.1f samples/s, %.0f s", h.steps_done, self.planned_steps,
-                         sum(recent) / len(recent), lr, h.samples_seen / max(h.train_seconds, 1e-9), h.train_seconds)
+                log.info("step %d/%d: loss %.4f, lr %.2e, %.1f samples/s, %.0f s, %s left", h.steps_done,
+                         self.planned_steps, sum(recent) / len(recent), lr,
+                         h.samples_seen / max(h.train_seconds, 1e-9), h.train_seconds, format_duration(left.seconds))
             if end_of_epoch:  # before validating, so a checkpoint written there resumes at the next epoch
                 self._epoch, self._batch_in_epoch = self._epoch + 1, 0
             due = h.steps_done % cfg.eval_every == 0 if cfg.eval_every else end_of_epoch

@@ -107,14 +107,18 @@ def plot_training_curves(path: Path, history: Mapping[str, Any], metric: str) ->
     return _save(fig, path)
 
 
-def plot_risk_coverage(path: Path, curves: Mapping[str, Mapping[str, Sequence[float]]], target_risk: float) -> Path:
-    """Selective risk against coverage, one line per measure (name → {coverage, risk})."""
+def plot_risk_coverage(path: Path, curves: Mapping[str, Mapping[str, Sequence[float]]], target_risk: float | None,
+                       ylabel: str = "selective risk (error rate)", title: str = "risk-coverage") -> Path:
+    """Selective risk against coverage, one line per measure (name → {coverage, risk}); `ylabel` names the
+    loss when it is a quality loss (e.g. 1 − chrF) rather than an error rate; an "oracle" curve is dotted;
+    no target line when `target_risk` is None (a target stated in another loss)."""
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
     for name, curve in curves.items():
-        ax.plot(curve["coverage"], curve["risk"], label=name)
-    ax.axhline(target_risk, color="k", linestyle="--", linewidth=1, label=f"target risk {target_risk:g}")
-    ax.set(xlabel="coverage", ylabel="selective risk (error rate)", xlim=(0, 1), title="risk-coverage")
+        ax.plot(curve["coverage"], curve["risk"], label=name, linestyle=":" if name == "oracle" else "-")
+    if target_risk is not None:
+        ax.axhline(target_risk, color="k", linestyle="--", linewidth=1, label=f"target risk {target_risk:g}")
+    ax.set(xlabel="coverage", ylabel=ylabel, xlim=(0, 1), title=title)
     ax.legend(fontsize=8)
     return _save(fig, path)
 

@@ -108,6 +108,20 @@ def aurc(scores: torch.Tensor, errors: torch.Tensor) -> float:
     return float((expected / k).mean())
 
 
+def prr(scores: torch.Tensor, losses: torch.Tensor) -> float:
+    """Prediction rejection ratio (Malinin et al. 2017; the headline metric of LM-Polygraph): how much of the
+    gap between random rejection and the oracle (rejecting the highest losses first) the uncertainty `scores`
+    close, from the areas under their risk-coverage curves: (AURC_random − AURC_scores) / (AURC_random −
+    AURC_oracle). 1 = oracle, 0 = random, < 0 worse than random; NaN when every loss is equal. `losses` are any
+    per-item losses (0/1 errors, 1 − chrF, ...), higher = worse; `scores` higher = less certain."""
+    losses = losses.double()
+    random = float(losses.mean())
+    oracle = aurc(losses, losses)
+    if random - oracle <= 1e-12:
+        return math.nan
+    return (random - aurc(scores, losses)) / (random - oracle)
+
+
 def coverage_at_risk(scores: torch.Tensor, errors: torch.Tensor, target_risk: float) -> dict[str, float]:
     """The largest coverage whose selective risk is ≤ `target_risk` (abstain when score > threshold).
 

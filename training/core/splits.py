@@ -5,6 +5,14 @@ allocation order; at most one size may be None ("the rest"). Each class's indice
 `seed` and dealt out in that order, every split getting its class share by largest remainder, so the
 splits are disjoint, stratified, and a split allocated first (put "test" first) does not change when a
 later size changes. Raises ValueError when the sizes exceed the data.
+
+Subsets for choices and reports (docs/architecture.md §4): every choice a job makes (early stopping, last-k,
+calibration, abstain rule) is made on validation, on parts of it that no other choice used, and the test split
+is scored once, for the report. `partition(labels, sizes, seed)` cuts one split into such named parts: disjoint
+by construction (one stratified deal), the same indices for the same sizes and seed. `nested(indices, labels,
+n, seed)` picks a fixed stratified subset of a part (e.g. the reviews where an expensive mode also runs), so a
+nested subset is a subset by construction. `Parts.record()` says what each part holds, for manifests. Labels
+may be all 0 for unlabelled items (sentences, text blocks).
 """
 
 from __future__ import annotations
@@ -94,3 +102,43 @@ def stratified_split(labels: Sequence[int], sizes: Mapping[str, int | None], see
         rng.shuffle(picked)
         out[name] = picked
     return out
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Disjoint named parts of one split: name → indices into it (see module docstring)."""
+
+    split: str
+    indices: dict[str, list[int]]
+
+    def __post_init__(self) -> None:
+        seen: dict[int, str] = {}
+        for name, index in self.indices.items():
+            for i in index:
+                if i in seen:
+                    raise ValueError(f"{self.split}: item {i} is in both {seen[i]!r} and {name!r}")
+                seen[i] = name
+
+    def of(self, name: str, items: Sequence[Any]) -> list[Any]:
+        """The items of part `name`, in the part's order."""
+        return [items[i] for i in self.indices[name]]
+
+    def record(self) -> dict[str, Any]:
+        """{"split", "parts": {name: size}, "disjoint": true} for a manifest."""
+        return {"split": self.split, "parts": {name: len(index) for name, index in self.indices.items()},
+                "disjoint": True}
+
+
+def partition(split: str, labels: Sequence[int], sizes: Mapping[str, int | None], seed: int) -> Parts:
+    """Disjoint, stratified named parts of `split` (module docstring); sizes as `stratified_split` takes them.
+    Raises ValueError when the sizes exceed the split."""
+    return Parts(split, stratified_split(labels, sizes, seed))
+
+
+def nested(indices: Sequence[int], labels: Sequence[int], n: int | None, seed: int) -> list[int]:
+    """A fixed stratified subset of `indices` (n items; all when n is None or ≥ len), `labels` indexed like
+    the split `indices` point into."""
+    if n is None or n >= len(indices):
+        return list(indices)
+    (picked,) = stratified_split([labels[i] for i in indices], {"subset": n}, seed).values()
+    return [indices[i] for i in picked]

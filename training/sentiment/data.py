@@ -10,6 +10,14 @@ Contract of `load_imdb(archive, seed, validation_size, test_size)`:
   train = the rest; returns a ClassificationData whose `source` holds the archive's name, version,
   member, sha256, row counts and split sizes for the manifest.
 Raises ValueError on an unexpected CSV header or label.
+
+Contract of `plan_subsets(data, sizes, seed)` (docs/architecture.md §4, "choices on validation, test once"):
+the validation split is partitioned once into disjoint parts — `periodic` (early stopping and the best
+weights), `selection` (last-k, the abstain measure and threshold; every MC mode runs on its nested
+`selection_modes` subset) and `calibration` (τ and the confidence map) — and the test split gives one
+`headline` set (the deterministic and serving modes) with a nested `test_modes` subset where the expensive
+modes (full MC, other last-k) also run, for the report only. Sizes None: the rest (validation: at most one
+part) or all (nested subsets, headline).
 """
 
 from __future__ import annotations
@@ -19,10 +27,12 @@ import html
 import io
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from training.core.fetch import IMDB, PinnedArchive
-from training.core.splits import ClassificationData, TextSplit, stratified_split
+from training.core.splits import ClassificationData, Parts, TextSplit, nested, partition, stratified_split
 
 LABEL_NAMES = ("negative", "positive")
 _BREAKS = re.compile(r"<\s*(?:br|p|hr)\s*/?\s*>", re.IGNORECASE)
@@ -92,3 +102,54 @@ def load_imdb(
         "splits": {name: len(split) for name, split in splits.items()},
     }
     return ClassificationData(splits=splits, label_names=LABEL_NAMES, source=source)
+
+
+@dataclass(frozen=True)
+class SubsetSizes:
+    """Sizes of the parts `plan_subsets` cuts (module docstring); None = the rest / all."""
+
+    periodic: int | None
+    selection: int | None
+    calibration: int | None
+    selection_modes: int | None
+    headline: int | None
+    test_modes: int | None
+
+
+@dataclass(frozen=True)
+class Subsets:
+    """The validation parts and the test sets of one run; nested subsets are positions within their part."""
+
+    validation: Parts
+    selection_modes: list[int]
+    test: Parts
+    test_modes: list[int]
+
+    def part(self, data: ClassificationData, name: str) -> TextSplit:
+        """A validation part ("periodic", "selection", "calibration") or the test "headline" set as a TextSplit."""
+        parts = self.test if name == "headline" else self.validation
+        split = data.splits[parts.split]
+        return TextSplit(parts.of(name, split.texts), parts.of(name, split.labels))
+
+    def record(self) -> dict[str, Any]:
+        """What each set holds, for the manifest's `data`."""
+        return {"validation": {**self.validation.record(), "selection_modes": len(self.selection_modes),
+                               "nested": {"selection_modes": "selection"}},
+                "test": {**self.test.record(), "test_modes": len(self.test_modes),
+                         "nested": {"test_modes": "headline"}}}
+
+
+def plan_subsets(data: ClassificationData, sizes: SubsetSizes, seed: int) -> Subsets:
+    """The disjoint validation parts and the test sets (module docstring). Raises ValueError when the sizes do
+    not fit the splits."""
+    val_labels = data.splits["validation"].labels
+    # periodic first: a resumed run may change the later sizes without moving the early-stopping part
+    validation = partition("validation", val_labels, {"periodic": sizes.periodic, "selection": sizes.selection,
+                                                      "calibration": sizes.calibration}, seed)
+    selection = validation.indices["selection"]
+    modes = nested(range(len(selection)), [val_labels[i] for i in selection], sizes.selection_modes, seed + 1)
+    test_labels = data.splits["test"].labels
+    test = partition("test", test_labels, {"headline": sizes.headline}, seed + 2)
+    headline = test.indices["headline"]
+    test_modes = nested(range(len(headline)), [test_labels[i] for i in headline], sizes.test_modes, seed + 3)
+    return Subsets(validation, modes, test, test_modes)

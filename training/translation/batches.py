@@ -17,7 +17,7 @@ from training.core.batching import LengthGroupedBatches
 from training.translation.decoding import encode_sources
 
 if TYPE_CHECKING:
-    from training.translation.job import TranslationConfig
+    from training.translation.config import TranslationConfig
 
 IGNORE = -100  # label id the cross-entropy skips (padding)
 

@@ -102,3 +102,23 @@ def test_pairwise_chrf() -> None:
     assert mean_pairwise_chrf(["one"]) == 1.0
     mixed = mean_pairwise_chrf(["der König sah das Brot.", "die Frau aß den Fisch."])
     assert 0.0 <= mixed < 0.6
+
+
+def test_per_token_measures_divide_out_the_length() -> None:
+    lp = _random_log_probs(4, 6, 9, 5)
+    targets = torch.tensor([0, 3, 8, 1, 1, 7])
+    s = sequence_measures(token_log_probs(lp[0], targets), token_measures(lp, targets))
+    per_sample_means = torch.tensor([sum(float(lp[t, j, targets[j]]) for j in range(6)) / 6 for t in range(4)])
+    assert s["sequence_log_prob_per_token"] == pytest.approx(s["sequence_log_prob"] / 6)
+    assert s["mc_log_prob_mean_per_token"] == pytest.approx(float(per_sample_means.mean()))
+    # the variance over the T samples of each sample's mean per-token log-probability, not D-Var / n
+    assert s["mc_log_prob_var_per_token"] == pytest.approx(float(per_sample_means.var(unbiased=False)))
+    assert s["mc_log_prob_var_per_token"] == pytest.approx(s["mc_log_prob_var"] / 36)
+    # the same per-token log-probabilities twice over: the sums double, the per-token measures do not move
+    doubled = torch.cat([lp, lp], dim=1)
+    twice = torch.cat([targets, targets])
+    d = sequence_measures(token_log_probs(doubled[0], twice), token_measures(doubled, twice))
+    assert d["sequence_log_prob"] == pytest.approx(2 * s["sequence_log_prob"])
+    assert d["mc_log_prob_var"] == pytest.approx(4 * s["mc_log_prob_var"])
+    for name in ("sequence_log_prob_per_token", "mc_log_prob_mean_per_token", "mc_log_prob_var_per_token"):
+        assert d[name] == pytest.approx(s[name])

@@ -3,6 +3,7 @@ and the batched MC scoring pass against one-row-at-a-time recomputation."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,28 @@ def test_warmup_predicts_deterministically_and_with_mc(predictor: GenerationPred
         assert out.tokens is not None and 1 <= len(out.tokens) == out.output_tokens
         assert out.first_token_seconds is not None, "the warm-up decoded through the streaming path"
     assert mc.uncertainty.mc_log_prob_var > 0, "the MC half ran with live dropout"
+
+
+def test_score_is_the_serving_scoring_pass(predictor: GenerationPredictor) -> None:
+    plain = {"max_new_tokens": 6, "temperature": 0.0, "repetition_penalty": 1.0}  # the argmax at every step
+    items = [predictor.prepare(t, plain) for t in PROMPTS]
+    requests = [MCRequest(3, 21 + i) for i in range(len(items))]
+    served = predictor.predict(items, requests)
+    scored = predictor.score([item.input_ids for item in items], [p.output_ids for p in served], requests)
+    for p, s in zip(served, scored, strict=True):
+        assert len(p.output_ids) == p.output_tokens and s.abstain == p.abstain
+        # one teacher-forced forward instead of the KV-cache decode: equal up to float rounding
+        for name, value in dataclasses.asdict(p.uncertainty).items():
+            if value is not None:
+                assert getattr(s.uncertainty, name) == pytest.approx(value, rel=1e-3, abs=1e-5), name
+        assert s.det_top == list(p.output_ids) and s.det_top_log_probs == pytest.approx(s.det_log_probs, abs=1e-5)
+        assert tuple(s.mc_log_probs.shape) == (3, p.output_tokens, len(predictor.tokenizer))
+    (det,) = predictor.score([items[0].input_ids], [served[0].output_ids], [MCRequest(0, 0)])
+    assert det.mc_log_probs is None and det.uncertainty is None
+
+
+def test_one_sample_is_served_as_deterministic(predictor: GenerationPredictor) -> None:
+    one, zero = _run(predictor, PROMPTS[:1] * 2, [MCRequest(1, 4), MCRequest(0, 4)], max_new_tokens=5,
+                     return_tokens=True)
+    assert one.uncertainty is None and one.abstain is False and one.text == zero.text
+    assert all(t.mutual_information is None for t in one.tokens)

@@ -1,6 +1,8 @@
 """The sentiment predictor through its protocol: fields, order, seeds, calibration, abstain, limits."""
 
+import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,33 @@ def test_an_abstain_rule_on_an_unknown_measure_is_refused(tmp_path: Path) -> Non
 def test_warmup_predicts_deterministically_and_with_mc(predictor, monkeypatch: pytest.MonkeyPatch) -> None:
     _, (det, mc) = checked_warmup(predictor, monkeypatch)
     assert det.abstain is False and mc.uncertainty.mutual_information > 0
+
+
+def test_the_confidence_map_recalibrates_probabilities_but_not_labels_or_uncertainty(tmp_path: Path) -> None:
+    """Manifest maps (MC and deterministic) change `probabilities` and `confidence` only; the label, the
+    uncertainty measures and the abstain decision come from the τ-scaled samples (models/sentiment/predictor.py)."""
+    rule = {"measure": "one_minus_confidence", "threshold": 0.3}
+    plain_art = make_tiny_sentiment_artifact(tmp_path / "plain", calibration={"temperature": 0.5, "abstain": rule})
+    # the same weights and tokenizer with maps added to the manifest (files keep their checksums)
+    mapped_art = tmp_path / "mapped" / plain_art.name
+    shutil.copytree(plain_art, mapped_art)
+    manifest = json.loads((mapped_art / "manifest.json").read_text())
+    manifest["calibration"]["confidence_map"] = {"kind": "isotonic", "x": [0.5, 1.0], "y": [0.55, 0.6]}
+    manifest["calibration"]["deterministic_confidence_map"] = {"kind": "histogram", "x": [0.75, 0.75],
+                                                               "y": [0.51, 0.52]}
+    (mapped_art / "manifest.json").write_text(json.dumps(manifest))
+    plain, mapped = load_predictor(plain_art, PredictorOptions()), load_predictor(mapped_art, PredictorOptions())
+    texts = ["a wonderful film", "terrible and boring", "an average movie with some good moments", "fine"]
+    requests = [MCRequest(8, i) for i in range(4)] + [MCRequest(0, 0)] * 4
+    a = plain.predict([plain.prepare(t, {}) for t in texts * 2], requests)
+    b = mapped.predict([mapped.prepare(t, {}) for t in texts * 2], requests)
+    for before, after, request in zip(a, b, requests, strict=True):
+        assert after.label == before.label and after.uncertainty == before.uncertainty
+        assert after.abstain == before.abstain
+        assert after.confidence == max(after.probabilities.values()) == after.probabilities[after.label]
+        assert math.isclose(sum(after.probabilities.values()), 1.0, rel_tol=1e-9)
+        top = before.confidence
+        wanted = 0.55 + 0.05 * (top - 0.5) / 0.5 if request.mc_samples else (0.51 if top < 0.75 else 0.52)
+        assert after.confidence == pytest.approx(max(wanted, 0.5 + 1e-6), abs=1e-9)
+    assert mapped.describe()["calibration"]["confidence_map"] == "isotonic"
+    assert "confidence_map" not in plain.describe()["calibration"], "an artifact without a map describes none"

@@ -184,3 +184,38 @@ def test_warmup_predicts_deterministically_and_with_mc(predictor: TranslationPre
     assert det.tokens is not None and mc.tokens is not None and len(mc.tokens) == mc.output_tokens >= 1
     assert det.translation == mc.translation, "MC scores the deterministic decode, it does not change it"
     assert mc.uncertainty.mc_log_prob_var > 0, "the MC half ran with live dropout"
+
+
+def test_score_is_the_serving_scoring_pass(predictor: TranslationPredictor) -> None:
+    items = [predictor.prepare(t, {}) for t in TEXTS]
+    requests = [MCRequest(4, 11 + i) for i in range(len(items))]
+    served = predictor.predict(items, requests)
+    scored = predictor.score([item.input_ids for item in items], [p.output_ids for p in served], requests)
+    vocab = len(predictor.tokenizer)
+    for p, s in zip(served, scored, strict=True):
+        assert len(p.output_ids) == p.output_tokens >= 1
+        assert s.uncertainty is not None and s.abstain == p.abstain
+        for name, value in dataclasses.asdict(p.uncertainty).items():
+            if value is not None:
+                assert getattr(s.uncertainty, name) == pytest.approx(value, rel=1e-4, abs=1e-6), name
+        assert tuple(s.mc_log_probs.shape) == (4, p.output_tokens, vocab)
+        assert sum(s.det_log_probs) == pytest.approx(p.uncertainty.sequence_log_prob, abs=1e-4)
+        # greedy decoding: each output token is the deterministic argmax, so its log-probability is the top one
+        assert s.det_top == list(p.output_ids) and s.det_top_log_probs == pytest.approx(s.det_log_probs, abs=1e-5)
+        assert all(0 <= h <= math.log(vocab) + 1e-6 for h in s.det_entropies)
+    (plain,) = predictor.score([items[0].input_ids], [served[0].output_ids], [MCRequest(0, 0)])
+    assert plain.mc_log_probs is None and plain.uncertainty is None and plain.abstain is False
+
+
+def test_one_sample_is_served_as_deterministic(predictor: TranslationPredictor) -> None:
+    item = predictor.prepare(TEXTS[1], {"return_tokens": True})
+    one, zero = predictor.predict([item, item], [MCRequest(1, 5), MCRequest(0, 5)])
+    assert one.uncertainty is None and one.abstain is False and one == zero
+    assert all(t.mutual_information is None for t in one.tokens)
+    (scored,) = predictor.score([item.input_ids], [one.output_ids], [MCRequest(1, 5)])
+    assert scored.uncertainty is None and scored.mc_log_probs is None
+
+
+def test_describe_names_decoder_full_mc(artifact: Path) -> None:
+    full = TranslationPredictor.load(artifact, PredictorOptions()).describe()["mc"]
+    assert full["mode"] == "decoder-full" and "encoder runs once" in full["scope"]

@@ -9,7 +9,8 @@ from training.core.classification_metrics import (
     abstain_outcome,
     classification_metrics,
 )
-from training.sentiment.evaluation import MCMode, choose_last_k, modes_for
+from training.sentiment.modes import MCMode, modes_for
+from training.sentiment.selection import choose_last_k
 
 
 def test_report_on_mc_logits() -> None:
@@ -19,13 +20,35 @@ def test_report_on_mc_logits() -> None:
     labels = torch.randint(0, 2, (300,), generator=generator)
     report = classification_metrics(logits, labels, temperature=2.0, target_risk=0.1)
     assert report["n"] == 300 and report["mc_samples"] == 8 and report["temperature"] == 2.0
-    assert set(report["auroc"]) == set(report["aurc"]) == set(report["coverage_at_risk"]) == set(ALL_MEASURES)
+    assert set(report["auroc"]) == set(report["aurc"]) == set(report["prr"]) == set(ALL_MEASURES)
+    assert set(report["coverage_at_risk"]) == set(ALL_MEASURES) and report["confidence_map"] is None
     assert report["best_auroc"] == max(report["auroc"].values())
     mean = torch.softmax(logits / 2.0, dim=-1).mean(dim=1)
     assert report["accuracy"] == pytest.approx(float((mean.argmax(1) == labels).float().mean()))
     picked = mean[torch.arange(300), labels]  # NLL and Brier of the temperature-scaled MC mean, by hand
     assert report["nll"] == pytest.approx(float(-picked.log().mean()), rel=1e-5)
     assert report["brier"] == pytest.approx(float(((mean - torch.eye(2)[labels]) ** 2).sum(dim=1).mean()), rel=1e-5)
+
+
+def test_a_confidence_map_changes_the_probabilities_scored_but_not_the_labels_or_the_measures() -> None:
+    from models.core.calibration import ConfidenceMap
+
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(400, 4, 2, generator=generator) * 2 + torch.randn(400, 1, 2, generator=generator) * 3
+    labels = torch.randint(0, 2, (400,), generator=generator)
+    shrink = ConfidenceMap("isotonic", (0.5, 1.0), (0.5, 0.75))  # halves every margin above 1/2
+    plain = classification_metrics(logits, labels, 1.5, 0.1)
+    mapped = classification_metrics(logits, labels, 1.5, 0.1, shrink)
+    assert mapped["confidence_map"] == "isotonic" and mapped["accuracy"] == plain["accuracy"]
+    assert mapped["nll"] != plain["nll"] and mapped["ece"] != plain["ece"]
+    for key in ("auroc", "aurc", "prr", "coverage_at_risk"):
+        assert mapped[key] == plain[key], "measures come from the τ-scaled samples, before the map"
+
+
+def test_prr_of_the_report_orders_measures_like_aurc() -> None:
+    logits = torch.tensor([[[3.0, 0.0]], [[0.2, 0.0]], [[0.0, 2.5]], [[0.0, 0.1]], [[1.5, 0.0]]])
+    report = classification_metrics(logits, torch.tensor([0, 1, 1, 0, 0]))
+    assert report["prr"]["one_minus_confidence"] == pytest.approx(1.0)  # both errors are the least confident
 
 
 def test_deterministic_report_has_only_meaningful_measures() -> None:

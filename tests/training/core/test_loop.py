@@ -235,3 +235,43 @@ def test_tied_parameters_are_stepped_once() -> None:
     params = [p for group in param_groups(model, 0.01) for p in group["params"]]
     assert len(params) == len({id(p) for p in params})
     assert {id(p) for p in params} == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+def test_the_time_left_is_logged_after_the_first_steps(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from training.core.loop import ESTIMATE_AFTER
+
+    clock = FakeClock()
+
+    def timed_loss(m: nn.Module, batch) -> torch.Tensor:
+        clock.now += 2.0
+        return loss_fn(m, batch)
+
+    trainer = make(Model(), epochs=4, eval_every=8)  # 32 steps, validations at 8, 16, 24, 32
+    original = trainer.evaluate
+    trainer.loss_fn, trainer.clock = timed_loss, clock
+
+    def timed_evaluate() -> dict[str, float]:
+        clock.now += 5.0
+        return original()
+
+    trainer.evaluate = timed_evaluate
+    with caplog.at_level(logging.INFO, logger="training.core.loop"):
+        trainer.fit()
+    (line,) = [m for m in caplog.messages if m.startswith("training: about")]
+    assert ESTIMATE_AFTER == 10
+    assert line == ("training: about 59 s left on this machine (22 steps × 2.00 s median step + 3 validations × 5.0 s)")
+
+
+def test_the_estimate_says_when_validation_is_not_timed_yet() -> None:
+    from training.core.budget import estimate_left
+    from training.core.checkpoint import TrainHistory
+
+    history = TrainHistory(planned_steps=32, steps_done=10)
+    config = TrainConfig(eval_every=12)
+    estimate = estimate_left(config, history, [1.0] * 9 + [50.0], steps_per_epoch=8)  # one slow step: the median
+    assert estimate.seconds == 22.0 and estimate.evals_left == 3  # at 12, 24 and the final one at 32
+    assert estimate.describe().endswith("(22 steps × 1.00 s median step + 3 validations, not timed yet)")
+    at_epoch_ends = estimate_left(TrainConfig(), history, [1.0], steps_per_epoch=8)
+    assert at_epoch_ends.evals_left == 3  # the ends of epochs 2, 3 and 4

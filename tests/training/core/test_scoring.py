@@ -85,3 +85,15 @@ def test_downsample_curve_keeps_ends() -> None:
     curve = {"coverage": [i / 99 for i in range(100)], "risk": list(range(100))}
     small = metrics.downsample_curve(curve, 10)
     assert len(small["coverage"]) == 10 and small["risk"][0] == 0 and small["risk"][-1] == 99
+
+
+def test_prr_is_one_for_the_oracle_zero_for_no_information_and_negative_when_inverted() -> None:
+    from training.core.scoring import prr
+
+    losses = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0, 0.0, 0.2, 0.7])
+    assert prr(losses, losses) == pytest.approx(1.0)
+    assert prr(torch.zeros(8), losses) == pytest.approx(0.0, abs=1e-12)  # one tie group = random order
+    assert prr(-losses, losses) < -0.9
+    assert math.isnan(prr(torch.arange(4.0), torch.ones(4)))
+    partial = prr(torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    assert 0.0 < partial < 1.0

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from models.core.artifacts import Manifest, verify_artifact, write_artifact
 from models.core.base import save_model
-from models.core.predictor import MCRequest, PredictorOptions
+from models.core.calibration import LOW_IS_UNCERTAIN
+from models.core.predictor import MCRequest, PredictorOptions, ScoredOutput
 from models.generation.mc import capture_layer_input
 from models.generation.model import build_tiny_llama, dropout_layers, train_tiny_tokenizer
 from models.generation.predictor import GenerationPredictor
 from training.core.config import make_config
-from training.generation import evaluation
+from training.core.sequence_choices import ChoiceSettings
+from training.core.sequence_quality import MEASURES
 from training.generation.batches import BlockBatches, subset
 from training.generation.evaluation import (
     TOKEN_MEASURES,
@@ -26,7 +27,8 @@ from training.generation.evaluation import (
     sequence_report,
     token_report,
 )
-from training.generation.job import PRESETS, GenerationConfig, main, prepare_model
+from training.generation.job import PRESETS, GenerationConfig, held_out_blocks, main, prepare_model
+from training.generation.prompts import prompt_items, token_errors, windows
 from training.generation.synthetic import synthetic_documents
 
 
@@ -38,12 +40,20 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def served(artifact: Path) -> GenerationPredictor:
+    return GenerationPredictor.load(artifact, PredictorOptions(device="cpu", dtype="float32"))
+
+
 def test_artifact_manifest_and_reports(artifact: Path) -> None:
     manifest = verify_artifact(artifact)
     assert manifest.task == "generation" and manifest.model_class == "LlamaForCausalLM"
     assert manifest.dropout["mc_sites"] == ["hidden"] and manifest.dropout["sites"]["hidden"] == 0.1
     split = manifest.data["split"]
     assert split["splits"]["test"]["chars"] > 0 and split["held_out_spans"]  # contiguous spans named
+    # tiny: 19 validation blocks (8 periodic, 11 for the choices), 22 test blocks (8 perplexity, 14 prompts)
+    assert manifest.data["used_blocks"] == {"validation_periodic": 8, "validation_calibration": 11,
+                                            "test_perplexity": 8, "test_prompts": 14}
     metrics = manifest.metrics
     before, after = metrics["perplexity"]["before"], metrics["perplexity"]["after"]
     assert after["perplexity"] < before["perplexity"] / 2  # fine-tuning learnt the grammar
@@ -55,14 +65,74 @@ def test_artifact_manifest_and_reports(artifact: Path) -> None:
     seq = metrics["sequence_uncertainty"]
     assert seq["counts"]["in_domain"] == 6 and set(seq["ood_auroc"]) == {"expected_nll", "total_uncertainty", "mi",
                                                                          "reverse_mi"}
-    compared = metrics["last_k_comparison"]["1"]  # the tiny model has 2 layers: last-1 vs the full default
-    assert set(compared["token_auroc_error"]) == set(TOKEN_MEASURES) and "mi" in compared["sequence_ood_auroc"]
+    # the tiny model has 2 layers with dropout: last-1 and last-2 are scored on validation prompts
+    last_k = metrics["validation"]["last_k"]
+    assert set(last_k["candidates"]) == {"1", "2"} and last_k["chosen"] == manifest.dropout["mc_last_k"]
+    assert all(set(row["prr"]) == set(MEASURES) for row in last_k["candidates"].values())
+    prompts = metrics["prompt_uncertainty"]
+    assert prompts["n"] > 0 and set(prompts["prr"]) == set(MEASURES) and 0 < prompts["mean_loss"] < 1
+    assert 0 <= prompts["abstain"]["abstain_rate"] <= 1
+    assert set(prompts["reference_calibration"]["ece"]) == {"tau_1", "tau_fitted"}
     reports = json.loads((artifact / "reports" / "metrics.json").read_text(), parse_constant=pytest.fail)
     assert reports["history"]["losses"]
+    assert (artifact / "reports" / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_artifact_serves_with_live_dropout(artifact: Path) -> None:
-    predictor = GenerationPredictor.load(artifact, PredictorOptions(device="cpu", dtype="float32"))
+def test_calibration_is_fitted_on_validation_prompts(artifact: Path) -> None:
+    calibration = verify_artifact(artifact).calibration
+    fit = calibration["temperature_fit"]
+    assert calibration["temperature"] > 0 and fit["nll"] <= fit["nll_at_1"] + 1e-9
+    rule = calibration["abstain"]
+    assert rule["measure"] in MEASURES and rule["target_risk"] == 0.55 and math.isfinite(rule["threshold"])
+    assert rule["fitted_n"] > 0 and "token error rate" in rule["loss"]
+    assert rule["coverage"] == 0 or rule["achieved_risk"] <= rule["target_risk"]
+
+
+def test_the_fitted_rule_abstains_on_an_uncertain_prompt_and_not_on_a_confident_one(
+        served: GenerationPredictor) -> None:
+    rule = served.calibration
+    assert rule.abstain_measure is not None and rule.abstain_threshold is not None
+    prompts = [*list(synthetic_documents(seed=5).values())[0].split("\n\n")[:6], "zq zq zq 0 0 0 xx ]]] {{{ ~~"]
+    items = [served.prepare(text[:60], {"max_new_tokens": 8}) for text in prompts]
+    out = served.predict(items, [MCRequest(4, i) for i in range(len(items))])
+    sign = -1 if rule.abstain_measure in LOW_IS_UNCERTAIN else 1  # higher = less sure
+    ranked = sorted(out, key=lambda p: sign * getattr(p.uncertainty, rule.abstain_measure))
+    assert ranked[0].abstain is False and ranked[-1].abstain is True
+
+
+def test_held_out_blocks_are_disjoint_by_construction() -> None:
+    config = make_config(GenerationConfig, PRESETS["tiny"], {})
+    blocks = {"validation": torch.arange(19 * 4).view(19, 4), "test": torch.arange(100, 100 + 22 * 4).view(22, 4)}
+    parts = held_out_blocks(config, blocks)
+    assert {name: len(v) for name, v in parts.items()} == {"validation_periodic": 8, "validation_calibration": 11,
+                                                           "test_perplexity": 8, "test_prompts": 14}
+    rows = {name: {tuple(r) for r in v.tolist()} for name, v in parts.items()}  # every block is unique here
+    assert not rows["validation_periodic"] & rows["validation_calibration"]
+    assert not rows["test_perplexity"] & rows["test_prompts"]
+    assert sum(map(len, rows.values())) == len(set().union(*rows.values())) == 19 + 22
+    smaller = held_out_blocks(make_config(GenerationConfig, PRESETS["tiny"], {"calibration_prompts": 3}), blocks)
+    assert torch.equal(smaller["validation_periodic"], parts["validation_periodic"])  # allocated first
+
+
+def test_windows_prompt_items_and_token_errors(served: GenerationPredictor) -> None:
+    blocks = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 2, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
+    assert windows(blocks, 2, 3, eos_id=2) == [([5, 6], [7, 8, 9]), ([11, 12], [13, 14, 15])]  # eos: skipped
+    with pytest.raises(ValueError, match="fit"):
+        windows(blocks, 4, 3, eos_id=2)
+    prompt = served.tokenizer("Elizabeth walked slowly", add_special_tokens=False)["input_ids"]
+    (item,) = prompt_items(served, [prompt], 6)
+    assert item.input_ids == tuple(prompt) and item.parameters["sampling"].max_new_tokens == 6
+    plain = {"max_new_tokens": 6, "temperature": 0.0, "repetition_penalty": 1.0}  # argmax, unpenalised
+    greedy = served.predict([served.prepare("Elizabeth walked slowly", plain)],
+                            [MCRequest(0, 0)])[0].output_ids
+    other = [t + 1 for t in greedy]
+    errors = token_errors(served, [prompt, prompt], [list(greedy), other], seed=0, batch_size=2, phase="test")
+    # the greedy decode is, position by position, the deterministic argmax: 0 errors; a shifted one misses
+    assert errors[0] == 0.0 and errors[1] > 0.5
+
+
+def test_the_artifact_serves_with_live_dropout(served: GenerationPredictor) -> None:
+    predictor = served
     item = predictor.prepare("Elizabeth walked slowly",
                              {"max_new_tokens": 8, "temperature": 0.0, "return_tokens": True})
     out, again, plain = predictor.predict([item, item, item], [MCRequest(4, 1), MCRequest(4, 1), MCRequest(0, 0)])
@@ -131,21 +201,34 @@ def test_sequence_measures_on_identical_samples() -> None:
     assert m["expected_nll"] == pytest.approx(-float(picked.mean()), abs=1e-5)
 
 
-SETTINGS = GenEvalSettings(mc_samples=2, last_k=1, batch_size=4, seed=0, device=torch.device("cpu"), dtype="float32")
+SETTINGS = GenEvalSettings(torch.device("cpu"), "float32", 4, ChoiceSettings(
+    mc_samples=2, last_k=None, candidates=(1,), tolerance=0.02, target_risk=0.5, batch_size=4, seed=0))
 
 
 def _entropy(p: list[float]) -> float:
     return -sum(x * math.log(x) for x in p)
 
 
-def _stub_passes(monkeypatch: pytest.MonkeyPatch, items: list[torch.Tensor]) -> None:
-    """evaluation.mc_log_probs yields `items` (one constructed [1 + T, n, V] log-distribution per sequence)."""
+class StubPredictor:
+    """`score` returns, item by item in call order (training.core.predicting keeps the input order for
+    equal-length items), ScoredOutputs built from constructed [1 + T, n, V] distributions: row 0 the
+    deterministic one, the rest the T samples."""
 
-    def passes(model: nn.Module, sequences: list[list[int]], s: GenEvalSettings, seed: int):
-        assert len(sequences) == len(items)
-        yield from items
+    last_k, pad_id = 1, 0
 
-    monkeypatch.setattr(evaluation, "mc_log_probs", passes)
+    def __init__(self, items: list[torch.Tensor], tokenizer: object = None) -> None:
+        self.items, self.tokenizer = list(items), tokenizer
+
+    def score(self, prompts: list, outputs: list, requests: list) -> list[ScoredOutput]:
+        out = []
+        for output in outputs:
+            lp = self.items.pop(0)
+            det = lp[0]
+            top_lp, top = det.max(dim=-1)
+            out.append(ScoredOutput(det_log_probs=det[torch.arange(len(output)), torch.tensor(output)].tolist(),
+                                    det_top=top.tolist(), det_top_log_probs=top_lp.tolist(),
+                                    det_entropies=(-(det.exp() * det).sum(-1)).tolist(), mc_log_probs=lp[1:]))
+        return out
 
 
 # Per position: the deterministic distribution (the greedy guess is token 0 either way) and T = 2 samples.
@@ -154,7 +237,7 @@ RIGHT = ([0.6, 0.3, 0.1], [[0.5, 0.25, 0.25], [0.5, 0.25, 0.25]])
 WRONG = ([0.9, 0.05, 0.05], [[0.3, 0.6, 0.1], [0.9, 0.05, 0.05]])
 
 
-def test_token_report_labels_greedy_errors_and_ranks_the_measures(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_report_labels_greedy_errors_and_ranks_the_measures() -> None:
     blocks = torch.tensor([[0, 0, 1, 0, 0], [0, 2, 0, 0, 1]])  # next tokens: 3 of the 8 are not 0
     items = []
     for block in blocks:
@@ -162,15 +245,14 @@ def test_token_report_labels_greedy_errors_and_ranks_the_measures(monkeypatch: p
         det = torch.tensor([case[0] for case in cases])
         samples = torch.tensor([[case[1][t] for case in cases] for t in range(2)])
         items.append(torch.cat([det[None], samples]).log())
-    _stub_passes(monkeypatch, items)
-    report = token_report(nn.Identity(), blocks, SETTINGS)
+    report = token_report(StubPredictor(items), blocks, SETTINGS)
     assert report["tokens"] == 8 and report["greedy_error_rate"] == pytest.approx(3 / 8)
     # MI alone ranks every wrong guess above every right one; the other measures rank them all below.
     assert report["auroc_error"] == pytest.approx({**dict.fromkeys(TOKEN_MEASURES, 0.0), "mi": 1.0})
     assert report["best_measure"] == "mi" and report["best_minus_baseline"] == pytest.approx(1.0)
 
 
-def test_sequence_report_tables_on_constructed_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sequence_report_tables_on_constructed_scores() -> None:
     class Tokenizer:  # every text is three tokens 0
         eos_token_id = 0
 
@@ -182,8 +264,8 @@ def test_sequence_report_tables_on_constructed_scores(monkeypatch: pytest.Monkey
     agree = torch.tensor([[[0.5, 0.25, 0.25]] * 3] * 3).log()
     disagree = torch.tensor([[[0.5, 0.25, 0.25]] * 3, [[0.5, 0.4, 0.1]] * 3, [[0.5, 0.1, 0.4]] * 3]).log()
     kinds = ["in_domain"] * 3 + ["bible"] * 2 + ["news"] * 2
-    _stub_passes(monkeypatch, [disagree if kind == "bible" else agree for kind in kinds])
-    report = sequence_report(nn.Identity(), Tokenizer(), [f"text {i}" for i in range(7)], kinds, SETTINGS)
+    stub = StubPredictor([disagree if kind == "bible" else agree for kind in kinds], Tokenizer())
+    report = sequence_report(stub, [f"text {i}" for i in range(7)], kinds, SETTINGS)
     assert report["counts"] == {"in_domain": 3, "bible": 2, "news": 2}
     ood = report["ood_auroc"]
     # bible is told apart perfectly, news not at all (ties: 0.5); overall (6 × 1 + 6 × 0.5) / 12 pairs

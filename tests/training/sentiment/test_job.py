@@ -31,6 +31,19 @@ def test_artifact_verifies_and_has_every_section(artifact: Path) -> None:
     assert calibration["abstain"]["measure"] and calibration["abstain"]["target_risk"] == 0.05
     assert manifest.dropout["rate"] == 0.1 and manifest.dropout["num_layers"] == 2
     assert manifest.dropout["mc_sites"] == ["head", "hidden"]
+    # τ and the map were chosen by cross-validation on the calibration part; serving reads them back
+    (choice,) = [c for name, c in calibration["map_choice"].items() if name != "deterministic"]
+    assert set(choice["out_of_fold"]) == {"temperature", "isotonic", "histogram"}
+    assert choice["out_of_fold"][choice["chosen"]]["ece"] == min(v["ece"] for v in choice["out_of_fold"].values())
+    assert (calibration["confidence_map"] is None) == (choice["chosen"] == "temperature")
+    # every choice on validation, each on its own part; the test split only in the report
+    choices = manifest.data["choices"]
+    assert {c["split"] for name, c in choices.items() if name != "report"} == {"validation"}
+    assert choices["report"]["split"] == "test" and choices["report"]["chooses"] == "nothing"
+    assert choices["early_stopping_and_best_weights"] == {"split": "validation", "part": "periodic", "n": 100}
+    assert calibration["fitted_on"]["part"] == "calibration" and calibration["fitted_on"]["n"] == 120
+    assert calibration["abstain"]["chosen_on"] == {"split": "validation", "part": "selection", "n": 80}
+    assert manifest.data["used"]["validation"]["parts"] == {"periodic": 100, "selection": 80, "calibration": 120}
     # the serving mode follows the recorded evidence: last-1 when its AUROC is within the tolerance of full MC
     by_mode = manifest.dropout["mc_last_k_evidence"]["best_auroc_by_mode"]
     close = by_mode["mc_last_1"] >= by_mode["mc_full"] - manifest.training_config["mc_last_k_tolerance"]
@@ -40,9 +53,16 @@ def test_artifact_verifies_and_has_every_section(artifact: Path) -> None:
     assert set(modes) == {"deterministic", "mc_full", "mc_last_1"}
     for mode in modes.values():
         assert {"before_temperature", "after_temperature", "seconds", "reviews_per_second"} <= set(mode)
-        expected = {"accuracy", "nll", "brier", "ece", "auroc", "aurc", "coverage_at_risk"}
+        expected = {"accuracy", "nll", "brier", "ece", "auroc", "aurc", "prr", "coverage_at_risk"}
         assert expected <= set(mode["after_temperature"])
-    assert manifest.data["sources"][0]["splits"] == {"train": 400, "validation": 150, "test": 150}
+    assert "after_map" in modes["deterministic"]
+    headline = manifest.metrics["headline"]
+    assert headline["accuracy_change_from_map"] == 0.0, "the confidence map keeps every label"
+    assert set(headline["calibration"]["deterministic"]) == {"before_temperature", "after_temperature", "after_map"}
+    measures = manifest.metrics["uncertainty"]["measures"]
+    assert {"deterministic/one_minus_confidence", "deterministic/predictive_entropy"} <= set(measures)
+    assert all(set(m) == {"auroc", "aurc", "prr"} for m in measures.values())
+    assert manifest.data["sources"][0]["splits"] == {"train": 400, "validation": 300, "test": 150}
     assert len(manifest.data["sources"][0]["sha256"]) == 64
     assert manifest.training_config["preset"] == "tiny" and manifest.training_config["lr"] == 3e-3
     assert {"torch", "transformers", "tokenizers"} <= set(manifest.libraries)
@@ -64,6 +84,9 @@ def test_predictor_serves_the_artifact(artifact: Path) -> None:
     out = predictor.predict(items, [MCRequest(20, 1), MCRequest(0, 0)])
     assert out[0].uncertainty is not None and out[1].uncertainty is None
     assert out[0].label in ("negative", "positive")
+    calibration = verify_artifact(artifact).calibration
+    assert predictor.calibration.temperature == calibration["temperature"]
+    assert (predictor.calibration.confidence_map is None) == (calibration["confidence_map"] is None)
 
 
 def test_resume_reuses_the_finished_checkpoint(artifact: Path, tmp_path: Path) -> None:
@@ -77,11 +100,15 @@ def test_resume_reuses_the_finished_checkpoint(artifact: Path, tmp_path: Path) -
     first = verify_artifact(artifact).metrics["training"]
     assert training["resumed_at"] == [first["steps"]] and training["steps"] == first["steps"]
     assert manifest.metrics["test_n"] == 60
-    # every mode on 60 reviews; the deterministic and serving (last-1) modes also on 150 for the headline
+    # every mode on 60 reviews, nested in the 150 of the headline where the deterministic and serving (last-1)
+    # modes run
     assert manifest.dropout["mc_last_k"] == 1
     assert manifest.metrics["headline"]["test_n"] == 150
-    assert set(manifest.metrics["headline_test"]) == {"deterministic", "mc_last_1"}
-    assert manifest.metrics["modes"]["deterministic"]["before_temperature"]["accuracy"] > 0.6
+    modes = manifest.metrics["modes"]
+    assert modes["mc_full"]["reviews"] == 60
+    assert modes["mc_last_1"]["reviews"] == modes["deterministic"]["reviews"] == 150
+    assert manifest.data["used"]["test"]["test_modes"] == 60
+    assert modes["deterministic"]["before_temperature"]["accuracy"] > 0.6
 
 
 def test_bad_arguments_exit_with_usage() -> None:

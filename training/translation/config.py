@@ -1,0 +1,83 @@
+"""The translation job's config: data, model sizes, decoding limits, MC settings and what the evaluation
+chooses on validation (last-k, τ, the abstain rule's quality target). Presets live in training/translation/job.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from models.core.dropout import validate_sites
+from models.translation.model import PRESET_SIZES
+from training.core.config import TrainConfig
+
+
+@dataclass
+class TranslationConfig(TrainConfig):
+    """Train a Marian-style English→German transformer from scratch and report its MC-dropout uncertainty."""
+
+    data: str = field(default="bible", metadata={"help": "dataset", "choices": ("bible", "synthetic")})
+    model: str = field(default="quick", metadata={"help": "architecture sizes", "choices": tuple(PRESET_SIZES)})
+    source_code: str = field(default="4", metadata={"help": "bible: source translation code (4 = WEB)"})
+    target_code: str = field(default="s", metadata={"help": "bible: target translation code (s = Schlachter)"})
+    max_length_ratio: float = field(default=2.0, metadata={"help": "drop pairs whose char lengths differ more"})
+    synthetic_size: int = field(default=600, metadata={"help": "synthetic: pairs in the corpus"})
+    split_seed: int = field(default=1234, metadata={"help": "seed of subsets and probes"})
+    train_limit: int | None = field(default=None, metadata={"help": "use this many training pairs (none: all)"})
+    eval_subset: int | None = field(default=300, metadata={"help": "validation pairs for periodic validation"})
+    test_limit: int | None = field(default=400, metadata={"help": "fixed test subset for evaluation (none: all)"})
+    probes_per_kind: int = field(default=100, metadata={"help": "OOD probes of each kind (shuffled/german/modern)"})
+    vocab_size: int | None = field(default=None, metadata={"help": "BPE vocabulary (none: the model preset's)"})
+    attention_dropout: float | None = field(default=None,
+                                            metadata={"help": "attention-probability dropout; none = dropout"})
+    activation_dropout: float | None = field(default=None, metadata={"help": "FFN activation dropout; none = dropout"})
+    max_input_tokens: int = field(default=128, metadata={"help": "source tokens incl. </s> (training cuts, serving "
+                                                                 "and evaluation refuse longer)"})
+    max_new_tokens: int = field(default=160, metadata={"help": "cap on generated tokens"})
+    max_target_tokens: int = field(default=160, metadata={"help": "training: target tokens incl. </s>"})
+    num_beams: int = field(default=4, metadata={"help": "beam size of the beam-search evaluation"})
+    mc_samples: int = field(default=10, metadata={"help": "T: MC samples at serving and evaluation"})
+    mc_last_k: int | None = field(default=None, metadata={
+        "help": "stochastic top decoder layers (none: chosen on validation among compare_last_k and all)"})
+    mc_sites: tuple[str, ...] = field(default=("hidden",), metadata={"help": "dropouts live at MC time"})
+    sampling_samples: int = field(default=5,
+                                  metadata={"help": "sampling-mode decodes per input in evaluation (0: off)"})
+    sampling_limit: int | None = field(default=48, metadata={"help": "sampling mode: test inputs (and a third as many "
+                                                                     "per probe kind) it runs on (none: all)"})
+    bad_chrf: float = field(default=20.0, metadata={"help": "a translation with sentence chrF below this is bad"})
+    target_risk: float = field(default=0.15, metadata={"help": "abstain rule: largest share of bad translations "
+                                                             "among the kept ones (on validation)"})
+    compare_last_k: tuple[int, ...] = field(default=(1, 2), metadata={
+        "help": "last-k candidates scored on validation besides decoder-full (mc_last_k none: the choice)"})
+    last_k_tolerance: float = field(default=0.02, metadata={
+        "help": "choose the smallest last-k whose best validation PRR is within this of the best one's"})
+    calibration_size: int = field(default=300, metadata={
+        "help": "validation verses (not in periodic validation) for last-k, τ and the abstain rule"})
+    eval_batch_size: int = field(default=32, metadata={"help": "sentences per decoding batch"})
+    eval_dtype: str = field(default="auto", metadata={"help": "float32|bfloat16|auto (as the service resolves it)"})
+    device: str = field(default="auto", metadata={"help": "cpu|cuda|auto"})
+    resume_may_change: ClassVar[frozenset[str]] = frozenset(
+        {"test_limit", "probes_per_kind", "num_beams", "mc_samples", "mc_last_k", "mc_sites", "sampling_samples",
+         "sampling_limit", "bad_chrf", "target_risk", "compare_last_k", "last_k_tolerance", "calibration_size",
+         "eval_batch_size", "eval_dtype", "device"})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mc_samples < 2:
+            raise ValueError(f"mc_samples must be >= 2 for MC uncertainty, got {self.mc_samples}")
+        if min(self.max_input_tokens, self.max_new_tokens, self.max_target_tokens) < 2:
+            raise ValueError("max_input_tokens, max_new_tokens and max_target_tokens must be >= 2")
+        validate_sites(self.mc_sites)
+        if not 0.0 < self.target_risk < 1.0:
+            raise ValueError(f"target_risk must be in (0, 1), got {self.target_risk}")
+        positions = PRESET_SIZES[self.model].max_positions
+        if max(self.max_input_tokens, self.max_target_tokens, self.max_new_tokens + 1) > positions:
+            raise ValueError("max_input_tokens/max_target_tokens/max_new_tokens + 1 must fit the model's "
+                             f"{positions} positions")
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """Training dropout per site: hidden (residual), attention (probabilities), activation (FFN)."""
+        pick = lambda v: self.dropout if v is None else v  # noqa: E731
+        return {"hidden": self.dropout, "attention": pick(self.attention_dropout),
+                "activation": pick(self.activation_dropout)}
