@@ -84,7 +84,9 @@ def chat_logprobs(prediction: GenerationPredictionOut) -> dict[str, Any] | None:
     if prediction.tokens is None:
         return None
     return {"content": [{"token": t.token, "logprob": logprob(t.probability), "bytes": list(t.token.encode()),
-                         "top_logprobs": [], "entropy": t.entropy, "mutual_information": t.mutual_information}
+                         "top_logprobs": [{"token": a.token, "logprob": a.logprob, "bytes": list(a.token.encode())}
+                                          for a in t.top_logprobs or ()],
+                         "entropy": t.entropy, "mutual_information": t.mutual_information}
                         for t in prediction.tokens]}
 
 
@@ -97,7 +99,11 @@ def completion_logprobs(prediction: GenerationPredictionOut, offset: int) -> dic
         offset += len(token.token)
     return {"tokens": [t.token for t in prediction.tokens],
             "token_logprobs": [logprob(t.probability) for t in prediction.tokens],
-            "top_logprobs": None, "text_offset": offsets,
+            # OpenAI's legacy shape: one {token: logprob} dict per position (alternatives sharing a text keep the
+            # most likely, as a dict can hold a text once).
+            "top_logprobs": ([{a.token: a.logprob for a in reversed(t.top_logprobs or ())} for t in prediction.tokens]
+                             if any(t.top_logprobs for t in prediction.tokens) else None),
+            "text_offset": offsets,
             "token_entropies": [t.entropy for t in prediction.tokens],
             "token_mutual_information": [t.mutual_information for t in prediction.tokens]}
 

@@ -39,16 +39,13 @@ def refuse_unsupported(body: Body, top_logprobs: int, slot: ModelSlot, runtime: 
         limit = runtime.settings.max_top_logprobs or vocabulary
         if limit and top_logprobs > limit:
             raise OpenAIRequestError(f"{param} {top_logprobs} is above this server's limit of {limit}", param=param)
-        raise OpenAIRequestError(f"{param} > 0 needs the alternatives of every token, which this model's predictor "
-                                 "does not return yet; ask for the chosen tokens' logprobs with "
-                                 f"{'top_logprobs 0' if param == 'top_logprobs' else 'logprobs 0'}", param=param)
 
 
-def task_parameters(body: Body, stops: list[str], tokens: bool) -> dict[str, Any]:
+def task_parameters(body: Body, stops: list[str], tokens: bool, top_logprobs: int = 0) -> dict[str, Any]:
     max_tokens = getattr(body, "max_completion_tokens", None) or body.max_tokens
     values = {"max_new_tokens": max_tokens, "temperature": body.temperature, "top_p": body.top_p,
               "top_k": body.top_k, "repetition_penalty": body.repetition_penalty, "stop": stops or None,
-              "return_tokens": tokens or None}
+              "return_tokens": tokens or None, "top_logprobs": top_logprobs or None}
     return {name: value for name, value in values.items() if value is not None}
 
 

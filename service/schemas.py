@@ -111,6 +111,13 @@ class SequenceUncertaintyOut(BaseModel):
         "decodes, 0..1 (1 = the samples agree). Null in `scoring` mode.")
 
 
+class TopTokenOut(BaseModel):
+    """One alternative at an output position."""
+
+    token: str = Field(description="The alternative token's text.")
+    logprob: float = Field(description="Its log-probability, nats (after the model's temperature τ).")
+
+
 class TokenOut(BaseModel):
     """One output token (subword), in output order."""
 
@@ -120,6 +127,9 @@ class TokenOut(BaseModel):
     entropy: float = Field(description="Predictive entropy of the MC mean next-token distribution, nats.")
     mutual_information: float | None = Field(description="Token mutual information (epistemic), nats, ≥ 0; "
                                              "null when mc_samples < 2.")
+    top_logprobs: list[TopTokenOut] | None = Field(
+        default=None, description="Generation with the `top_logprobs` parameter: the k most likely tokens at this "
+        "position, most likely first, from the distribution `probability` comes from (MC mean when mc_samples ≥ 2).")
 
 
 class TranslationPredictionOut(BaseModel):

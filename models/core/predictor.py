@@ -136,13 +136,24 @@ class ScoredOutput:
 
 
 @dataclass(frozen=True)
+class TopToken:
+    """One alternative at an output position: its text and log-probability (nats, after τ)."""
+
+    token: str
+    logprob: float
+
+
+@dataclass(frozen=True)
 class TokenScore:
-    """One output token: its text, MC mean probability, predictive entropy (nats) and MI (nats, None when T < 2)."""
+    """One output token: its text, MC mean probability, predictive entropy (nats) and MI (nats, None when T < 2);
+    `top_logprobs`, when asked, the k most likely tokens at its position, most likely first, from the same
+    distribution as `probability` (the MC mean when T ≥ 2, else the deterministic one)."""
 
     token: str
     probability: float
     entropy: float
     mutual_information: float | None
+    top_logprobs: tuple[TopToken, ...] | None = None
 
 
 @dataclass(frozen=True)

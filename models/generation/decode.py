@@ -45,6 +45,7 @@ class DecodedRow:
     entropies: list[float] = field(default_factory=list)
     top_tokens: list[int] = field(default_factory=list)
     top_log_probs: list[float] = field(default_factory=list)
+    alternatives: list[list[tuple[int, float]]] = field(default_factory=list)  # per step, when asked
     first_token_seconds: float | None = None
     seconds: float = 0.0
     streamed: int = 0  # characters of `text` already handed to the sink
@@ -114,6 +115,9 @@ def decode_batch(
                 row.entropies.append(float(entropy[b]))
                 row.top_tokens.append(top[b])
                 row.top_log_probs.append(top_lp[b])
+                if params[b].top_logprobs:
+                    best, best_ids = log_dist[b].topk(min(params[b].top_logprobs, log_dist.shape[-1]))
+                    row.alternatives.append(list(zip(best_ids.tolist(), best.tolist(), strict=True)))
                 if row.first_token_seconds is None:
                     row.first_token_seconds = time.perf_counter() - started
                 active[b] = _advance(row, tokenizer, stops[b], params[b], eos_ids, sinks[b])

@@ -18,6 +18,7 @@ The `seed` of a request fixes both its sampled tokens and its dropout masks.
 
 from __future__ import annotations
 
+import math
 import resource
 import sys
 from collections.abc import Hashable, Mapping, Sequence
@@ -43,6 +44,7 @@ from models.core.predictor import (
     ScoredOutput,
     SequenceUncertainty,
     TokenScore,
+    TopToken,
     served_samples,
 )
 from models.core.sequence_uncertainty import sequence_measures, token_measures
@@ -54,7 +56,8 @@ from models.generation.sampling import SamplingParams
 TASK = "generation"
 MAX_STOP_STRINGS, MAX_STOP_LENGTH = 4, 64
 _SAMPLING_SALT = 2_000_003
-_KNOWN = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop", "return_tokens")
+_KNOWN = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop", "return_tokens",
+          "top_logprobs")
 
 
 class GenerationPredictor(BasePredictor):
@@ -108,8 +111,10 @@ class GenerationPredictor(BasePredictor):
             top_p=read.number("top_p", d["top_p"], 1e-6, 1.0),
             repetition_penalty=read.number("repetition_penalty", d["repetition_penalty"], 0.5, 2.0),
             stop=read.strings("stop", MAX_STOP_STRINGS, MAX_STOP_LENGTH),
+            top_logprobs=read.integer("top_logprobs", 0, 0, len(self.tokenizer)),
         )
-        return_tokens = read.flag("return_tokens", False)
+        # Alternatives are reported per output token, so asking for them asks for the token table.
+        return_tokens = read.flag("return_tokens", False) or sampling.top_logprobs > 0
         if not text or not text.strip():
             raise InputError("text must not be empty")
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -198,14 +203,29 @@ class GenerationPredictor(BasePredictor):
         return sequence_measures(det, measures), (measures.probability.tolist(), measures.predictive_entropy.tolist(),
                                                   measures.mutual_information.tolist())
 
+    def _alternatives(self, row: DecodedRow, log_probs: torch.Tensor | None,
+                      k: int) -> list[tuple[TopToken, ...] | None]:
+        """Per output token its `k` most likely tokens: from the MC mean distribution log p̄ = logsumexp_t −
+        log T when MC rows were scored (the distribution `probability` comes from), else the decode's own."""
+        if k <= 0:
+            return [None] * len(row.tokens)
+        if log_probs is not None:
+            mean = torch.logsumexp(log_probs.float(), dim=0) - math.log(log_probs.shape[0])  # [n, V]
+            best, best_ids = mean.topk(min(k, mean.shape[-1]), dim=-1)
+            steps = [list(zip(i, v, strict=True)) for i, v in zip(best_ids.tolist(), best.tolist(), strict=True)]
+        else:
+            steps = row.alternatives
+        return [tuple(TopToken(self.tokenizer.decode([t]), float(v)) for t, v in step) for step in steps]
+
     def _prediction(self, i: int, item: PreparedItem, request: MCRequest, result: DecodeResult,
                     log_probs: torch.Tensor | None) -> GenerationPrediction:
         row = result.rows[i]
         summary, (probability, entropy, mutual) = self._measures(row, log_probs)
         tokens = None
         if item.parameters["return_tokens"]:
-            tokens = [TokenScore(self.tokenizer.decode([t]), float(p), float(h), None if mi is None else float(mi))
-                      for t, p, h, mi in zip(row.tokens, probability, entropy, mutual, strict=True)]
+            alternatives = self._alternatives(row, log_probs, item.parameters["sampling"].top_logprobs)
+            tokens = [TokenScore(self.tokenizer.decode([t]), float(p), float(h), None if mi is None else float(mi), top)
+                      for t, p, h, mi, top in zip(row.tokens, probability, entropy, mutual, alternatives, strict=True)]
         return GenerationPrediction(
             text=row.text, uncertainty=SequenceUncertainty(**summary) if summary else None, tokens=tokens,
             finish_reason=row.finish_reason, input_tokens=item.n_tokens, output_tokens=len(row.tokens),

@@ -27,6 +27,7 @@ class SamplingParams:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = ()
+    top_logprobs: int = 0  # not a decoding choice: how many alternatives per step the decode records
 
 
 def choose_token(logits: torch.Tensor, params: SamplingParams, history: torch.Tensor,

@@ -37,7 +37,8 @@ from service.controllers.predict import (
     admit,
     respond,
 )
-from service.errors import LimitError, RequestTimeoutError, ServiceError
+from service.errors import LimitError, OutOfMemoryError, RequestTimeoutError, ServiceError
+from service.oom import OnceSink
 from service.openai_errors import OpenAIRequestError, openai_error
 from service.openai_format import Choices, Envelope, chat_prompt, merge_stops
 from service.openai_requests import refuse_unsupported, renamed, task_parameters
@@ -156,7 +157,8 @@ async def _serve(request: Request[Any, Any, Any], runtime: Runtime, body: Comple
         slot = _resolve(runtime, body.model)
         prompts, template_stops = render(slot)
         refuse_unsupported(body, logprobs or 0, slot, runtime)
-        parameters = task_parameters(body, merge_stops(body.stop, template_stops), tokens=logprobs is not None)
+        parameters = task_parameters(body, merge_stops(body.stop, template_stops), tokens=logprobs is not None,
+                                     top_logprobs=logprobs or 0)
         data, admitted, seeds = _admit(runtime, slot, body, prompts, parameters)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         choices = Choices([p for p in prompts for _ in range(body.n)], seeds, body.n, chat, include_usage)
@@ -202,7 +204,9 @@ async def _chunks(runtime: Runtime, data: PredictRequest, admitted: Admitted, ch
         return sink
 
     assert admitted.slot.batcher is not None
-    requests = [MCRequest(admitted.mc_samples, seed, sink_of(i)) for i, seed in enumerate(choices.seeds)]
+    # One OnceSink per choice: each character reaches the client once across out-of-memory retries (service/oom.py).
+    sinks = [OnceSink(sink_of(i)) for i in range(len(choices.seeds))]
+    requests = [MCRequest(admitted.mc_samples, seed, sink) for seed, sink in zip(choices.seeds, sinks, strict=True)]
     job = asyncio.ensure_future(admitted.slot.batcher.submit(admitted.items, requests))
     job.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, _DONE))
     deadline = started + runtime.settings.request_timeout_s
@@ -217,7 +221,11 @@ async def _chunks(runtime: Runtime, data: PredictRequest, admitted: Admitted, ch
                     if piece is _DONE:
                         break
                     yield _message(choices.piece(envelope, *piece))
-                result: PredictResponse = respond(data, runtime, admitted, job.result(), clock)
+                predictions = job.result()
+                if not all(sink.faithful for sink in sinks):
+                    raise OutOfMemoryError("out of memory mid-stream, and the retry decoded a different text "
+                                           "than the one already sent; send the request again")
+                result: PredictResponse = respond(data, runtime, admitted, predictions, clock)
                 outcome.status = 200
                 for chunk in choices.closing(envelope, result):
                     yield _message(chunk)

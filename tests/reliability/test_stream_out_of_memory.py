@@ -115,3 +115,27 @@ async def test_a_retry_that_decodes_another_text_ends_the_stream_with_an_error(a
         attempt[NEIGHBOUR["text"]] for attempt in predictor.attempts[1:] if NEIGHBOUR["text"] in attempt)
     assert sample(metrics, "nlp_requests_total", task="generation", status="503") == 1
     assert sample(metrics, "nlp_requests_total", task="generation", status="200") == 1
+
+
+async def test_an_openai_stream_whose_retry_decodes_another_text_ends_with_an_error(all_task_artifacts: Path) -> None:
+    made, load = loader_of(reseed=True)
+    body = {"model": "generation", "prompt": STREAMED["text"], "max_tokens": 10, "temperature": 1.0, "top_p": 1.0,
+            "seed": STREAMED["seed"], "stream": True, "mc_samples": 2}
+    async with real_client(all_task_artifacts, ["generation"], loader=load, **SETTINGS) as client:
+
+        async def openai_stream() -> list[dict[str, Any]]:
+            async with client.stream("POST", "/v1/completions", json=body) as response:
+                assert response.status_code == 200
+                raw = "".join([chunk async for chunk in response.aiter_text()])
+            lines = [line.removeprefix("data: ") for line in raw.replace("\r\n", "\n").split("\n")
+                     if line.startswith("data: ")]
+            return [json.loads(line) for line in lines if line != "[DONE]"]
+
+        chunks, plain = await asyncio.gather(openai_stream(), client.post("/predict", json=NEIGHBOUR))
+    (predictor,) = made
+    sent = next(attempt[STREAMED["text"]] for attempt in predictor.attempts if STREAMED["text"] in attempt)
+    pieces = "".join(c["choices"][0].get("text", "") for c in chunks if "choices" in c)
+    assert pieces == sent  # each character once, and nothing of the retry's other text
+    assert chunks[-1]["error"]["code"] == "out_of_memory" and "send the request again" in chunks[-1]["error"]["message"]
+    assert not any(c["choices"][0].get("finish_reason") for c in chunks if "choices" in c)  # no closing chunk
+    assert plain.status_code == 200

@@ -139,12 +139,46 @@ def test_logprobs_come_with_per_token_entropy_and_mutual_information(client: Ope
     assert legacy.text_offset[0] == len(PROMPT)
 
 
-def test_top_logprobs_above_zero_is_refused_with_a_clear_400(client: OpenAI) -> None:
+def test_top_logprobs_beyond_twenty_come_from_the_distribution_of_the_chosen_token(client: OpenAI,
+                                                                                  server: LiveServer) -> None:
+    vocabulary = len(server.runtime.slots["generation"].predictor.tokenizer)
+    messages = [{"role": "user", "content": PROMPT}]
+    greedy = client.chat.completions.create(model="generation", messages=messages, max_tokens=6, seed=3,
+                                            temperature=0.0, logprobs=True, top_logprobs=30,
+                                            extra_body={"mc_samples": 0}).choices[0].logprobs.content
+    for entry in greedy:
+        alternatives = [a.logprob for a in entry.top_logprobs]
+        assert len(alternatives) == 30 and alternatives == sorted(alternatives, reverse=True)
+        assert sum(math.exp(v) for v in alternatives) <= 1.0 + 1e-6
+        # Greedy decoding chose the most likely token: it heads its own alternatives, with the same logprob.
+        assert entry.top_logprobs[0].token == entry.token
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-5)
+    mc = client.chat.completions.create(model="generation", messages=messages, max_tokens=6, seed=3,
+                                        temperature=1.0, logprobs=True, top_logprobs=vocabulary,
+                                        extra_body={"mc_samples": 3}).choices[0].logprobs.content
+    for entry in mc:
+        # Under MC the alternatives are the MC mean distribution: the whole vocabulary sums to 1 and holds the
+        # chosen token at the logprob reported for it.
+        assert sum(math.exp(a.logprob) for a in entry.top_logprobs) == pytest.approx(1.0, abs=1e-3)
+        chosen = [a.logprob for a in entry.top_logprobs if a.token == entry.token]
+        assert any(v == pytest.approx(entry.logprob, abs=1e-4) for v in chosen)
+
+
+def test_legacy_completion_logprobs_give_one_alternatives_dict_per_position(client: OpenAI) -> None:
+    legacy = client.completions.create(model="generation", prompt=PROMPT, max_tokens=5, seed=4, logprobs=5,
+                                       temperature=0.0, extra_body={"mc_samples": 0}).choices[0].logprobs
+    assert len(legacy.top_logprobs) == len(legacy.tokens)
+    for token, chosen, alternatives in zip(legacy.tokens, legacy.token_logprobs, legacy.top_logprobs, strict=True):
+        assert 1 <= len(alternatives) <= 5
+        assert alternatives[token] == pytest.approx(chosen, abs=1e-5)
+
+
+def test_top_logprobs_above_the_limit_are_refused_with_a_clear_400(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model="generation", messages=[{"role": "user", "content": "Hi"}],
-                                       logprobs=True, top_logprobs=2)
+                                       logprobs=True, top_logprobs=10_000)
     assert refused.value.status_code == 400
-    assert refused.value.body["param"] == "top_logprobs" and "alternatives" in refused.value.body["message"]
+    assert refused.value.body["param"] == "top_logprobs" and "limit" in refused.value.body["message"]
     with pytest.raises(openai.BadRequestError) as above:
         client.completions.create(model="generation", prompt="Hi", logprobs=10_000)
     assert above.value.body["param"] == "logprobs" and "limit" in above.value.body["message"]

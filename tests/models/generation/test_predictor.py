@@ -217,3 +217,23 @@ def test_one_sample_is_served_as_deterministic(predictor: GenerationPredictor) -
                      return_tokens=True)
     assert one.uncertainty is None and one.abstain is False and one.text == zero.text
     assert all(t.mutual_information is None for t in one.tokens)
+
+
+def test_top_logprobs_are_the_k_most_likely_tokens_of_the_reported_distribution(predictor: GenerationPredictor) -> None:
+    vocabulary = len(predictor.tokenizer)
+    with pytest.raises(InputError, match="top_logprobs"):
+        predictor.prepare("Hello", {"top_logprobs": vocabulary + 1})
+    item = predictor.prepare("It is a truth", {"max_new_tokens": 5, "temperature": 0.0, "top_logprobs": vocabulary})
+    deterministic, mc = predictor.predict([item, item], [MCRequest(0, 1), MCRequest(4, 1)])
+    for prediction in (deterministic, mc):
+        assert prediction.tokens is not None  # asking for alternatives asks for the token table
+        for token in prediction.tokens:
+            values = [a.logprob for a in token.top_logprobs]
+            assert len(values) == vocabulary and values == sorted(values, reverse=True)
+            assert sum(torch.tensor(values, dtype=torch.float64).exp()) == pytest.approx(1.0, abs=1e-3)
+    for token in deterministic.tokens:  # greedy: the chosen token heads its alternatives at its own probability
+        assert token.top_logprobs[0].token == token.token
+        assert token.top_logprobs[0].logprob == pytest.approx(torch.tensor(token.probability).log().item(), abs=1e-5)
+    plain = predictor.predict([predictor.prepare("It is a truth", {"max_new_tokens": 5, "return_tokens": True})],
+                              [MCRequest(0, 1)])[0]
+    assert all(t.top_logprobs is None for t in plain.tokens)
