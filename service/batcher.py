@@ -2,10 +2,12 @@
 
 Contract:
 - `check_capacity(n)` is called *before* tokenising: it raises `QueueFullError` (429, with a Retry-After
-  estimate) when `n` more items would not fit in `max_queue`, or would wait longer than `wait_budget_s`
-  at the measured seconds per item (under overload a FIFO queue longer than the request timeout makes
-  every request time out after using the model); `LimitError` (422) when `n` could never fit, and
-  `UnavailableError` (503) once the batcher is closing.
+  estimate) when `n` more items would not fit in `max_queue`, or when the queue with them would take
+  longer than `wait_budget_s` to drain (`queue_seconds`: the batches the queue forms × the measured time
+  per batch, service/admission.py; under overload a FIFO queue longer than the request timeout makes every
+  request time out after using the model); `LimitError` (422) when `n` could never fit, and
+  `UnavailableError` (503) once the batcher is closing. Before any batch has run there is no measurement,
+  so only `max_queue` bounds the queue; a lone request (empty queue) is always let in.
 - `submit(items, requests)` queues the items (a client list counts item by item) and returns their
   predictions in order. Cancelling the awaiting task (timeout, client gone) cancels its items' futures,
   and cancelled items are dropped before their batch runs.
@@ -34,12 +36,14 @@ from functools import partial
 from typing import Any, Protocol
 
 from models.core.predictor import MCRequest, Predictor, PreparedItem
+from service.admission import BatchTimeModel, pack
 from service.batch_selection import Entry, fills_batch, take_batch
 from service.errors import InferenceError, LimitError, OutOfMemoryError, QueueFullError, UnavailableError
 from service.oom import ItemOutOfMemory, predict_splitting
 from service.settings import BatchLimits
 
 log = logging.getLogger(__name__)
+_NEW_ITEMS = object()  # the batch key of not-yet-tokenised items in the admission estimate
 
 
 class BatchObserver(Protocol):
@@ -74,13 +78,13 @@ class Batcher:
         self._closing = False
         self._crashed = False
         self._running = 0
-        # Smoothed batch wall time, seconds: the basis of the Retry-After estimate.
-        self._batch_seconds = 0.05
-        # Smoothed busy wall time per item, seconds (0 until a batch has run): the queue-wait estimate. Busy
+        # Busy seconds per batch as a function of its cost: the queue-wait and Retry-After estimate. Busy
         # time runs from the later of the previous batch's end and the batch's oldest arrival, so it counts
         # the event loop's own work between batches (HTTP, JSON) and not idle gaps.
-        self._item_seconds = 0.0
+        self.batch_time = BatchTimeModel()
         self._last_finished = float("-inf")
+        # Smoothed cost of a submitted item: the guess for items not yet tokenised at admission.
+        self._item_cost = 0.0
         self._wait_budget_s = wait_budget_s
 
     # --- state ---------------------------------------------------------------------------------------
@@ -129,10 +133,21 @@ class Batcher:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- intake --------------------------------------------------------------------------------------
+    def queue_seconds(self, n_items: int = 0) -> float:
+        """Estimated seconds to drain the queue plus `n_items` more (0 before any batch was measured)."""
+        # New items are not tokenised yet: they count at the usual item cost, in batches of their own
+        # (they may well join a queued batch; counting them apart errs towards refusing).
+        extra = [(_NEW_ITEMS, max(1, round(self._item_cost)))] * n_items
+        return self.batch_time.drain_seconds(pack([(e.key, e.cost) for e in self._pending] + extra, self.limits))
+
     def retry_after_s(self, n_items: int) -> float:
-        """Seconds until roughly `n_items` more would fit: batches needed to drain the queue × batch time."""
-        batches = (len(self._pending) + n_items) / self.limits.max_batch_size
-        return max(1.0, batches * self._batch_seconds)
+        """Seconds until roughly `n_items` more would be admitted: the drain time over the budget, or
+        the drain time of the items over `max_queue`."""
+        queued = len(self._pending) + n_items
+        drain = self.queue_seconds(n_items)
+        over_queue = drain * max(0, queued - self.limits.max_queue) / max(queued, 1)
+        over_budget = drain - self._wait_budget_s if self._wait_budget_s is not None else 0.0
+        return max(1.0, over_queue, over_budget)
 
     def check_capacity(self, n_items: int) -> None:
         """Raise unless `n_items` more items can be queued now (cheap; call before tokenising)."""
@@ -142,11 +157,11 @@ class Batcher:
             raise UnavailableError("server is draining; retry on another replica", error_type="draining")
         if n_items > self.limits.max_queue:
             raise LimitError(f"{n_items} items exceed this model's queue of {self.limits.max_queue}; split the request")
-        queued = len(self._pending) + n_items
-        if queued > self.limits.max_queue:
+        budget = self._wait_budget_s
+        if len(self._pending) + n_items > self.limits.max_queue:
             why = f"queue is full ({len(self._pending)}/{self.limits.max_queue} items)"
-        elif self._pending and self._wait_budget_s is not None and queued * self._item_seconds > self._wait_budget_s:
-            why = f"queue would take ~{queued * self._item_seconds:.1f} s, over the {self._wait_budget_s:g} s budget"
+        elif self._pending and budget is not None and (drain := self.queue_seconds(n_items)) > budget:
+            why = f"queue would take ~{drain:.1f} s, over the {budget:g} s budget"
         else:
             return
         raise QueueFullError(f"{self.task} {why}", retry_after_s=self.retry_after_s(n_items))
@@ -164,6 +179,8 @@ class Batcher:
             Entry(item, req, self.predictor.batch_key(item), self.predictor.cost(item, req), loop.create_future(), now)
             for item, req in zip(items, requests, strict=True)
         ]
+        mean_cost = sum(entry.cost for entry in entries) / max(len(entries), 1)
+        self._item_cost = mean_cost if self._item_cost == 0 else 0.8 * self._item_cost + 0.2 * mean_cost
         self._pending.extend(entries)
         self._wakeup.set()
         try:
@@ -259,11 +276,9 @@ class Batcher:
             self._running = 0
             finished = self._clock()
             elapsed = finished - started
-            self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
             busy_since = max(self._last_finished, min(entry.enqueued for entry in live))
             self._last_finished = finished
-            per_item = (finished - busy_since) / len(live)
-            self._item_seconds = per_item if self._item_seconds == 0 else 0.8 * self._item_seconds + 0.2 * per_item
+            self.batch_time.observe(sum(entry.cost for entry in live), finished - busy_since)
             if self._observer is not None:
                 self._observer.observe_batch(self.task, len(live), waits, elapsed)
 

@@ -161,8 +161,9 @@ class Runtime:
             return
         slot.predictor = predictor
         slot.version = predictor.version
-        # Admit only what the queue can clear in half the request timeout: the rest of the timeout is the
-        # headroom for the request's own batch and for the estimate's error (a fast 429 beats a slow 504).
+        # Admit only what the queue (batches it will form × measured seconds per batch) can clear in half
+        # the request timeout. The other half is the margin: it covers the batch already running and an
+        # estimate up to ~2× too low before an admitted request would time out (a fast 429 beats a slow 504).
         slot.batcher = Batcher(predictor, settings.batch_limits(slot.task), executor=self._executor,
                                observer=self.metrics, wait_budget_s=settings.request_timeout_s / 2)
         slot.batcher.start()
