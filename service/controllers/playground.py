@@ -20,10 +20,10 @@ _HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
             "Cache-Control": "no-cache"}
 
 
-@get("/", include_in_schema=False, media_type="text/html; charset=utf-8")
+@get("/", include_in_schema=False, media_type="text/html")
 async def playground_page() -> Response[bytes]:
     """The page (read per request: it is small, and an edited file shows on reload)."""
-    return Response((STATIC_DIR / "index.html").read_bytes(), media_type="text/html; charset=utf-8",
+    return Response((STATIC_DIR / "index.html").read_bytes(), media_type="text/html",
                     headers=_HEADERS)
 
 
