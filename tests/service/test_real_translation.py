@@ -54,7 +54,8 @@ async def test_translations_with_every_uncertainty_field_tokens_and_seed(client:
         assert set(p["uncertainty"]) == UNCERTAINTY and p["uncertainty"]["sampling_chrf"] is None
         assert p["uncertainty"]["mc_log_prob_var"] >= 0 and p["uncertainty"]["max_token_mutual_information"] >= 0
         assert len(p["tokens"]) == p["output_tokens"] <= 10
-        assert all(set(t) == {"token", "probability", "entropy", "mutual_information"} for t in p["tokens"])
+        assert all(set(t) == {"token", "probability", "entropy", "mutual_information", "top_logprobs"}
+                   and t["top_logprobs"] is None for t in p["tokens"])  # alternatives are a generation parameter
         assert all(0 <= t["probability"] <= 1 and t["mutual_information"] >= 0 for t in p["tokens"])
     again = (await client.post("/predict", json=request)).json()
     other = (await client.post("/predict", json={**request, "seed": 4})).json()

@@ -14,6 +14,7 @@ disjoint by construction (training.sentiment.data.plan_subsets), so no choice is
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from training.core.calibration_fit import mc_nll, select_abstain_rule
 from training.core.classification_metrics import classification_metrics, uncertainty_scores
 from training.core.confidence_maps import CalibrationChoice, choose_calibration
 from training.sentiment.modes import DETERMINISTIC, Encoded, EvalSettings, MCMode, collect_logits, modes_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,16 +87,24 @@ def choose_on_validation(model: nn.Module, pad_id: int, selection: Encoded, sele
     k, evidence = choose_last_k(raw, modes, layers, s.tolerance)
     evidence["n"] = len(compare)
     serving = next((m for m in modes if m.last_k == k), MCMode("mc_full", s.mc_samples, None))
+    log.info("chose last-%d on %d validation reviews (best AUROC by mode %s)", k, len(compare),
+             {name: round(v, 4) for name, v in evidence["best_auroc_by_mode"].items()})
 
     cal_mc, seconds = collect_logits(model, calibration, pad_id, serving, s, "validation/calibration")
     cal_det, _ = collect_logits(model, calibration, pad_id, DETERMINISTIC, s, "validation/calibration")
     mc_choice, det_choice = _calibrate(cal_mc, calibration.labels, s), _calibrate(cal_det, calibration.labels, s)
+    for name, choice in ((serving.name, mc_choice), ("deterministic", det_choice)):
+        log.info("calibration of %s on %d validation reviews: τ = %.3f, then %s (out-of-fold %s: %s)", name,
+                 len(calibration), choice.temperature, choice.kind, s.criterion,
+                 {kind: round(v[s.criterion], 4) for kind, v in choice.cross_validation.items()})
 
     sel_mc, _ = collect_logits(model, selection, pad_id, serving, s, "validation/selection")
     tau = mc_choice.temperature
     probs = calibrated_probs(sel_mc, tau)
     correct = probs.double().mean(dim=1).argmax(dim=1) == selection.labels
     rule = select_abstain_rule(uncertainty_scores(probs), correct, s.target_risk)
+    log.info("abstain rule on %d validation reviews: %s > %.4g (coverage %.3f at risk <= %g)", len(selection),
+             rule["measure"], rule["threshold"], rule["coverage"], s.target_risk)
     record = {
         "mc_last_k": _used("selection_modes", len(compare), nested_in="selection"),
         "temperature_and_confidence_map": _used("calibration", len(calibration), cross_validation_folds=s.folds,
