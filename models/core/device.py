@@ -1,4 +1,4 @@
-"""Device and precision choices for inference: where a model runs and in which compute dtype.
+"""Device and precision choices: where a model runs and in which compute dtype (inference and training).
 
 - CUDA: weights are cast to bf16/fp16 (halves memory and uses tensor cores).
 - CPU: weights stay fp32 and matmuls run under bf16 autocast only where the processor has fast bf16
@@ -8,11 +8,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 from torch import nn
+
+LOG = logging.getLogger(__name__)
+_WARNED: list[bool] = []  # one warning per process, not one per evaluation
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -45,6 +49,22 @@ def resolve_dtype(name: str, device: str) -> str:
     if device.startswith("cuda"):
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     return "bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
+def training_autocast(requested: bool, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for a training job's forward passes when `requested` and the device computes bf16 fast
+    (CUDA with bf16, a CPU with AMX/AVX512-BF16); float32 otherwise, with one warning. On a CPU without
+    those units bf16 is emulated and ~20x slower, and the result differs from float32 only by rounding, so a
+    preset asks for bf16 and every machine trains the same model at the speed it can."""
+    if not requested:
+        return contextlib.nullcontext()
+    fast = torch.cuda.is_bf16_supported() if device.type == "cuda" else device.type == "cpu" and cpu_has_fast_bf16()
+    if not fast:
+        if not _WARNED:
+            _WARNED.append(True)
+            LOG.warning("bf16 asked for, but this %s has no fast bf16 units: training in float32", device.type)
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def place_model(model: nn.Module, device: torch.device, dtype: str) -> nn.Module:

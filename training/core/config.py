@@ -58,7 +58,8 @@ class TrainConfig:
     cycle_gamma: float = field(default=0.5, metadata={"help": "cyclic: peak decay factor per cycle"})
     dropout: float = field(default=0.1, metadata={"help": "dropout rate (hidden, attention, head)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the cross-entropy"})
-    bf16: bool = field(default=False, metadata={"help": "bf16 autocast for forward passes"})
+    bf16: bool = field(default=False, metadata={
+        "help": "bf16 autocast for forward passes where the device computes bf16 fast (float32 elsewhere)"})
     eval_every: int = field(default=0, metadata={"help": "validate every N steps (0: at each epoch end)"})
     patience: int = field(default=0, metadata={"help": "early stopping after N evals without gain (0: off)"})
     min_delta: float = field(default=0.0, metadata={"help": "smallest change that counts as a gain"})

@@ -35,13 +35,13 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from models.core.device import training_autocast
 from training.core import distributed
 from training.core.batching import shard_batches
 from training.core.budget import TimeBudget, estimate_left
@@ -124,7 +124,7 @@ class Trainer:
         self._log_every = 0 if show or not self.is_main else max(1, self.planned_steps // 20)
         bar = tqdm(total=self.planned_steps, initial=h.steps_done, disable=not show, unit="step", dynamic_ncols=True)
         started = self.clock() - h.train_seconds - h.eval_seconds
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+        autocast = training_autocast(cfg.bf16, self.device)
         # A run resumed after its patience ran out stays stopped.
         stopped = "early_stopping" if cfg.patience and self._stale_evals >= cfg.patience else None
         window: list[float] = []  # seconds of recent steps, for the time budget

@@ -31,7 +31,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from models.core.artifacts import Manifest
 from models.core.base import save_model
-from models.core.device import resolve_dtype
+from models.core.device import resolve_dtype, training_autocast
 from models.sentiment.mc import DropoutRates, num_layers
 from models.sentiment.model import (
     build_tiny_classifier,
@@ -122,7 +122,7 @@ def train(config: SentimentConfig, model: nn.Module, tokenizer: PreTrainedTokeni
 
     def evaluate() -> dict[str, float]:
         probs = torch.empty(len(val_ids), len(data.label_names), dtype=torch.float64)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        with training_autocast(config.bf16, device):
             for index, ids, mask in eval_batches(val_ids, 2 * config.batch_size, pad):
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
                 probs[torch.tensor(index)] = torch.softmax(logits.double().cpu(), dim=-1)

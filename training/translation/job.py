@@ -31,7 +31,7 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from models.core.artifacts import Manifest
-from models.core.device import resolve_dtype
+from models.core.device import resolve_dtype, training_autocast
 from models.core.tokenizers import SPECIAL_TOKENS, train_joint_tokenizer
 from models.translation.model import PRESET_SIZES, build_marian_preset
 from models.translation.predictor import TranslationPredictor
@@ -134,7 +134,7 @@ def train(config: TranslationConfig, model: nn.Module, tokenizer: PreTrainedToke
 
     def evaluate() -> dict[str, float]:
         total, tokens = 0.0, 0
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        with training_autocast(config.bf16, device):
             for batch in val_batches:  # unsmoothed token NLL: comparable across label-smoothing settings
                 loss, n = token_loss(model, batch, device, 0.0)
                 total, tokens = total + float(loss) * n, tokens + n
