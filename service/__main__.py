@@ -72,6 +72,9 @@ def run(settings: Settings, runtime: Runtime | None = None) -> None:
         app,
         host=settings.host,
         port=settings.port,
+        # uvloop + httptools (the defaults when installed) take the HTTP parsing and loop off the Python path.
+        loop=settings.event_loop,
+        http=settings.http_parser,
         log_level=settings.log_level,
         timeout_graceful_shutdown=_CLOSE_GRACE_S,
         # The service logs its own requests through metrics; uvicorn's per-request access log is noise.

@@ -1,12 +1,16 @@
 """Per-task glue between a predictor's prediction objects and the HTTP layer: a dict registry.
 
 An adapter turns one prediction (a models-layer dataclass) into its response model and feeds the
-uncertainty metrics; the controllers never branch on the task name.
+uncertainty metrics; the controllers never branch on the task name. `to_json` is the lean form `POST /predict`
+serves: the prediction's own fields, exactly the response model's (tests/service/test_adapters.py keeps them in
+step), handed to Litestar's msgspec encoder without building and validating a pydantic model per item, since
+the code built these values itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -22,6 +26,10 @@ class TaskAdapter(Protocol):
         """The response model of one prediction (field names as docs/architecture.md §5)."""
         ...
 
+    def to_json(self, prediction: Any) -> Any:
+        """The same body as `to_response`, JSON-ready for msgspec (dataclasses and dicts), unvalidated."""
+        ...
+
     def observe(self, metrics: ServiceMetrics, task: str, prediction: Any) -> None:
         """Record the prediction's uncertainty (and generated tokens, for sequence tasks)."""
         ...
@@ -35,7 +43,12 @@ class SentimentAdapter:
     def to_response(self, prediction: Any) -> BaseModel:
         return SentimentPredictionOut.model_validate(dataclasses.asdict(prediction))
 
+    def to_json(self, prediction: Any) -> Any:
+        # The dataclass's fields are the response's (nested dataclasses included); msgspec encodes it as is.
+        return _fields_of(prediction, SentimentPredictionOut)
+
     def observe(self, metrics: ServiceMetrics, task: str, prediction: Any) -> None:
+        metrics.observe_ood(task, prediction.ood_score, prediction.out_of_distribution)  # at every T
         # Deterministic predictions carry no uncertainty; counting them as 0 would fake a calm model.
         if prediction.uncertainty is None:
             return
@@ -62,8 +75,13 @@ class SequenceAdapter:
         fields.pop("output_ids", None)  # token ids are for evaluations (training/), not part of the API
         return self.response.model_validate(fields)
 
+    def to_json(self, prediction: Any) -> Any:
+        # Only the response's fields: output ids and decode timings stay out of the API.
+        return _fields_of(prediction, self.response)
+
     def observe(self, metrics: ServiceMetrics, task: str, prediction: Any) -> None:
         metrics.observe_generated(task, prediction.output_tokens)
+        metrics.observe_ood(task, prediction.ood_score, prediction.out_of_distribution)  # at every T
         if prediction.uncertainty is None:
             return
         metrics.observe_uncertainty(
@@ -72,6 +90,20 @@ class SequenceAdapter:
             prediction.uncertainty.mean_token_mutual_information,
             prediction.abstain,
         )
+
+
+def _fields_of(prediction: Any, response: type[BaseModel]) -> Any:
+    """`prediction` itself when its dataclass fields are exactly `response`'s, else a dict of those fields
+    (top level only: nested dataclasses already have their response model's fields)."""
+    names = _response_fields(response)
+    if tuple(field.name for field in dataclasses.fields(prediction)) == names:
+        return prediction
+    return {name: getattr(prediction, name) for name in names}
+
+
+@functools.cache
+def _response_fields(response: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(response.model_fields)
 
 
 ADAPTERS: dict[str, TaskAdapter] = {

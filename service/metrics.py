@@ -22,6 +22,8 @@ _MC = (0, 1, 2, 5, 10, 20, 30, 50, 100)
 _ENTROPY = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0, 2.0, 4.0, 8.0)
 # Mutual information is usually an order of magnitude smaller than the entropy.
 _MI = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+# OOD score = distance to the training data / the validation threshold: 1 is the flag line (models/core/ood.py).
+_OOD = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 _TOKENS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 # Decoding time per generated token: ~1 ms for a small model on a GPU to ~1 s for a large batch on a CPU.
 _PER_TOKEN = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -70,6 +72,14 @@ class ServiceMetrics:
         )
         self.abstentions = Counter(
             "nlp_abstentions_total", "Predictions flagged abstain=true.", ["task"], registry=r
+        )
+        self.ood_score = Histogram(
+            "nlp_ood_score", "Out-of-distribution score per prediction (distance to the training data / the "
+            "validation threshold; > 1 = out of distribution), at every mc_samples.", ["task"], buckets=_OOD,
+            registry=r,
+        )
+        self.out_of_distribution = Counter(
+            "nlp_out_of_distribution_total", "Predictions flagged out_of_distribution=true.", ["task"], registry=r
         )
         self.input_tokens = Histogram(
             "nlp_input_tokens", "Tokens per input item after tokenisation.", ["task"], buckets=_TOKENS, registry=r
@@ -134,6 +144,14 @@ class ServiceMetrics:
         if abstain:
             self.abstentions.labels(task).inc()
 
+    def observe_ood(self, task: str, score: float | None, flagged: bool) -> None:
+        """One prediction's OOD score (None: the model has no OOD statistics, nothing to record)."""
+        if score is None:
+            return
+        self.ood_score.labels(task).observe(score)
+        if flagged:
+            self.out_of_distribution.labels(task).inc()
+
     def observe_generated(self, task: str, tokens: int) -> None:
         self.generated_tokens.labels(task).inc(tokens)
 
@@ -149,6 +167,9 @@ class ServiceMetrics:
         self.model_loaded.labels(task).set(1 if loaded else 0)
         if loaded:
             self.model_info.labels(task, version, device, dtype).set(1)
+            # The OOD series exist from load on, so the drift ratio reads 0, not "no data", before a flag.
+            self.ood_score.labels(task)
+            self.out_of_distribution.labels(task)
 
     def clear_model_info(self, task: str, version: str, device: str, dtype: str) -> None:
         self.model_info.remove(task, version, device, dtype)

@@ -151,6 +151,8 @@ class Runtime:
                 mc_last_k=settings.mc_last_k.get(slot.task),
                 mc_dropout_sites=settings.dropout_sites(slot.task),
                 max_input_tokens=settings.max_input_tokens,
+                backend=settings.backend_for(slot.task),
+                onnx_model=settings.onnx_models.get(slot.task),
             )
             log.info("loading %s from %s", slot.task, slot.artifact)
             predictor = await asyncio.to_thread(self._loader, slot.artifact, slot.options)

@@ -11,6 +11,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SEED_MAX = 2**31 - 1
+OOD_SCORE = (
+    "Out-of-distribution score of the input: distance of its features (a mean-pooled hidden state of the model's own "
+    "deterministic pass) to the training data's, divided by the threshold fitted on validation so that at most 5 % of "
+    "in-domain validation inputs exceed it. Dimensionless; higher = less like the training data; > 1 = "
+    "`out_of_distribution`. Computed at every mc_samples, 0 included; null when the model has no OOD statistics. "
+    "It says whether the input is like what the model was trained on, not whether this answer is right.")
+ABSTAIN = (
+    "True when the prediction should not be trusted: the input is out of distribution, or the calibrated uncertainty "
+    "passes the model's abstain threshold (chosen on validation for a target risk; needs mc_samples ≥ 2). "
+    "`abstain_reason` says which.")
+
+OUT_OF_DISTRIBUTION = ("True when `ood_score` > 1: the input is unlike the training data (at most 5 % of in-domain "
+                       "validation inputs are flagged); false when the model has no OOD statistics.")
+ABSTAIN_REASON = ("Why `abstain` is true: `out_of_distribution` (checked first) or `uncertain` (the calibrated "
+                  "uncertainty passed the threshold); null when `abstain` is false.")
+AbstainReason = Literal["out_of_distribution", "uncertain"]
 
 
 class PredictRequest(BaseModel):
@@ -75,11 +91,12 @@ class SentimentPredictionOut(BaseModel):
     confidence: float = Field(description="Probability of `label`, 0..1.")
     probabilities: dict[str, float] = Field(description="Mean calibrated probability per label, 0..1, sums to 1.")
     uncertainty: ClassificationUncertainty | None = Field(description="MC uncertainty; null when mc_samples < 2.")
-    abstain: bool = Field(
-        description="True when the calibrated uncertainty passes the model's abstain threshold (chosen on "
-        "validation for a target risk): treat the label as unreliable. Always false when mc_samples < 2.")
+    abstain: bool = Field(description=ABSTAIN)
     input_tokens: int = Field(description="Tokens the model read for this item (count).")
     truncated: bool = Field(description="True when the text was cut to the model's token limit.")
+    ood_score: float | None = Field(default=None, description=OOD_SCORE)
+    out_of_distribution: bool = Field(default=False, description=OUT_OF_DISTRIBUTION)
+    abstain_reason: AbstainReason | None = Field(default=None, description=ABSTAIN_REASON)
 
 
 class SequenceUncertaintyOut(BaseModel):
@@ -144,9 +161,10 @@ class TranslationPredictionOut(BaseModel):
         description="`eos`: the model ended the sentence; `length`: cut at max_new_tokens.")
     input_tokens: int = Field(description="Tokens the model read for this item (count, `</s>` included).")
     output_tokens: int = Field(description="Tokens generated (count, `</s>` included when generated).")
-    abstain: bool = Field(default=False, description="True when the calibrated uncertainty passes the model's "
-                          "abstain threshold (fitted on validation for a quality target, see the model's "
-                          "`calibration`). Always false when mc_samples < 2 or no threshold was fitted.")
+    abstain: bool = Field(default=False, description=ABSTAIN)
+    ood_score: float | None = Field(default=None, description=OOD_SCORE)
+    out_of_distribution: bool = Field(default=False, description=OUT_OF_DISTRIBUTION)
+    abstain_reason: AbstainReason | None = Field(default=None, description=ABSTAIN_REASON)
 
 
 class GenerationPredictionOut(BaseModel):
@@ -164,9 +182,10 @@ class GenerationPredictionOut(BaseModel):
         "max_new_tokens.")
     input_tokens: int = Field(description="Prompt tokens (count).")
     output_tokens: int = Field(description="Tokens generated (count).")
-    abstain: bool = Field(default=False, description="True when the calibrated uncertainty passes the model's "
-                          "abstain threshold (fitted on validation for a quality target, see the model's "
-                          "`calibration`). Always false when mc_samples < 2 or no threshold was fitted.")
+    abstain: bool = Field(default=False, description=ABSTAIN)
+    ood_score: float | None = Field(default=None, description=OOD_SCORE)
+    out_of_distribution: bool = Field(default=False, description=OUT_OF_DISTRIBUTION)
+    abstain_reason: AbstainReason | None = Field(default=None, description=ABSTAIN_REASON)
 
 
 # One prediction type per task.

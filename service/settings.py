@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 MC_SITES = frozenset({"hidden", "attention", "head"})
+Backend = Literal["torch", "onnxruntime"]
 
 
 class BatchLimits(BaseModel):
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
     # --- network -------------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 inside a container.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0 = any free port).")
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto", description="Event loop of the HTTP server; auto = uvloop when installed (a serving "
+        "dependency), else asyncio.")
+    http_parser: Literal["auto", "h11", "httptools"] = Field(
+        default="auto", description="HTTP/1.1 implementation; auto = httptools (C parser) when installed, else h11.")
 
     # --- which models ----------------------------------------------------------------------------------
     artifacts_dir: Path = Field(default=Path("artifacts"), description="Root holding <task>/<version>/.")
@@ -88,6 +94,14 @@ class Settings(BaseSettings):
         "bfloat16 only where the processor has fast bf16 units (AMX or AVX512-BF16), else float32.",
     )
     torch_threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; None = torch's.")
+    backend: Backend = Field(
+        default="torch", description="What runs the models' forward passes: torch, or onnxruntime (CPU, "
+        "sentiment only: the last-k MC graph exported at load, same seeds and answers within float rounding; "
+        "needs the `onnx` extra). Per task: `backends`.")
+    backends: dict[str, Backend] = Field(default_factory=dict, description="Per-task backend overrides.")
+    onnx_models: dict[str, str] = Field(
+        default_factory=dict, description="Per task: an exported MC graph (.onnx, e.g. an export package's int8 "
+        "model, `python -m training.export`) for the onnxruntime backend to run instead of exporting one at load.")
 
     # --- batching (global defaults, per-model overrides) -----------------------------------------------
     max_batch_size: int = Field(default=32, ge=1, description="Items per batch (a list counts per item).")
@@ -177,6 +191,10 @@ class Settings(BaseSettings):
             max_wait_ms=self.max_wait_ms if override.max_wait_ms is None else override.max_wait_ms,
             max_queue=override.max_queue or self.max_queue,
         )
+
+    def backend_for(self, task: str) -> str:
+        """The backend that runs `task`: its override, else the global one."""
+        return self.backends.get(task, self.backend)
 
     def dropout_sites(self, task: str) -> frozenset[str] | None:
         """MC-time dropout sites of `task`, or None for the manifest's default."""

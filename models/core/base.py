@@ -22,6 +22,7 @@ from models.core.calibration import Calibration
 from models.core.device import place_model
 from models.core.dropout import DEFAULT_MC_SITES, SITES, validate_sites
 from models.core.loading import load_verified
+from models.core.ood import OODDetector, load_detector
 from models.core.predictor import MCRequest, PredictorOptions, PreparedItem, served_samples
 
 
@@ -84,6 +85,7 @@ class BasePredictor:
                 measures=self.abstain_measures)
         except ValueError as exc:
             raise ArtifactError(f"{self.name} {self.version}: calibration: {exc}") from exc
+        self.ood: OODDetector | None = None  # `attach_ood`; None = no OOD statistics (ood_score null)
 
     @classmethod
     def load(cls, artifact_dir: Path, options: PredictorOptions) -> Self:
@@ -92,7 +94,21 @@ class BasePredictor:
         manifest, model, tokenizer = load_verified(artifact_dir, cls.task, cls.load_class or cls.model_class)
         if not isinstance(model, cls.model_class):
             raise ArtifactError(f"{artifact_dir}: {type(model).__name__} has no {cls.task} fast path")
-        return cls(model, tokenizer, manifest, options)
+        predictor = cls(model, tokenizer, manifest, options)
+        predictor.attach_ood(load_detector(artifact_dir, manifest))
+        return predictor
+
+    def attach_ood(self, detector: OODDetector | None) -> None:
+        """Serve `detector`'s OOD score with every prediction (None: none). Raises ArtifactError when its layer
+        or feature dimension does not fit this model."""
+        if detector is not None:
+            layers, dim = self.ood_feature_layers(), self._ood_feature_dim()
+            if detector.layer >= layers or detector.feature_dim != dim:
+                raise ArtifactError(f"{self.name} {self.version}: OOD statistics of layer {detector.layer} and "
+                                    f"dimension {detector.feature_dim}, but the model has feature layers "
+                                    f"0..{layers - 1} of dimension {dim}")
+            detector = detector.to(self.device)
+        self.ood = detector
 
     # -- task hooks ---------------------------------------------------------------------------------
 
@@ -113,6 +129,26 @@ class BasePredictor:
 
     def _warmup_parameters(self) -> dict[str, Any]:
         return {}
+
+    def ood_feature_layers(self) -> int:
+        """How many hidden states OOD features may come from (layers 0..n−1; models/core/ood.py)."""
+        raise NotImplementedError
+
+    def _ood_feature_dim(self) -> int:
+        config = self.model.config  # the width of every hidden state (BERT, Llama: hidden_size; Marian: d_model)
+        return int(getattr(config, "hidden_size", None) or config.d_model)
+
+    def ood_features(self, items: Sequence[PreparedItem], layers: Sequence[int],
+                     pooling: str = "mean") -> dict[int, torch.Tensor]:
+        """Pooled, L2-normalised features [B, d] of `items` at each of `layers`, from the deterministic pass the
+        serving path takes them from (for fitting and evaluating detectors; training/core/ood_fit.py)."""
+        raise NotImplementedError
+
+    def _ood_outcomes(self, features: torch.Tensor | None, count: int) -> list[tuple[float | None, bool]]:
+        """(ood_score, out_of_distribution) per item from its pooled features [B, d] (None without a detector)."""
+        if self.ood is None or features is None:
+            return [(None, False)] * count
+        return [(score, score > 1.0) for score in self.ood.scores(features)]
 
     def _task_facts(self) -> dict[str, Any]:
         """`describe` keys of this task; an "mc" entry is merged into the common "mc" facts."""
@@ -169,5 +205,6 @@ class BasePredictor:
                 **task.get("mc", {}),
             },
             "calibration": self.calibration.describe(),
+            "ood": self.ood.config() if self.ood is not None else None,
             "created_at": self.manifest.created_at,
         }

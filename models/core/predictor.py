@@ -56,6 +56,8 @@ class PredictorOptions:
     - `mc_dropout_sites`: which dropouts are live at MC time, subset of {"hidden", "attention", "head"};
       None = the manifest's default.
     - `max_input_tokens`: refuse (sentiment: truncate head+tail to) this many tokens; None = model's limit.
+    - `backend`: what runs the batched forward: "torch", or "onnxruntime" (CPU; sentiment only, see
+      models/registry.py); `onnx_model`: an exported graph to run instead of exporting one at load.
     """
 
     device: str = "cpu"
@@ -63,6 +65,8 @@ class PredictorOptions:
     mc_last_k: int | None = None
     mc_dropout_sites: frozenset[str] | None = None
     max_input_tokens: int | None = None
+    backend: str = "torch"
+    onnx_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,12 @@ class PreparedItem:
     n_tokens: int
     truncated: bool = False
     parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Every prediction's OOD fields (models/core/ood.py), at any T: `ood_score` = distance of the input's features to
+# the training data's / the validation threshold (> 1 = `out_of_distribution`; None when the artifact has no OOD
+# statistics); `abstain` is true when the input is out of distribution or the calibrated uncertainty passes the
+# abstain rule, `abstain_reason` says which ("out_of_distribution" first, then "uncertain"; None when not abstaining).
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,8 @@ class ClassificationUncertainty:
 
 @dataclass(frozen=True)
 class SentimentPrediction:
-    """One sentiment prediction; `uncertainty` is None when T = 0 (then `abstain` is False)."""
+    """One sentiment prediction; `uncertainty` is None when T = 0. OOD fields as the
+    comment above ClassificationUncertainty says."""
 
     label: str
     confidence: float
@@ -98,6 +109,9 @@ class SentimentPrediction:
     abstain: bool
     input_tokens: int
     truncated: bool
+    ood_score: float | None = None
+    out_of_distribution: bool = False
+    abstain_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +172,8 @@ class TokenScore:
 
 @dataclass(frozen=True)
 class TranslationPrediction:
-    """One translation; `uncertainty` is None when T = 0; `tokens` only when asked (`return_tokens`)."""
+    """One translation; `uncertainty` is None when T = 0; `tokens` only when asked (`return_tokens`); OOD fields
+    as the comment above ClassificationUncertainty says."""
 
     translation: str
     uncertainty: SequenceUncertainty | None
@@ -168,13 +183,17 @@ class TranslationPrediction:
     output_tokens: int
     abstain: bool = False
     output_ids: tuple[int, ...] = field(default=(), repr=False)  # for evaluations; not served
+    ood_score: float | None = None
+    out_of_distribution: bool = False
+    abstain_reason: str | None = None
 
 
 @dataclass(frozen=True)
 class GenerationPrediction:
     """One continuation; `text` excludes the prompt (and a stop string); `uncertainty` is None when T = 0;
     `tokens` only when asked. `finish_reason` is "eos", "stop" or "length". Timings are seconds from the
-    start of the batch the item ran in."""
+    start of the batch the item ran in. OOD fields as the
+    comment above ClassificationUncertainty says."""
 
     text: str
     uncertainty: SequenceUncertainty | None
@@ -186,6 +205,9 @@ class GenerationPrediction:
     decode_seconds: float = field(compare=False)
     abstain: bool = False
     output_ids: tuple[int, ...] = field(default=(), repr=False)  # for evaluations; not served
+    ood_score: float | None = None
+    out_of_distribution: bool = False
+    abstain_reason: str | None = None
 
 
 @runtime_checkable

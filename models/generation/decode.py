@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
+from models.core.ood import pool
 from models.core.padding import pad_ids
 from models.generation.mc import capture_layer_input, positions_of
 from models.generation.sampling import SamplingParams, StopText, choose_token
@@ -63,6 +64,7 @@ class DecodeResult:
     mask: torch.Tensor
     prompt_width: int
     hidden: torch.Tensor | None
+    prompt_features: torch.Tensor | None = None  # [B, d] pooled OOD features of the prompt (`feature_layer`)
 
 
 def decode_batch(
@@ -78,11 +80,15 @@ def decode_batch(
     use_cache: bool = True,
     capture_layer: int | None = None,
     sinks: Sequence[TextSink | None] | None = None,
+    feature_layer: int | None = None,
+    feature_pooling: str = "mean",
 ) -> DecodeResult:
     """Decode every prompt (module docstring). `temperature` is the calibration τ of the recorded
     log-probabilities (sampling uses each row's own temperature). `sinks[i]`, when given, receives row i's
     text as it becomes safe to stream (models/sampling.StopText); the deltas join into the final text.
-    Call under torch.inference_mode() with model.eval()."""
+    `feature_layer`, when given, pools the input of that decoder layer over the prompt's positions in the first
+    (prompt) forward into `prompt_features` (models/core/ood.pool). Call under torch.inference_mode() with
+    model.eval()."""
     if model.training:
         raise RuntimeError("decode_batch expects model.eval()")
     device = next(model.parameters()).device
@@ -96,9 +102,13 @@ def decode_batch(
     active = [True] * len(prompts)
     cache = DynamicCache(config=model.config) if use_cache else None
     capture = capture_layer_input(model, capture_layer) if capture_layer is not None else nullcontext([])
-    with capture as chunks:
+    features = capture_layer_input(model, feature_layer) if feature_layer is not None else nullcontext([])
+    prompt_features = None
+    with capture as chunks, features as feature_chunks:
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_of(mask), past_key_values=cache,
                        use_cache=use_cache).logits[:, -1]
+        if feature_layer is not None:
+            prompt_features = pool(feature_chunks[0], mask, feature_pooling)
         while True:
             log_dist = torch.log_softmax(logits.float() / temperature, dim=-1)
             entropy = -(log_dist.exp() * log_dist).nan_to_num(nan=0.0).sum(dim=-1)
@@ -137,7 +147,8 @@ def decode_batch(
     hidden = None
     if capture_layer is not None:
         hidden = torch.cat(chunks, dim=1) if use_cache else chunks[-1]
-    return DecodeResult(rows=rows, ids=ids, mask=mask, prompt_width=prompt_width, hidden=hidden)
+    return DecodeResult(rows=rows, ids=ids, mask=mask, prompt_width=prompt_width, hidden=hidden,
+                        prompt_features=prompt_features)
 
 
 def teacher_force(

@@ -22,6 +22,7 @@ import math
 import resource
 import sys
 from collections.abc import Hashable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,7 +34,8 @@ from models.core.artifacts import Manifest
 from models.core.base import BasePredictor
 from models.core.device import autocast_context
 from models.core.dropout import mix_seed
-from models.core.padding import pad_states
+from models.core.ood import abstain_decision, pool
+from models.core.padding import pad_ids, pad_states
 from models.core.parameters import Parameters
 from models.core.predictor import (
     GenerationPrediction,
@@ -49,7 +51,7 @@ from models.core.predictor import (
 )
 from models.core.sequence_uncertainty import sequence_measures, token_measures
 from models.generation.decode import DecodedRow, DecodeResult, decode_batch, teacher_force
-from models.generation.mc import SUPPORTED_SITES, project, top_layers
+from models.generation.mc import SUPPORTED_SITES, capture_layer_input, positions_of, project, top_layers
 from models.generation.model import LlamaDropoutRates, dropout_layers, restore_dropout
 from models.generation.sampling import SamplingParams
 
@@ -142,9 +144,13 @@ class GenerationPredictor(BasePredictor):
                 eos_ids=self.eos_ids, pad_id=self.pad_id, temperature=self.calibration.temperature,
                 capture_layer=self.num_layers - self.last_k if scored else None,
                 sinks=[r.text_sink for r in requests],
+                feature_layer=self.ood.layer if self.ood is not None else None,
+                feature_pooling=self.ood.pooling if self.ood is not None else "mean",
             )
             log_probs = self._score(result, scored, requests) if scored else {}
-        return [self._prediction(i, item, requests[i], result, log_probs.get(i)) for i, item in enumerate(items)]
+        outcomes = self._ood_outcomes(result.prompt_features, len(items))
+        return [self._prediction(i, item, requests[i], result, log_probs.get(i), outcomes[i])
+                for i, item in enumerate(items)]
 
     def score(self, prompts: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]],
               requests: Sequence[MCRequest]) -> list[ScoredOutput]:
@@ -218,7 +224,7 @@ class GenerationPredictor(BasePredictor):
         return [tuple(TopToken(self.tokenizer.decode([t]), float(v)) for t, v in step) for step in steps]
 
     def _prediction(self, i: int, item: PreparedItem, request: MCRequest, result: DecodeResult,
-                    log_probs: torch.Tensor | None) -> GenerationPrediction:
+                    log_probs: torch.Tensor | None, outcome: tuple[float | None, bool]) -> GenerationPrediction:
         row = result.rows[i]
         summary, (probability, entropy, mutual) = self._measures(row, log_probs)
         tokens = None
@@ -226,15 +232,32 @@ class GenerationPredictor(BasePredictor):
             alternatives = self._alternatives(row, log_probs, item.parameters["sampling"].top_logprobs)
             tokens = [TokenScore(self.tokenizer.decode([t]), float(p), float(h), None if mi is None else float(mi), top)
                       for t, p, h, mi, top in zip(row.tokens, probability, entropy, mutual, alternatives, strict=True)]
+        ood_score, out_of_distribution = outcome
+        uncertain = self.calibration.abstains(summary) if summary else False
+        abstain, reason = abstain_decision(out_of_distribution, uncertain)
         return GenerationPrediction(
             text=row.text, uncertainty=SequenceUncertainty(**summary) if summary else None, tokens=tokens,
             finish_reason=row.finish_reason, input_tokens=item.n_tokens, output_tokens=len(row.tokens),
             first_token_seconds=row.first_token_seconds, decode_seconds=row.seconds,
-            abstain=self.calibration.abstains(summary) if summary else False, output_ids=tuple(row.tokens),
+            abstain=abstain, output_ids=tuple(row.tokens), ood_score=ood_score,
+            out_of_distribution=out_of_distribution, abstain_reason=reason,
         )
 
     def _warmup_parameters(self) -> dict[str, Any]:
         return {"max_new_tokens": min(4, self.max_new_tokens_cap), "return_tokens": True}
+
+    # -- OOD features (models/core/ood.py): the prompt's hidden states in the decode's first forward ----------
+
+    def ood_feature_layers(self) -> int:
+        return self.num_layers + 1  # the input of layer 0 (embeddings) .. of the final norm
+
+    def ood_features(self, items: Sequence[PreparedItem], layers: Sequence[int],
+                     pooling: str = "mean") -> dict[int, torch.Tensor]:
+        with torch.inference_mode(), autocast_context(self.device, self.options.dtype), ExitStack() as stack:
+            ids, mask = pad_ids([item.input_ids for item in items], self.pad_id, self.device, left=True)
+            captured = {layer: stack.enter_context(capture_layer_input(self.model, layer)) for layer in layers}
+            self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions_of(mask), use_cache=False)
+            return {layer: pool(chunks[0], mask, pooling) for layer, chunks in captured.items()}
 
     def _task_facts(self) -> dict[str, Any]:
         parameter_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())

@@ -22,7 +22,7 @@ the library's own eval forward, so a transformers change that breaks the mirror 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.core.dropout import MaskSource, mix_seed, validate_sites
+from models.core.ood import pool
 
 EMBEDDINGS_SITE = 0
 
@@ -170,11 +171,16 @@ def forward_logits(
     seeds: Sequence[int],
     last_k: int,
     sites: frozenset[str],
+    feature_layers: Collection[int] = (),
+    features_out: dict[int, torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """Logits per item: a [max(T_i, 1), C] tensor for item i. Inputs are [B, L] (mask 1 = token).
 
     `last_k` ≥ 1 layers run stochastically (≥ L means full MC). Call under torch.inference_mode() and,
     for reduced precision, torch.autocast. The model must be in eval mode (checked).
+    `features_out`, when given, receives for each of `feature_layers` (0 = embeddings, i = after layer i, i < L)
+    the pooled OOD features [B, d] (models/core/ood.pool) of that hidden state, taken while it is still
+    deterministic and per item; a layer the pass reaches only after rows expanded (full MC) is left out.
     """
     if model.training:
         raise RuntimeError("forward_logits expects model.eval(); MC dropout is applied explicitly")
@@ -190,7 +196,14 @@ def forward_logits(
     rows = _Rows(counts, input_ids.device)
     key_mask = attention_mask.bool()
 
+    wanted = set(feature_layers) if features_out is not None else set()
+
+    def keep(layer: int, hidden: torch.Tensor) -> None:
+        if layer in wanted and features_out is not None:
+            features_out[layer] = pool(hidden, key_mask)
+
     h = model.bert.embeddings(input_ids=input_ids)  # eval mode: no dropout inside
+    keep(0, h)
     if stochastic and last_k >= n_layers and rates.hidden > 0:
         h, key_mask = rows.expand(h, key_mask)
         h = drop.dropout(h, rates.hidden, EMBEDDINGS_SITE)
@@ -202,8 +215,10 @@ def forward_logits(
     if packed_layers:
         packing = _Packing(key_mask)
         x = packing.pack(h)
-        for layer in model.bert.encoder.layer[:packed_layers]:
+        for index, layer in enumerate(model.bert.encoder.layer[:packed_layers]):
             x = _packed_layer(layer, x, packing, key_mask)
+            if index + 1 in wanted:
+                keep(index + 1, packing.unpack(x))
         h = packing.unpack(x)
 
     for index, layer in enumerate(model.bert.encoder.layer):
@@ -226,6 +241,8 @@ def forward_logits(
         if live and rates.hidden > 0:
             ff = drop.dropout(ff, rates.hidden, _site(index, 2))
         h = layer.output.LayerNorm(ff + attended)
+        if not rows.expanded and not cls_only:
+            keep(index + 1, h)
 
     pooled = model.bert.pooler(h)
     if stochastic and rates.head > 0:

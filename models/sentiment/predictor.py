@@ -11,6 +11,11 @@ confidence map (T = 0: the deterministic τ and map), which keeps the label. The
 the abstain rule (whose threshold training chose on the same quantities), are computed from the τ-scaled
 samples before the map: the map recalibrates one number, the top-label probability, and has no per-sample
 form that entropies or mutual information could be computed from.
+
+OOD (models/core/ood.py): when the artifact has OOD statistics, the mean-pooled hidden state of the chosen encoder
+layer is taken inside the same forward (`forward_logits(..., features_out=...)`) and scored; every prediction, at
+any T, carries `ood_score` and `out_of_distribution`, and `abstain` / `abstain_reason` combine it with the
+calibrated rule (out of distribution first).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from transformers import AutoModelForSequenceClassification, BertForSequenceClas
 from models.core.artifacts import Manifest
 from models.core.base import BasePredictor
 from models.core.device import autocast_context
+from models.core.ood import abstain_decision
 from models.core.padding import pad_ids
 from models.core.predictor import (
     ClassificationUncertainty,
@@ -86,6 +92,8 @@ class SentimentPredictor(BasePredictor):
         return max(1, item.n_tokens * per_sample_layers // self.num_layers + request.mc_samples)
 
     def _predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[SentimentPrediction]:
+        layers = [self.ood.layer] if self.ood is not None else []
+        features: dict[int, torch.Tensor] = {}
         with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
             input_ids, mask = pad_ids([item.input_ids for item in items], self.tokenizer.pad_token_id, self.device)
             per_item = forward_logits(
@@ -96,22 +104,30 @@ class SentimentPredictor(BasePredictor):
                 [r.seed for r in requests],
                 self.last_k,
                 self.sites,
+                feature_layers=layers,
+                features_out=features,
             )
-        return [self._prediction(item, request, logits.cpu())
-                for item, request, logits in zip(items, requests, per_item, strict=True)]
+            if layers and layers[0] not in features:  # full MC expands rows before that layer: one more pass
+                features = self.ood_features(items, layers)
+        outcomes = self._ood_outcomes(features.get(layers[0]) if layers else None, len(items))
+        return [self._prediction(item, request, logits.cpu(), outcome)
+                for item, request, logits, outcome in zip(items, requests, per_item, outcomes, strict=True)]
 
-    def _prediction(self, item: PreparedItem, request: MCRequest, logits: torch.Tensor) -> SentimentPrediction:
+    def _prediction(self, item: PreparedItem, request: MCRequest, logits: torch.Tensor,
+                    outcome: tuple[float | None, bool]) -> SentimentPrediction:
         probs = calibrated_probs(logits, self.calibration.temperature_for(request.mc_samples))  # [T or 1, C]
         scaled = probs.double().mean(dim=0)
         top = int(scaled.argmax())
         served = self.calibration.calibrated_mean(probs, request.mc_samples)  # same argmax (module docstring)
         uncertainty = None
-        abstain = False
+        uncertain = False
         if request.mc_samples > 0:
             measures = {name: float(value) for name, value in classification_uncertainty(probs).items()}
             uncertainty = ClassificationUncertainty(**measures)
             measures["one_minus_confidence"] = 1.0 - float(scaled[top])
-            abstain = self.calibration.abstains(measures)
+            uncertain = self.calibration.abstains(measures)
+        ood_score, out_of_distribution = outcome
+        abstain, reason = abstain_decision(out_of_distribution, uncertain)
         return SentimentPrediction(
             label=self.labels[top],
             confidence=float(served[top]),
@@ -120,7 +136,26 @@ class SentimentPredictor(BasePredictor):
             abstain=abstain,
             input_tokens=item.n_tokens,
             truncated=item.truncated,
+            ood_score=ood_score,
+            out_of_distribution=out_of_distribution,
+            abstain_reason=reason,
         )
+
+    # -- OOD features (models/core/ood.py): the hidden states of the encoder's deterministic layers ------------
+
+    def ood_feature_layers(self) -> int:
+        return self.num_layers  # 0 = embeddings .. L − 1; the top layer computes [CLS] only
+
+    def ood_features(self, items: Sequence[PreparedItem], layers: Sequence[int],
+                     pooling: str = "mean") -> dict[int, torch.Tensor]:
+        if pooling != "mean":
+            raise ValueError(f"sentiment pools by mean, not {pooling!r}")
+        features: dict[int, torch.Tensor] = {}
+        with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
+            input_ids, mask = pad_ids([item.input_ids for item in items], self.tokenizer.pad_token_id, self.device)
+            forward_logits(self.model, input_ids, mask, [0] * len(items), [0] * len(items), self.last_k, self.sites,
+                           feature_layers=layers, features_out=features)
+        return features
 
     def _task_facts(self) -> dict[str, Any]:
         return {"labels": self.labels, "truncation": {"policy": "head+tail", "head_tokens": self.head_tokens}}

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.core.dropout import MaskSource, validate_sites
+from models.core.ood import pool
 
 EMBEDDINGS_SITE = 0
 _SLOTS = 6  # self-attn probs, self-attn out, cross-attn probs, cross-attn out, FFN activation, FFN out
@@ -71,7 +72,18 @@ def num_decoder_layers(model: nn.Module) -> int:
 
 def encode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Deterministic encoder states [B, S, d] (the model must be in eval mode)."""
-    return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return encode_with_features(model, input_ids, attention_mask)[0]
+
+
+def encode_with_features(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         feature_layers: Sequence[int] = (),
+                         pooling: str = "mean") -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Deterministic encoder states [B, S, d] and, for each of `feature_layers` (0 = embeddings, i = after encoder
+    layer i), the pooled OOD features [B, d] of that hidden state (models/core/ood.pool), from the same pass."""
+    out = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask,
+                              output_hidden_states=bool(feature_layers))
+    features = {layer: pool(out.hidden_states[layer], attention_mask, pooling) for layer in feature_layers}
+    return out.last_hidden_state, features
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:

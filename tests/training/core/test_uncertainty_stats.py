@@ -55,3 +55,12 @@ def test_ood_table_per_kind_on_constructed_scores() -> None:
     assert table["german_only"]["modern"] == pytest.approx(0.5, abs=0.05)
     assert table["german_only"]["all"] == pytest.approx(0.75, abs=0.05)  # half the probes separated, half at chance
     assert all(v == pytest.approx(0.5, abs=0.05) for v in table["random"].values())
+
+
+def test_ood_auroc_is_rank_based_for_scores_of_any_scale() -> None:
+    # Distances and summed log-probabilities go far past 1: a sigmoid-based AUROC would call this 0.5.
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    assert ood_auroc(torch.tensor([100.0, 250.0, 300.0, 400.0, 900.0]), labels) == 1.0
+    assert ood_auroc(torch.tensor([-900.0, -400.0, -300.0, -250.0, -100.0]), labels) == 1.0
+    # pairs (positive, negative): 5 beats 1 and ties both 5s (0.5 + 1 + 0.5); 0 beats none
+    assert ood_auroc(torch.tensor([5.0, 1.0, 5.0, 5.0, 0.0]), labels) == pytest.approx(2 / 6)

@@ -1,0 +1,134 @@
+"""models/core/ood.py: pooling, the two distances, the 5 % threshold, the abstain rule, save/load and refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.core.artifacts import ArtifactError, Manifest, sha256_file
+from models.core.ood import (
+    CONFIG_FILE,
+    STATS_FILE,
+    OODDetector,
+    abstain_decision,
+    distances,
+    fit_statistics,
+    flag_threshold,
+    load_detector,
+    pool,
+)
+
+
+def _cluster(n: int, seed: int, centre: torch.Tensor, spread: float = 0.05) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(centre + spread * torch.randn(n, centre.numel(), generator=g), dim=-1)
+
+
+CENTRE = torch.nn.functional.normalize(torch.arange(1.0, 17.0), dim=0)
+FAR = torch.nn.functional.normalize(torch.arange(16.0, 0.0, -1.0) * torch.tensor([1.0, -1.0] * 8), dim=0)
+
+
+def test_pool_averages_real_tokens_only_and_normalises() -> None:
+    hidden = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert torch.allclose(pool(hidden, mask), torch.tensor([[1.0, 0.0]]))
+    # the first position (an attention sink in a causal LM) left out, unless it is the only one
+    sink = torch.tensor([[[0.0, 50.0], [1.0, 0.0]], [[0.0, 50.0], [9.0, 9.0]]])
+    assert torch.allclose(pool(sink, torch.tensor([[1, 1], [1, 0]]), "mean_skip_first"),
+                          torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError):
+        pool(hidden, mask, "max")
+
+
+@pytest.mark.parametrize("method", ["knn_cosine", "mahalanobis"])
+def test_training_like_inputs_score_below_unlike_ones(method: str) -> None:
+    bank = _cluster(200, 0, CENTRE)
+    stats = fit_statistics(method, bank)
+    near = distances(method, stats, _cluster(50, 1, CENTRE), k=5)
+    far = distances(method, stats, _cluster(50, 2, FAR), k=5)
+    assert float(near.max()) < float(far.min())
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.05, 0.1, 0.5])
+def test_threshold_flags_at_most_the_rate_by_construction(rate: float) -> None:
+    values = torch.cat([torch.rand(997, generator=torch.Generator().manual_seed(3)), torch.full((40,), 0.5)])  # ties
+    threshold = flag_threshold(values, rate)
+    flagged = int((values > threshold).sum())
+    assert flagged <= int(rate * len(values))
+    assert flagged >= int(rate * len(values)) - 40  # ties may only keep it lower, never past the rate
+
+
+def test_abstain_reason_puts_out_of_distribution_first() -> None:
+    assert abstain_decision(True, True) == (True, "out_of_distribution")
+    assert abstain_decision(True, False) == (True, "out_of_distribution")
+    assert abstain_decision(False, True) == (True, "uncertain")
+    assert abstain_decision(False, False) == (False, None)
+
+
+def _detector(method: str = "knn_cosine") -> OODDetector:
+    bank = _cluster(64, 4, CENTRE)
+    stats = fit_statistics(method, bank)
+    threshold = flag_threshold(distances(method, stats, _cluster(40, 5, CENTRE), 3), 0.05)
+    return OODDetector(method=method, layer=1, threshold=threshold, tensors=stats, k=3, info={"fitted_on": "toy"})
+
+
+def _manifest_for(directory: Path) -> Manifest:
+    files = {name: sha256_file(directory / name) for name in (CONFIG_FILE, STATS_FILE) if (directory / name).exists()}
+    return Manifest(task="sentiment", version="v", model_class="X", files=files)
+
+
+@pytest.mark.parametrize("method", ["knn_cosine", "mahalanobis"])
+def test_save_load_round_trip_scores_the_same(tmp_path: Path, method: str) -> None:
+    detector = _detector(method)
+    detector.save(tmp_path)
+    loaded = load_detector(tmp_path, _manifest_for(tmp_path))
+    assert loaded is not None and loaded.config() == detector.config()
+    probe = torch.cat([_cluster(5, 6, CENTRE), _cluster(5, 7, FAR)])
+    assert loaded.scores(probe) == pytest.approx(detector.scores(probe))
+    assert max(loaded.scores(probe)[:5]) < 1.0 < min(loaded.scores(probe)[5:])
+    assert not any(p.suffix in {".pt", ".pkl", ".bin"} for p in tmp_path.rglob("*"))
+
+
+def test_an_artifact_without_statistics_has_no_detector(tmp_path: Path) -> None:
+    assert load_detector(tmp_path, _manifest_for(tmp_path)) is None
+
+
+def _rewrite_config(directory: Path, **changes: object) -> None:
+    path = directory / CONFIG_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda d: _rewrite_config(d, threshold=-1.0),
+    lambda d: _rewrite_config(d, threshold=None),
+    lambda d: _rewrite_config(d, method="isolation_forest"),
+    lambda d: _rewrite_config(d, layer="two"),
+    lambda d: _rewrite_config(d, k=0),
+    lambda d: _rewrite_config(d, feature_dim=3),
+    lambda d: (d / CONFIG_FILE).write_text("{not json"),
+    lambda d: (d / STATS_FILE).write_bytes(b"\x00garbage"),
+    lambda d: (d / STATS_FILE).unlink(),
+], ids=["negative-threshold", "no-threshold", "unknown-method", "bad-layer", "bad-k", "wrong-dim", "bad-json",
+        "garbled-stats", "half-present"])
+def test_malformed_statistics_are_refused(tmp_path: Path, corrupt) -> None:
+    _detector().save(tmp_path)
+    corrupt(tmp_path)
+    with pytest.raises(ArtifactError, match="OOD statistics"):
+        load_detector(tmp_path, _manifest_for(tmp_path))
+
+
+def test_wrong_tensors_and_unlisted_files_are_refused(tmp_path: Path) -> None:
+    detector = _detector("mahalanobis")
+    detector.save(tmp_path)
+    with pytest.raises(ArtifactError, match="not in the manifest"):
+        load_detector(tmp_path, Manifest(task="sentiment", version="v", model_class="X", files={}))
+    from safetensors.torch import save_file
+    save_file({"mean": torch.zeros(16), "precision": torch.full((16, 16), float("nan"))}, str(tmp_path / STATS_FILE))
+    with pytest.raises(ArtifactError, match="finite"):
+        load_detector(tmp_path, _manifest_for(tmp_path))
+    save_file({"bank": torch.zeros(4, 16)}, str(tmp_path / STATS_FILE))
+    with pytest.raises(ArtifactError, match="expected"):
+        load_detector(tmp_path, _manifest_for(tmp_path))

@@ -1,0 +1,77 @@
+"""The onnxruntime backend against the torch backend: the exported last-k MC graph with host-drawn masks gives
+torch's logits for the same seeds, and the predictor the same labels, probabilities and uncertainty.
+
+Stated tolerance (float32 on both sides; the graph runs attention as explicit matmuls, torch the fused kernel):
+logits within 1e-5 absolute + 1e-4 relative, probabilities and uncertainty measures within 1e-5."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.core.artifacts import ArtifactError
+from models.core.padding import pad_ids
+from models.core.predictor import MCRequest, PredictorOptions
+from models.registry import load_predictor
+from models.sentiment.mc import DropoutRates, forward_logits
+from models.sentiment.model import build_tiny_classifier
+from models.sentiment.onnx_graph import export_onnx, mask_names, masks_for, row_index
+from tests.factories import make_tiny_sentiment_artifact, make_tiny_translation_artifact
+
+ort = pytest.importorskip("onnxruntime")
+
+SITES = frozenset({"hidden", "head"})
+PROB_TOL = 1e-5
+
+
+@pytest.mark.parametrize("last_k", [1, 2, 3])
+def test_graph_reproduces_the_torch_mc_logits_for_the_same_seeds(last_k: int) -> None:
+    model = build_tiny_classifier(120, ["neg", "pos"], num_layers=3, dropout=0.1, seed=3).eval()
+    session = ort.InferenceSession(export_onnx(model, last_k), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()][3:] == mask_names(3, last_k)
+    ids, mask = pad_ids([[2, 15, 40, 7, 9, 3], [2, 77, 3], [2, 5, 6, 8, 10, 11, 12, 3]], 0)
+    samples, seeds = [4, 0, 3], [5, 6, 7]
+    with torch.inference_mode():
+        expected = torch.cat(forward_logits(model, ids, mask, samples, seeds, last_k, SITES))
+    masks = masks_for(3, last_k, model.config.hidden_size, ids.shape[1], samples, seeds,
+                      DropoutRates.of(model).live(SITES))
+    feed = {"input_ids": ids.numpy(), "attention_mask": mask.long().numpy(), "row_index": row_index(samples).numpy(),
+            **{name: value.numpy() for name, value in masks.items()}}
+    got = torch.from_numpy(session.run(["logits"], feed)[0])
+    torch.testing.assert_close(got, expected.float(), rtol=1e-4, atol=1e-5)
+    assert not torch.equal(got[0], got[1]), "MC rows of one item must differ"
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_sentiment_artifact(tmp_path_factory.mktemp("art"), num_layers=3, mc_last_k=1)
+
+
+def test_onnxruntime_predictor_answers_as_the_torch_predictor(artifact: Path) -> None:
+    reference = load_predictor(artifact, PredictorOptions(dtype="float32"))
+    onnx = load_predictor(artifact, PredictorOptions(dtype="float32", backend="onnxruntime"))
+    assert onnx.describe()["backend"]["name"] == "onnxruntime"
+    texts = ["a wonderful film", "terrible and boring", "an average movie with some good moments", "loved it"]
+    requests = [MCRequest(8, 1), MCRequest(0, 2), MCRequest(20, 3), MCRequest(1, 4)]
+    items = [reference.prepare(text, {}) for text in texts]
+    for want, got in zip(reference.predict(items, requests), onnx.predict(items, requests), strict=True):
+        assert got.label == want.label and got.abstain == want.abstain
+        assert got.probabilities == pytest.approx(want.probabilities, abs=PROB_TOL)
+        assert (got.uncertainty is None) == (want.uncertainty is None)
+        if want.uncertainty is not None:
+            assert vars(got.uncertainty) == pytest.approx(vars(want.uncertainty), abs=PROB_TOL)
+    again = onnx.predict(items[:1], requests[:1])[0]
+    assert again == onnx.predict(items, requests)[0]  # same seed, same answer, whatever shares the batch
+
+
+def test_backend_refusals(tmp_path: Path, artifact: Path) -> None:
+    with pytest.raises(ArtifactError, match="attention"):
+        load_predictor(artifact, PredictorOptions(backend="onnxruntime",
+                                                  mc_dropout_sites=frozenset({"hidden", "attention"})))
+    with pytest.raises(ArtifactError, match="CPU"):
+        load_predictor(artifact, PredictorOptions(device="cuda", backend="onnxruntime"))
+    translation = make_tiny_translation_artifact(tmp_path)
+    with pytest.raises(ArtifactError, match="no 'onnxruntime' backend"):
+        load_predictor(translation, PredictorOptions(backend="onnxruntime"))

@@ -1,0 +1,91 @@
+"""The sentiment predictor's OOD fields: features from the serving pass equal the fitting path's and the
+library's, every T carries the fields, abstain_reason, artifacts with and without statistics, the refit CLI path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.core.artifacts import ArtifactError
+from models.core.ood import OODDetector, fit_statistics, pool
+from models.core.predictor import MCRequest, PredictorOptions
+from models.sentiment.predictor import SentimentPredictor
+from tests.factories import make_tiny_sentiment_artifact
+from training.core.ood_artifact import write_with_ood
+from training.core.ood_fit import OODSets, OODSettings, Probes, fit_ood
+
+FILMS = [f"the film {w} was {a} and the acting {b}" for w in ("plot", "cast", "story", "score", "ending")
+         for a in ("dull", "great", "fine", "awful") for b in ("moved me", "bored me", "worked")]
+OTHER = [f"{x} {y} {z} qqq zzz" for x in ("zebra", "quartz", "xylophone") for y in ("jumps", "orbits", "melts")
+         for z in ("tomorrow", "sideways", "loudly", "twice")]
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_sentiment_artifact(tmp_path_factory.mktemp("art"), num_layers=3, mc_last_k=1)
+
+
+def _sets() -> OODSets:
+    return OODSets(bank=FILMS[:30], choice=FILMS[30:40], threshold=FILMS[40:50],
+                   choice_probes=Probes(OTHER[:10], ["nonsense"] * 10), test=FILMS[50:60],
+                   test_probes=Probes(OTHER[10:36], ["nonsense"] * 26), test_groups=["review"] * 10)
+
+
+def test_features_of_the_serving_pass_match_the_library(artifact: Path) -> None:
+    predictor = SentimentPredictor.load(artifact, PredictorOptions())
+    items = [predictor.prepare(t, {}) for t in FILMS[:3] + ["short"]]
+    got = predictor.ood_features(items, [0, 1, 2])
+    ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(i.input_ids) for i in items], batch_first=True)
+    mask = (torch.arange(ids.shape[1])[None] < torch.tensor([i.n_tokens for i in items])[:, None]).long()
+    with torch.inference_mode():
+        states = predictor.model.bert(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    for layer in (0, 1, 2):
+        assert torch.allclose(got[layer], pool(states[layer], mask), atol=1e-5), layer
+
+
+def test_fit_choose_threshold_and_serve_at_every_t(artifact: Path, tmp_path: Path) -> None:
+    predictor = SentimentPredictor.load(artifact, PredictorOptions())
+    assert predictor.ood is None and predictor.describe()["ood"] is None
+    plain = predictor.predict([predictor.prepare(OTHER[0], {})], [MCRequest(0, 1)])[0]
+    assert (plain.ood_score, plain.out_of_distribution, plain.abstain, plain.abstain_reason) == (None, False, False,
+                                                                                                  None)
+    detector, report = fit_ood(predictor, _sets(), OODSettings(layers=[0, 1, 2], k=3))
+    assert report["validation_flag_rate"] <= 0.05 and report["test"]["auroc"] > 0.9
+    assert set(report["candidates"]) == {f"{m}/layer_{n}" for m in ("knn_cosine", "mahalanobis") for n in (0, 1, 2)}
+    new = write_with_ood(artifact, tmp_path, detector, report)
+    served = SentimentPredictor.load(new, PredictorOptions())
+    assert served.manifest.metrics["ood"]["chosen"]["layer"] == detector.layer
+    assert served.manifest.data["ood"]["derived_from"] == predictor.version != served.version
+    items = [served.prepare(FILMS[0], {}), served.prepare(OTHER[0], {})]
+    for samples in (0, 4):
+        near, far = served.predict(items, [MCRequest(samples, 7)] * 2)
+        assert near.ood_score < 1.0 < far.ood_score
+        assert (far.out_of_distribution, far.abstain, far.abstain_reason) == (True, True, "out_of_distribution")
+        assert not near.out_of_distribution and near.abstain_reason == ("uncertain" if near.abstain else None)
+    # full MC expands rows before the chosen layer: the score comes from a deterministic pass, the same value
+    full = SentimentPredictor.load(new, PredictorOptions(mc_last_k=3))
+    assert [p.ood_score for p in full.predict(items, [MCRequest(4, 7)] * 2)] == pytest.approx(
+        [p.ood_score for p in served.predict(items, [MCRequest(0, 7)] * 2)], abs=1e-5)
+
+
+def test_uncertain_reason_when_in_distribution(artifact: Path) -> None:
+    predictor = SentimentPredictor.load(artifact, PredictorOptions())  # threshold 0.69 nats on predictive entropy
+    features = predictor.ood_features([predictor.prepare(t, {}) for t in FILMS], [1])[1]
+    predictor.attach_ood(OODDetector("knn_cosine", 1, 10.0, fit_statistics("knn_cosine", features)))  # flags nothing
+    low_rule = SentimentPredictor(predictor.model, predictor.tokenizer, predictor.manifest.__class__(
+        **{**predictor.manifest.__dict__, "calibration": {"temperature": 1.0, "abstain": {
+            "measure": "predictive_entropy", "threshold": 0.0, "target_risk": 0.05}}}), predictor.options)
+    low_rule.attach_ood(predictor.ood)
+    got = low_rule.predict([low_rule.prepare(FILMS[0], {})], [MCRequest(4, 1)])[0]
+    assert (got.out_of_distribution, got.abstain, got.abstain_reason) == (False, True, "uncertain")
+
+
+def test_statistics_of_another_shape_are_refused(artifact: Path) -> None:
+    predictor = SentimentPredictor.load(artifact, PredictorOptions())
+    bank = torch.nn.functional.normalize(torch.randn(8, predictor.model.config.hidden_size), dim=-1)
+    with pytest.raises(ArtifactError, match="feature layers"):
+        predictor.attach_ood(OODDetector("knn_cosine", 3, 1.0, {"bank": bank}))  # 3 layers: 0..2 only
+    with pytest.raises(ArtifactError, match="dimension"):
+        predictor.attach_ood(OODDetector("knn_cosine", 1, 1.0, {"bank": bank[:, :5].contiguous()}))
