@@ -1,4 +1,5 @@
-"""Artifact directories: `<root>/<task>/<version>/` with a manifest written last.
+"""Artifact directories: `<root>/<name>/<version>/` with a manifest written last (`name` is the model's name;
+a task's default model is named after its task, and manifests without a name are read as that).
 
 Layout of a complete artifact:
     model/            save_pretrained output (safetensors only) and the tokenizer
@@ -51,6 +52,8 @@ class Manifest:
     task: str
     version: str
     model_class: str
+    # The model's name, its directory under the artifacts root; None (manifests written before names): the task's.
+    name: str | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
     labels: list[str] | None = None
@@ -63,6 +66,11 @@ class Manifest:
     calibration: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        """The model's name: `name`, or the task's default model (named after the task) when the manifest has none."""
+        return self.name or self.task
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -114,13 +122,13 @@ def _files_under(directory: Path) -> list[Path]:
 
 
 def write_artifact(root: Path, manifest: Manifest, write_files: Callable[[Path], None]) -> Path:
-    """Create `<root>/<task>/<version>/` atomically and return its path.
+    """Create `<root>/<name>/<version>/` (name: `manifest.model_name`) atomically and return its path.
 
     `write_files(staging_dir)` writes the model, tokenizer and reports; then every file is hashed into
     `manifest.files`, the manifest is written (temp file + rename), and the staging directory is renamed
     into place. On any exception the staging directory is removed and the error re-raised.
     """
-    task_dir = Path(root) / manifest.task
+    task_dir = Path(root) / manifest.model_name
     final = task_dir / manifest.version
     if final.exists():
         raise ArtifactError(f"{final}: already exists")

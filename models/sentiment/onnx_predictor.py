@@ -96,7 +96,10 @@ class OnnxSentimentPredictor(SentimentPredictor):
             raise ArtifactError(f"{self.graph_source}: graph inputs {got} do not match last-k {self.last_k} "
                                 f"({expected})")
 
-    def _predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[SentimentPrediction]:
+    def graph_logits(self, items: Sequence[PreparedItem],
+                     requests: Sequence[MCRequest]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The graph's logits per item ([max(T_i, 1), C], before temperature) and, when the graph outputs the
+        OOD detector's layer, its pooled features [B, H] (else None)."""
         if self.session is None:  # built without `load`: export now
             self.attach_ood(self.ood)
         samples = [r.mc_samples for r in requests]
@@ -110,15 +113,15 @@ class OnnxSentimentPredictor(SentimentPredictor):
                           self.live_rates)
         feed = {"input_ids": ids, "attention_mask": attention, "row_index": row_index(samples).numpy(),
                 **{name: mask.numpy() for name, mask in masks.items()}}
-        layer = self.ood.layer if self.ood is not None else None
-        in_graph = layer is not None and layer == self.graph_feature_layer
+        in_graph = self.ood is not None and self.ood.layer == self.graph_feature_layer
         outputs = self.session.run([OUTPUT, OOD_OUTPUT] if in_graph else [OUTPUT], feed)
-        per_item = torch.split(torch.from_numpy(outputs[0]), [max(t, 1) for t in samples])
-        features = None
-        if in_graph:
-            features = torch.from_numpy(outputs[1])
-        elif layer is not None:  # a given graph without the OOD output: one torch pass of the layers below it
-            features = self.ood_features(items, [layer])[layer]
+        per_item = list(torch.split(torch.from_numpy(outputs[0]), [max(t, 1) for t in samples]))
+        return per_item, torch.from_numpy(outputs[1]) if in_graph else None
+
+    def _predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[SentimentPrediction]:
+        per_item, features = self.graph_logits(items, requests)
+        if self.ood is not None and features is None:  # a given graph has no OOD output: one torch pass below it
+            features = self.ood_features(items, [self.ood.layer])[self.ood.layer]
         outcomes = self._ood_outcomes(features, len(items))
         return [self._prediction(item, request, item_logits, outcome)
                 for item, request, item_logits, outcome in zip(items, requests, per_item, outcomes, strict=True)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,10 @@ class Checkpointer:
             raise ValueError(f"resume requested but there is no checkpoint in {last}")
         saved = json.loads((last / CONFIG_FILE).read_text("utf-8"))
         now = json.loads(json.dumps(config_fingerprint(self.config, self.ignore)))  # tuples → lists, as saved
-        differing = sorted(k for k in set(saved) | set(now) if k not in self.ignore and saved.get(k) != now.get(k))
+        # A field added after the checkpoint was written counts as unchanged at its default: the old run had it so.
+        defaults = json.loads(json.dumps({f.name: f.default for f in fields(self.config) if f.default is not MISSING}))
+        differing = sorted(k for k in set(saved) | set(now) if k not in self.ignore
+                           and saved.get(k, defaults.get(k)) != now.get(k))
         if differing:
             raise ValueError(f"checkpoint in {last} was written under a different config: {differing}")
         load_model(model, str(last / MODEL_FILE))

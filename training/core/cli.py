@@ -11,6 +11,7 @@ from typing import Any
 
 from training.core import distributed
 from training.core.config import C, parse_args
+from training.core.datafiles import DataFileError
 
 
 def job_main(
@@ -21,7 +22,9 @@ def job_main(
     argv: Sequence[str] | None,
 ) -> int:
     """Parse the job's config, set up logging, run it; exit status 0 once the artifact is written (its
-    path is printed on stdout); bad arguments exit with status 2; errors propagate.
+    path is printed on stdout); bad arguments exit with status 2; a bad data file (DataFileError, raised
+    before anything is trained or written) prints `error: <file>, line <n>: <problem>` on stderr, without a
+    traceback, and returns 1; other errors propagate.
 
     Under torchrun this joins the process group first (training.core.distributed) and leaves it at the end;
     only rank 0 logs below WARNING and prints the path (`run` must end with `distributed.artifact_on_main`).
@@ -34,7 +37,12 @@ def job_main(
                             format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
     if info.rank != 0:
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 reports progress for the whole job
-    path = run(config, paths.preset, paths.output_dir, paths.cache_dir)
+    try:
+        path = run(config, paths.preset, paths.output_dir, paths.cache_dir)
+    except DataFileError as exc:  # the user's file, not our code: the message says what to fix
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        distributed.cleanup()  # every rank read the same files and fails alike
+        return 1
     # Only on success: after an error the other ranks are blocked in some other collective, and torchrun
     # stops them when this process exits.
     distributed.cleanup()

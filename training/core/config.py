@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -26,12 +27,17 @@ from typing import Any, TypeVar
 from training.core.schedules import SCHEDULES
 
 C = TypeVar("C", bound="TrainConfig")
+# A model's name is a directory under the artifacts root and a metrics label value: no separators, no dots first.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass
 class TrainConfig:
     """Fields shared by every training job. Steps are optimizer steps (after gradient accumulation)."""
 
+    name: str | None = field(default=None, metadata={
+        "help": "the model's name: the artifact goes to <output-dir>/<name>/<version>/ (none: the task's default "
+                "model, named after the task)"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation, shuffling and dropout"})
     epochs: int = field(default=1, metadata={"help": "passes over the training data"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
@@ -77,6 +83,9 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices is not None and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name} must be one of {choices}, got {getattr(self, f.name)!r}")
+        if self.name is not None and not MODEL_NAME.fullmatch(self.name):
+            raise ValueError(f"name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit "
+                             f"(it names a directory and a metrics label), got {self.name!r}")
         positive = ("epochs", "batch_size", "grad_accum")
         for name in positive:
             if getattr(self, name) < 1:
@@ -99,6 +108,20 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (tuples become lists) for manifests and checkpoints."""
         return asdict(self)
+
+
+def validate_files(config: Any) -> None:
+    """The file fields every task's config has (`data`, `train_file`, `validation_file`, `test_file`,
+    `validation_fraction`, `test_fraction`): ValueError unless `--data file` comes with a train file, files come
+    only with `--data file`, and the held-out fractions leave some training data. Files are read by the job."""
+    given = [name for name in ("train_file", "validation_file", "test_file") if getattr(config, name)]
+    if config.data == "file" and "train_file" not in given:
+        raise ValueError("--data file needs --train-file (and optionally --validation-file, --test-file)")
+    if config.data != "file" and given:
+        raise ValueError(f"--{given[0].replace('_', '-')} is read only with --data file")
+    fractions = [getattr(config, name) for name in ("validation_fraction", "test_fraction")]
+    if not all(0 < f < 1 for f in fractions) or sum(fractions) >= 1:
+        raise ValueError(f"validation_fraction and test_fraction must be in (0, 1) with a sum < 1, got {fractions}")
 
 
 @dataclass(frozen=True)

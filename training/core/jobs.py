@@ -3,9 +3,11 @@
 - `start_job(config, task, preset, cache_dir, device)`: seeds Python's and torch's generators from
   `config.seed`, sets torch's CPU threads when `config.num_threads` is given, resolves `device` as the
   service does ("auto" → CUDA when visible) and names the checkpoint directory: `config.checkpoint_dir`,
-  else `<cache_dir>/checkpoints/<task>-<preset>`. Returns JobStart(device, checkpoints).
+  else `<cache_dir>/checkpoints/<name>-<preset>` (name: `config.name`, else the task's). Returns
+  JobStart(device, checkpoints).
 - `job_manifest(task, preset, config, model, **sections)`: a Manifest with the fields every job fills the
-  same way (new version id, model class, library versions, `training_config` = preset + every field);
+  same way (the model's `name`, new version id, model class, library versions, `training_config` = preset +
+  every field);
   `sections` are the task's own (data, preprocessing, dropout, calibration, metrics, ...).
 - `write_job(output_dir, manifest, model, save_model, history, metric, plots)`: moves the trained model to
   the CPU and writes the artifact with its reports (training.core.reports.write_job_artifact).
@@ -42,13 +44,13 @@ def start_job(config: TrainConfig, task: str, preset: str, cache_dir: Path, devi
     torch.manual_seed(config.seed)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    checkpoints = Path(config.checkpoint_dir or cache_dir / "checkpoints" / f"{task}-{preset}")
+    checkpoints = Path(config.checkpoint_dir or cache_dir / "checkpoints" / f"{config.name or task}-{preset}")
     return JobStart(torch.device(resolve_device(device)), checkpoints)
 
 
 def job_manifest(task: str, preset: str, config: TrainConfig, model: nn.Module, **sections: Any) -> Manifest:
     """The artifact's manifest (models.core.artifacts.Manifest) with the shared fields filled in."""
-    return Manifest(task=task, version=new_version_id(), model_class=type(model).__name__,
+    return Manifest(task=task, name=config.name or task, version=new_version_id(), model_class=type(model).__name__,
                     libraries=library_versions(), training_config={"preset": preset, **config.to_dict()},
                     **sections)
 

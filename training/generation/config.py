@@ -5,21 +5,33 @@ chooses on validation (last-k, τ, the abstain rule's target). Presets live in t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
-from training.core.config import TrainConfig
+from training.core.config import TrainConfig, validate_files
+from training.generation.data import TextFiles
 
 
 @dataclass
 class GenerationConfig(TrainConfig):
     """Fine-tune a causal LM with added dropout and report its MC-dropout uncertainty."""
 
-    data: str = field(default="austen", metadata={"help": "corpus",
-                                                  "choices": ("austen", "shakespeare", "bible", "synthetic")})
+    data: str = field(default="austen", metadata={
+        "help": "corpus; file: your --train-file (and --validation-file, --test-file)",
+        "choices": ("austen", "shakespeare", "bible", "synthetic", "file")})
+    train_file: str | None = field(default=None, metadata={
+        "help": "file: UTF-8 prose, .txt (the whole file is ONE document, blank lines separate its paragraphs; "
+                "validation and test are one paragraph-aligned block of it) or .jsonl (one document per line under "
+                "--text-key; whole documents are held out)"})
+    validation_file: str | None = field(default=None, metadata={"help": "file: validation text (.txt or .jsonl)"})
+    test_file: str | None = field(default=None, metadata={"help": "file: test text, read once for the report"})
+    text_key: str = field(default="text", metadata={"help": "file: the JSONL key holding a document's text"})
     model: str = field(default="smollm2", metadata={"help": "starting model", "choices": ("smollm2", "tiny")})
     block_size: int = field(default=128, metadata={"help": "tokens per training block"})
-    validation_fraction: float = field(default=0.05, metadata={"help": "held-out share per document (validation)"})
-    test_fraction: float = field(default=0.05, metadata={"help": "held-out share per document (test)"})
+    validation_fraction: float = field(default=0.05, metadata={
+        "help": "held-out share per document (validation; a .jsonl file: share of its documents)"})
+    test_fraction: float = field(default=0.05, metadata={
+        "help": "held-out share per document (test; a .jsonl file: share of its documents)"})
     split_seed: int = field(default=1234, metadata={"help": "seed of held-out spans, subsets and probes"})
     eval_blocks: int = field(default=24, metadata={"help": "validation blocks for periodic validation"})
     calibration_prompts: int = field(default=100, metadata={
@@ -72,6 +84,13 @@ class GenerationConfig(TrainConfig):
         for name in ("dropout_layers", "train_layers", "mc_last_k", "prompt_tokens", "continuation_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or none")
+        validate_files(self)
+
+    def text_files(self) -> TextFiles:
+        """The `--data file` inputs (validate() made sure train_file is set)."""
+        optional = lambda name: Path(name) if name else None  # noqa: E731
+        return TextFiles(Path(str(self.train_file)), optional(self.validation_file), optional(self.test_file),
+                         self.text_key, self.validation_fraction, self.test_fraction, self.split_seed)
 
     @property
     def windows(self) -> tuple[int, int]:

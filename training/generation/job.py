@@ -50,7 +50,15 @@ from training.core.splits import partition
 from training.generation.base import base_source, load_base
 from training.generation.batches import BlockBatches, lm_loss, subset
 from training.generation.config import GenerationConfig
-from training.generation.data import Corpus, load_austen, load_bible_english, load_bible_verses, load_shakespeare
+from training.generation.data import (
+    Corpus,
+    check_blocks,
+    load_austen,
+    load_bible_english,
+    load_bible_verses,
+    load_shakespeare,
+    load_text_files,
+)
 from training.generation.evaluation import (
     GenEvalSettings,
     choose_on_validation,
@@ -188,15 +196,22 @@ def run(config: GenerationConfig, preset: str, output_dir: Path, cache_dir: Path
     device, checkpoints = start_job(config, TASK, preset, cache_dir, config.device)
     started = time.perf_counter()
     with main_process_first():  # downloads, extraction and the base conversion happen once (rank 0)
-        corpus = DATASETS[config.data](config, cache_dir)
-        split = split_documents(corpus.documents, config.validation_fraction, config.test_fraction, config.split_seed)
+        if config.data == "file":  # a user's files are read and checked here, first; they may bring their splits
+            corpus, split = load_text_files(config.text_files())
+        else:
+            corpus = DATASETS[config.data](config, cache_dir)
+            split = split_documents(corpus.documents, config.validation_fraction, config.test_fraction,
+                                    config.split_seed)
         model, tokenizer, base = build_model(config, cache_dir, split.segments["train"])
-        # Bible verses are one out-of-domain probe kind (none for the synthetic corpus: no data at all).
-        verses = list(load_bible_verses(cache_dir).values()) if config.data != "synthetic" else []
+        # Bible verses are one out-of-domain probe kind (none for the synthetic corpus: no data at all; none for a
+        # user's text, for which the Bible may be in domain).
+        verses = list(load_bible_verses(cache_dir).values()) if config.data not in ("synthetic", "file") else []
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     blocks = {name: chunk_token_ids(token_stream(split.segments[name], encode, tokenizer.eos_token_id),
                                     config.block_size)
               for name in ("train", "validation", "test")}
+    if config.data == "file":
+        check_blocks({name: len(v) for name, v in blocks.items()}, config.block_size, config.text_files())
     parts = held_out_blocks(config, blocks)
     s = eval_settings(config, device, config.dropout_layers or int(model.config.num_hidden_layers))
     model.to(device)

@@ -47,6 +47,7 @@ class ProseSplit:
     validation_fraction: float
     test_fraction: float
     seed: int
+    method: str = "one contiguous held-out block per document, paragraph-aligned"  # how the held-out text was chosen
 
     def chars(self) -> dict[str, int]:
         return {name: sum(map(len, pieces)) for name, pieces in self.segments.items()}
@@ -64,7 +65,7 @@ class ProseSplit:
         for span in self.spans:
             if span.split != "train":
                 documents.setdefault(span.document, {})[span.split] = [span.start, span.end]
-        return {"method": "one contiguous held-out block per document, paragraph-aligned",
+        return {"method": self.method,
                 "validation_fraction": self.validation_fraction, "test_fraction": self.test_fraction,
                 "seed": self.seed, "splits": splits, "held_out_spans": documents}
 

@@ -7,19 +7,32 @@ evaluates the same on any machine (training.core.config for the precedence and t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from models.core.dropout import validate_sites
 from training.core.confidence_maps import CRITERIA, MAP_KINDS
-from training.core.config import TrainConfig
-from training.sentiment.data import SubsetSizes
+from training.core.config import TrainConfig, validate_files
+from training.sentiment.data import LabelledFiles, SubsetSizes
 
 
 @dataclass
 class SentimentConfig(TrainConfig):
     """Fine-tune a BERT classifier for review sentiment, then measure and calibrate its MC-dropout uncertainty."""
 
-    data: str = field(default="imdb", metadata={"help": "dataset", "choices": ("imdb", "synthetic")})
+    data: str = field(default="imdb", metadata={"help": "dataset; file: your --train-file (and --validation-file, "
+                                                        "--test-file)", "choices": ("imdb", "synthetic", "file")})
+    train_file: str | None = field(default=None, metadata={
+        "help": "file: labelled examples, .csv, .tsv (first line names the columns) or .jsonl (one object per line); "
+                "any number of labels, named by the data. Splits not given are held out of it, stratified"})
+    validation_file: str | None = field(default=None, metadata={"help": "file: validation examples (same format)"})
+    test_file: str | None = field(default=None, metadata={"help": "file: test examples, read once for the report"})
+    text_column: str = field(default="text", metadata={"help": "file: the column (JSONL: key) holding the text"})
+    label_column: str = field(default="label", metadata={"help": "file: the column (JSONL: key) holding the label"})
+    validation_fraction: float = field(default=0.2, metadata={
+        "help": "file: share of each label held out of --train-file for validation when no --validation-file"})
+    test_fraction: float = field(default=0.2, metadata={
+        "help": "file: share of each label held out of --train-file for test when no --test-file"})
     model: str = field(default="minilm", metadata={"help": "encoder", "choices": ("minilm", "tiny")})
     split_seed: int = field(default=1234, metadata={"help": "seed of the train/validation/test split"})
     validation_size: int = field(default=5000, metadata={"help": "validation split size"})
@@ -86,6 +99,14 @@ class SentimentConfig(TrainConfig):
             raise ValueError("at most one of eval_subset, selection_size, calibration_size may be none (the rest)")
         if not self.calibration_maps or set(self.calibration_maps) - set(MAP_KINDS):
             raise ValueError(f"calibration_maps must be among {MAP_KINDS}, got {self.calibration_maps}")
+        validate_files(self)
+
+    def labelled_files(self) -> LabelledFiles:
+        """The `--data file` inputs (validate() made sure train_file is set)."""
+        optional = lambda name: Path(name) if name else None  # noqa: E731
+        return LabelledFiles(Path(str(self.train_file)), optional(self.validation_file), optional(self.test_file),
+                             self.text_column, self.label_column, self.validation_fraction, self.test_fraction,
+                             self.split_seed)
 
     def subset_sizes(self) -> SubsetSizes:
         return SubsetSizes(self.eval_subset, self.selection_size, self.calibration_size, self.selection_modes_limit,

@@ -11,6 +11,14 @@ Contract of `load_imdb(archive, seed, validation_size, test_size)`:
   member, sha256, row counts and split sizes for the manifest.
 Raises ValueError on an unexpected CSV header or label.
 
+Contract of `load_labelled_files(files)` (a user's data, `--data file`): reads the `LabelledFiles` — a train file and
+optionally validation and test files, each CSV, TSV (header line) or JSONL with a text and a label column — checks
+every record (training.core.datafiles: missing column, empty text or label, malformed line, invalid UTF-8), takes
+the label names from the training file, sorted (any number of labels), refuses a validation or test label the
+training file does not have, and holds a split that was not given out of the training file with
+`holdout_split` (stratified, seeded, every label in every split). Raises DataFileError naming file, line and
+problem; nothing is trained before it returns.
+
 Contract of `plan_subsets(data, sizes, seed)` (docs/architecture.md §4, "choices on validation, test once"):
 the validation split is partitioned once into disjoint parts — `periodic` (early stopping and the best
 weights), `selection` (last-k, the abstain measure and threshold; every MC mode runs on its nested
@@ -27,10 +35,21 @@ import html
 import io
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from training.core.datafiles import (
+    DataFileError,
+    Record,
+    field_text,
+    file_format,
+    file_record,
+    holdout_split,
+    read_records,
+    read_table,
+    require_columns,
+)
 from training.core.fetch import IMDB, PinnedArchive
 from training.core.splits import ClassificationData, Parts, TextSplit, nested, partition, stratified_split
 
@@ -105,6 +124,70 @@ def load_imdb(
 
 
 @dataclass(frozen=True)
+class LabelledFiles:
+    """A user's labelled files and how to read and split them (module docstring); None: held out of `train`."""
+
+    train: Path
+    validation: Path | None
+    test: Path | None
+    text_column: str
+    label_column: str
+    validation_fraction: float
+    test_fraction: float
+    seed: int
+
+
+def read_labelled(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str], list[int]]:
+    """(texts, label names, line numbers) of one CSV, TSV or JSONL file; DataFileError on any bad record."""
+    fmt = file_format(path, ("csv", "tsv", "jsonl"))
+    if fmt == "jsonl":
+        records: list[Record] = read_records(path, fmt)
+    else:
+        columns, records = read_table(path, fmt)
+        require_columns(path, columns, {text_column: "--text-column", label_column: "--label-column"})
+        if not records:
+            raise DataFileError(path, "no records (only a header or blank lines)")
+    texts = [field_text(r, text_column, path, "text") for r in records]
+    labels = [field_text(r, label_column, path, "label") for r in records]
+    return texts, labels, [r.line for r in records]
+
+
+def load_labelled_files(files: LabelledFiles) -> ClassificationData:
+    """Train/validation/test splits of a user's files with label names from the training file (module docstring)."""
+    given = {name: path for name, path in (("train", files.train), ("validation", files.validation),
+                                           ("test", files.test)) if path is not None}
+    read = {name: read_labelled(path, files.text_column, files.label_column) for name, path in given.items()}
+    names = tuple(sorted(set(read["train"][1])))
+    ids = {name: i for i, name in enumerate(names)}
+    for split in ("validation", "test"):
+        if split in read:
+            for label, line in zip(read[split][1], read[split][2], strict=True):
+                if label not in ids:
+                    raise DataFileError(given[split], f"unknown label {label!r}: the training file "
+                                                      f"{files.train} has only {', '.join(names)}", line)
+    fractions = {split: fraction for split, fraction in (("validation", files.validation_fraction),
+                                                         ("test", files.test_fraction)) if split not in read}
+    texts, labels, lines = read["train"]
+    index = holdout_split(labels, fractions, files.seed, files.train, lines) if fractions else {"train": list(
+        range(len(texts)))}
+    splits = {split: TextSplit([texts[i] for i in index[split]], [ids[labels[i]] for i in index[split]])
+              for split in index}
+    splits.update({split: TextSplit(read[split][0], [ids[label] for label in read[split][1]])
+                   for split in ("validation", "test") if split in read})
+    splits = {split: splits[split] for split in ("train", "validation", "test")}
+    train_texts = set(splits["train"].texts)
+    source = {"name": "your files", "files": [file_record(path, split, file_format(path, ("csv", "tsv", "jsonl")),
+                                                          len(read[split][0])) for split, path in given.items()],
+              "text_column": files.text_column, "label_column": files.label_column,
+              "held_out_of_train": {**fractions, "seed": files.seed} if fractions else None,
+              "labels": {split: {names[y]: part.labels.count(y) for y in range(len(names))}
+                         for split, part in splits.items()},
+              "test_texts_also_in_train": sum(t in train_texts for t in splits["test"].texts),
+              "splits": {name: len(split) for name, split in splits.items()}}
+    return ClassificationData(splits=splits, label_names=names, source=source)
+
+
+@dataclass(frozen=True)
 class SubsetSizes:
     """Sizes of the parts `plan_subsets` cuts (module docstring); None = the rest / all."""
 
@@ -137,6 +220,25 @@ class Subsets:
                                "nested": {"selection_modes": "selection"}},
                 "test": {**self.test.record(), "test_modes": len(self.test_modes),
                          "nested": {"test_modes": "headline"}}}
+
+
+def fit_to_validation(sizes: SubsetSizes, n: int, folds: int, files: LabelledFiles) -> SubsetSizes:
+    """The validation parts for a user's validation split of `n` (far smaller than a preset may expect): unchanged
+    when they fit and leave the part sized None at least a third of `n`; otherwise periodic 20 %, selection 40 %
+    and calibration the rest. DataFileError (naming the validation file, else the train file) when the calibration
+    part is too small for the `folds`-fold cross-validation of τ and the confidence map."""
+    parts = (sizes.periodic, sizes.selection, sizes.calibration)
+    rest = n - sum(p for p in parts if p is not None)
+    if rest < (n // 3 if None in parts else 0):
+        periodic = max(1, n // 5)
+        sizes = replace(sizes, periodic=periodic, selection=max(1, (n - periodic) // 2), calibration=None)
+    calibration = sizes.calibration if sizes.calibration is not None else n - sum(
+        p for p in (sizes.periodic, sizes.selection) if p is not None)
+    if calibration < 2 * folds:
+        raise DataFileError(files.validation or files.train, f"too few validation examples: {n} leave {calibration} "
+                            f"for calibration, and its {folds}-fold cross-validation needs at least {2 * folds}; add "
+                            "examples, raise --validation-fraction or lower --calibration-folds")
+    return sizes
 
 
 def plan_subsets(data: ClassificationData, sizes: SubsetSizes, seed: int) -> Subsets:

@@ -49,7 +49,7 @@ from training.core.loop import Trainer
 from training.core.scoring import accuracy, nll
 from training.core.splits import ClassificationData, TextSplit
 from training.sentiment.config import PRESETS, SentimentConfig
-from training.sentiment.data import Subsets, load_imdb, plan_subsets
+from training.sentiment.data import Subsets, fit_to_validation, load_imdb, load_labelled_files, plan_subsets
 from training.sentiment.evaluation import EvalResult, EvalSets, evaluate_and_calibrate
 from training.sentiment.modes import Encoded, EvalSettings
 from training.sentiment.synthetic import load_synthetic
@@ -66,7 +66,12 @@ def _synthetic(config: SentimentConfig, cache: Path) -> ClassificationData:
     return load_synthetic(config.split_seed, config.train_size or 400, config.validation_size, config.test_size)
 
 
-DATASETS: dict[str, Callable[[SentimentConfig, Path], ClassificationData]] = {"imdb": _imdb, "synthetic": _synthetic}
+def _file(config: SentimentConfig, cache: Path) -> ClassificationData:
+    return load_labelled_files(config.labelled_files())
+
+
+DATASETS: dict[str, Callable[[SentimentConfig, Path], ClassificationData]] = {
+    "imdb": _imdb, "synthetic": _synthetic, "file": _file}
 Built = tuple[nn.Module, PreTrainedTokenizerBase, dict[str, Any]]
 
 
@@ -165,9 +170,11 @@ def run(config: SentimentConfig, preset: str, output_dir: Path, cache_dir: Path)
     """Train, then (rank 0) evaluate, calibrate and write the artifact; returns its directory on every rank."""
     device, checkpoints = start_job(config, TASK, preset, cache_dir, config.device)
     with main_process_first():  # downloads, extraction and the tiny tokenizer happen once (rank 0)
-        data = DATASETS[config.data](config, cache_dir)
+        data = DATASETS[config.data](config, cache_dir)  # a user's files are read and checked here, first
+        sizes = config.subset_sizes() if config.data != "file" else fit_to_validation(
+            config.subset_sizes(), len(data.splits["validation"]), config.calibration_folds, config.labelled_files())
         model, tokenizer, encoder = MODELS[config.model](config, data, cache_dir, checkpoints)
-    subsets = plan_subsets(data, config.subset_sizes(), config.split_seed + 1)
+    subsets = plan_subsets(data, sizes, config.split_seed + 1)
     model.to(device)
     log.info("data %s, model %s (%.1f M parameters) on %s; subsets %s", data.sizes(), type(model).__name__,
              sum(p.numel() for p in model.parameters()) / 1e6, device, subsets.record())

@@ -5,18 +5,33 @@ chooses on validation (last-k, τ, the abstain rule's quality target). Presets l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from models.core.dropout import validate_sites
 from models.translation.model import PRESET_SIZES
-from training.core.config import TrainConfig
+from training.core.config import TrainConfig, validate_files
+from training.translation.data import PairFiles
 
 
 @dataclass
 class TranslationConfig(TrainConfig):
     """Train a Marian-style English→German transformer from scratch and report its MC-dropout uncertainty."""
 
-    data: str = field(default="bible", metadata={"help": "dataset", "choices": ("bible", "synthetic")})
+    data: str = field(default="bible", metadata={"help": "dataset; file: your --train-file (and --validation-file, "
+                                                         "--test-file)", "choices": ("bible", "synthetic", "file")})
+    train_file: str | None = field(default=None, metadata={
+        "help": "file: sentence pairs, .tsv (source<TAB>target per line; a first line naming the columns is a "
+                "header) or .jsonl (one object per line with the source and target keys). Splits not given are "
+                "held out of it at random"})
+    validation_file: str | None = field(default=None, metadata={"help": "file: validation pairs (same format)"})
+    test_file: str | None = field(default=None, metadata={"help": "file: test pairs, read once for the report"})
+    source_column: str = field(default="source", metadata={"help": "file: the JSONL key (TSV header) of the source"})
+    target_column: str = field(default="target", metadata={"help": "file: the JSONL key (TSV header) of the target"})
+    validation_fraction: float = field(default=0.1, metadata={
+        "help": "file: share of --train-file held out for validation when no --validation-file"})
+    test_fraction: float = field(default=0.1, metadata={
+        "help": "file: share of --train-file held out for test when no --test-file"})
     model: str = field(default="quick", metadata={"help": "architecture sizes", "choices": tuple(PRESET_SIZES)})
     source_code: str = field(default="4", metadata={"help": "bible: source translation code (4 = WEB)"})
     target_code: str = field(default="s", metadata={"help": "bible: target translation code (s = Schlachter)"})
@@ -70,10 +85,18 @@ class TranslationConfig(TrainConfig):
         validate_sites(self.mc_sites)
         if not 0.0 < self.target_risk < 1.0:
             raise ValueError(f"target_risk must be in (0, 1), got {self.target_risk}")
+        validate_files(self)
         positions = PRESET_SIZES[self.model].max_positions
         if max(self.max_input_tokens, self.max_target_tokens, self.max_new_tokens + 1) > positions:
             raise ValueError("max_input_tokens/max_target_tokens/max_new_tokens + 1 must fit the model's "
                              f"{positions} positions")
+
+    def pair_files(self) -> PairFiles:
+        """The `--data file` inputs (validate() made sure train_file is set)."""
+        optional = lambda name: Path(name) if name else None  # noqa: E731
+        return PairFiles(Path(str(self.train_file)), optional(self.validation_file), optional(self.test_file),
+                         self.source_column, self.target_column, self.validation_fraction, self.test_fraction,
+                         self.split_seed)
 
     @property
     def rates(self) -> dict[str, float]:

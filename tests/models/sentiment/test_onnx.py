@@ -1,5 +1,7 @@
-"""The onnxruntime backend against the torch backend: the exported last-k MC graph with host-drawn masks gives
-torch's logits for the same seeds, and the predictor the same labels, probabilities and uncertainty.
+"""The onnxruntime backend against the torch backend: the exported last-k MC graph (tokens packed in the
+deterministic layers) with host-drawn masks gives torch's logits and OOD features for the same seeds on batches
+of mixed lengths, the padded Core ML layout the same, and the predictor the same labels, probabilities,
+uncertainty and OOD scores.
 
 Stated tolerance (float32 on both sides; the graph runs attention as explicit matmuls, torch the fused kernel):
 logits within 1e-5 absolute + 1e-4 relative, probabilities and uncertainty measures within 1e-5."""
@@ -12,12 +14,13 @@ import pytest
 import torch
 
 from models.core.artifacts import ArtifactError
+from models.core.ood import OODDetector, fit_statistics
 from models.core.padding import pad_ids
 from models.core.predictor import MCRequest, PredictorOptions
 from models.registry import load_predictor
 from models.sentiment.mc import DropoutRates, forward_logits
 from models.sentiment.model import build_tiny_classifier
-from models.sentiment.onnx_graph import export_onnx, mask_names, masks_for, row_index
+from models.sentiment.onnx_graph import MCGraph, export_onnx, feature_layer_in_graph, mask_names, masks_for, row_index
 from tests.factories import make_tiny_sentiment_artifact, make_tiny_translation_artifact
 
 ort = pytest.importorskip("onnxruntime")
@@ -27,21 +30,31 @@ PROB_TOL = 1e-5
 
 
 @pytest.mark.parametrize("last_k", [1, 2, 3])
-def test_graph_reproduces_the_torch_mc_logits_for_the_same_seeds(last_k: int) -> None:
+def test_graph_reproduces_the_torch_mc_logits_and_features_for_the_same_seeds(last_k: int) -> None:
     model = build_tiny_classifier(120, ["neg", "pos"], num_layers=3, dropout=0.1, seed=3).eval()
-    session = ort.InferenceSession(export_onnx(model, last_k), providers=["CPUExecutionProvider"])
+    layer = 3 - last_k if last_k < 3 else 0  # the highest deterministic layer (full MC: the embeddings)
+    assert feature_layer_in_graph(3, last_k, layer) and not feature_layer_in_graph(3, last_k, layer + 1)
+    session = ort.InferenceSession(export_onnx(model, last_k, feature_layer=layer), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()][3:] == mask_names(3, last_k)
     ids, mask = pad_ids([[2, 15, 40, 7, 9, 3], [2, 77, 3], [2, 5, 6, 8, 10, 11, 12, 3]], 0)
     samples, seeds = [4, 0, 3], [5, 6, 7]
+    features: dict[int, torch.Tensor] = {}
     with torch.inference_mode():
-        expected = torch.cat(forward_logits(model, ids, mask, samples, seeds, last_k, SITES))
+        expected = torch.cat(forward_logits(model, ids, mask, samples, seeds, last_k, SITES, feature_layers=[layer],
+                                            features_out=features))
     masks = masks_for(3, last_k, model.config.hidden_size, ids.shape[1], samples, seeds,
                       DropoutRates.of(model).live(SITES))
     feed = {"input_ids": ids.numpy(), "attention_mask": mask.long().numpy(), "row_index": row_index(samples).numpy(),
             **{name: value.numpy() for name, value in masks.items()}}
-    got = torch.from_numpy(session.run(["logits"], feed)[0])
+    got, got_features = (torch.from_numpy(out) for out in session.run(["logits", "ood_features"], feed))
     torch.testing.assert_close(got, expected.float(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got_features, features[layer], rtol=1e-4, atol=1e-5)
     assert not torch.equal(got[0], got[1]), "MC rows of one item must differ"
+    padded = MCGraph(model, last_k, packed=False)  # the Core ML layout
+    with torch.inference_mode():
+        torch.testing.assert_close(padded(*(torch.from_numpy(feed[n]) for n in ["input_ids", "attention_mask",
+                                                                                "row_index", *padded.names])),
+                                   expected.float(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +77,20 @@ def test_onnxruntime_predictor_answers_as_the_torch_predictor(artifact: Path) ->
             assert vars(got.uncertainty) == pytest.approx(vars(want.uncertainty), abs=PROB_TOL)
     again = onnx.predict(items[:1], requests[:1])[0]
     assert again == onnx.predict(items, requests)[0]  # same seed, same answer, whatever shares the batch
+
+
+def test_ood_scores_come_from_the_graph_and_match_torch(artifact: Path) -> None:
+    reference = load_predictor(artifact, PredictorOptions(dtype="float32"))
+    onnx = load_predictor(artifact, PredictorOptions(dtype="float32", backend="onnxruntime"))
+    bank = torch.nn.functional.normalize(torch.randn(20, reference.model.config.hidden_size), dim=-1)
+    for predictor in (reference, onnx):
+        predictor.attach_ood(OODDetector("knn_cosine", 2, 0.5, fit_statistics("knn_cosine", bank), k=3))
+    assert onnx.describe()["backend"]["ood_features"] == "graph output"
+    items = [reference.prepare(text, {}) for text in ["a wonderful film", "zebra quartz orbits", "it was fine"]]
+    requests = [MCRequest(5, 1), MCRequest(0, 2), MCRequest(3, 3)]
+    for want, got in zip(reference.predict(items, requests), onnx.predict(items, requests), strict=True):
+        assert want.ood_score is not None and got.ood_score == pytest.approx(want.ood_score, abs=PROB_TOL)
+        assert got.out_of_distribution == want.out_of_distribution and got.abstain_reason == want.abstain_reason
 
 
 def test_backend_refusals(tmp_path: Path, artifact: Path) -> None:

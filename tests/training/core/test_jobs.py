@@ -32,3 +32,12 @@ def test_job_manifest_fills_the_shared_fields() -> None:
     assert manifest.training_config == {"preset": "tiny", **config.to_dict()} and manifest.training_config["lr"] == 0.01
     assert {"torch", "transformers"} <= set(manifest.libraries) and manifest.version
     assert manifest.default_mc_samples == 7 and manifest.metrics == {"bleu": 1.0}
+
+
+def test_a_named_model_gets_its_own_checkpoints_and_manifest_name(tmp_path: Path) -> None:
+    config = TrainConfig(name="support-tickets")
+    assert start_job(config, "sentiment", "tiny", tmp_path, "cpu").checkpoints == (
+        tmp_path / "checkpoints" / "support-tickets-tiny")
+    assert job_manifest("sentiment", "tiny", config, nn.Linear(2, 2)).name == "support-tickets"
+    default = job_manifest("sentiment", "tiny", TrainConfig(), nn.Linear(2, 2))
+    assert default.name == default.model_name == "sentiment"  # the task's default model is named after the task
