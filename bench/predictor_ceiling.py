@@ -10,6 +10,10 @@ shared CPU hits all of them alike.
     python -m bench.predictor_ceiling --artifacts-dir artifacts [--texts 512] [--batch 32] [--dtypes bfloat16,float32]
     python -m bench.predictor_ceiling --backends torch,onnxruntime --dtypes float32 --threads 1 \
         [--version V] [--onnx-model package/model.int8.onnx]
+
+A backend `onnxruntime@PATH` runs the graph at PATH (e.g. `onnxruntime@exports/…/model.int8.onnx`), so the
+float32 and int8 graphs can be timed against torch in one run; plain `onnxruntime` takes `--onnx-model`, or
+exports the graph at load.
 """
 
 from __future__ import annotations
@@ -44,6 +48,13 @@ def items_per_second(predictor: Predictor, batches: Sequence[Sequence[PreparedIt
     return count / best
 
 
+def options(backend: str, dtype: str, onnx_model: str | None) -> PredictorOptions:
+    """CPU options of one configuration: `torch`, `onnxruntime` (graph: `onnx_model`) or `onnxruntime@PATH`."""
+    name, _, path = backend.partition("@")
+    graph = (path or onnx_model) if name != "torch" else None
+    return PredictorOptions(device="cpu", dtype=dtype, backend=name, onnx_model=graph)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.predictor_ceiling", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"))
@@ -66,9 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     texts = reviews(args.texts, seed=0)
     configs = [(backend, dtype) for backend in args.backends.split(",")
                for dtype in (args.dtypes.split(",") if backend == "torch" else ["float32"])]
-    predictors = {config: load_predictor(artifact, PredictorOptions(
-        device="cpu", dtype=config[1], backend=config[0], onnx_model=args.onnx_model if config[0] != "torch" else None))
-        for config in configs}
+    predictors = {config: load_predictor(artifact, options(config[0], config[1], args.onnx_model))
+                  for config in configs}
     for predictor in predictors.values():
         predictor.warmup()
     items = [predictors[configs[0]].prepare(text, {}) for text in texts]  # tokenising is the same on every backend
@@ -78,14 +88,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                  sorted(items, key=lambda item: item.n_tokens))}
     print(f"{artifact.name}: {args.texts} texts, batch {args.batch}, threads {torch.get_num_threads()}, "
           f"best of {args.repeats}")
-    print(f"{'backend':12} {'dtype':9} {'T':>3} {'bs=1':>8} {'arrival':>8} {'sorted':>8}   ratios (items/s)")
+    width = max(12, *(len(backend) for backend, _ in configs))
+    print(f"{'backend':{width}} {'dtype':9} {'T':>3} {'bs=1':>8} {'arrival':>8} {'sorted':>8}   ratios (items/s)")
     for mc_samples in (0, args.mc_samples):
         rates = {config: {mode: 0.0 for mode in MODES} for config in configs}
         for mode in MODES:
             for config, predictor in predictors.items():
                 rates[config][mode] = items_per_second(predictor, pools[mode], mc_samples, args.repeats)
         for (backend, dtype), rate in rates.items():
-            print(f"{backend:12} {dtype:9} {mc_samples:>3} {rate['bs=1']:8.1f} {rate['arrival']:8.1f} "
+            print(f"{backend:{width}} {dtype:9} {mc_samples:>3} {rate['bs=1']:8.1f} {rate['arrival']:8.1f} "
                   f"{rate['sorted']:8.1f}   {rate['arrival'] / rate['bs=1']:.2f}x arrival, "
                   f"{rate['sorted'] / rate['bs=1']:.2f}x sorted")
         base = rates[configs[0]]

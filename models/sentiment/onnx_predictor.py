@@ -122,7 +122,7 @@ class OnnxSentimentPredictor(SentimentPredictor):
         per_item, features = self.graph_logits(items, requests)
         if self.ood is not None and features is None:  # a given graph has no OOD output: one torch pass below it
             features = self.ood_features(items, [self.ood.layer])[self.ood.layer]
-        outcomes = self._ood_outcomes(features, len(items))
+        outcomes = self._ood_outcomes(features, items)
         return [self._prediction(item, request, item_logits, outcome)
                 for item, request, item_logits, outcome in zip(items, requests, per_item, outcomes, strict=True)]
 

@@ -21,16 +21,23 @@ from training.export.package import FORMATS, write_package
 from training.export.quantize import QuantizationRefusedError
 
 
-def validation_reviews(artifact: Path, cache_dir: Path, count: int) -> tuple[list[str], list[int]]:
-    """The first `count` reviews and label ids of the artifact's validation split (manifest seed and sizes)."""
+def split_reviews(artifact: Path, cache_dir: Path, split: str,
+                  count: int | None = None) -> tuple[list[str], list[int]]:
+    """The first `count` (None: all) reviews and label ids of the artifact's `split` ("validation" or "test";
+    the pinned IMDB archive in `cache_dir`, split with the manifest's seed and sizes, as the job split it)."""
     from training.core.fetch import IMDB, ensure_archive
     from training.sentiment.data import load_imdb
 
     config = read_manifest(artifact).training_config or {}
     data = load_imdb(ensure_archive(IMDB, cache_dir), int(config.get("split_seed", 1234)),
                      int(config.get("validation_size", 5000)), int(config.get("test_size", 5000)))
-    split = data.splits["validation"]
-    return split.texts[:count], split.labels[:count]
+    texts, labels = data.splits[split].texts, data.splits[split].labels
+    return list(texts[:count]), list(labels[:count])
+
+
+def validation_reviews(artifact: Path, cache_dir: Path, count: int) -> tuple[list[str], list[int]]:
+    """The first `count` reviews and label ids of the artifact's validation split (`split_reviews`)."""
+    return split_reviews(artifact, cache_dir, "validation", count)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

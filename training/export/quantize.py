@@ -3,8 +3,9 @@
 `quantize_int8(source, target)` is onnxruntime's own `quantize_dynamic` (weights int8, activations quantised
 per batch at run time; MatMul/Gemm only). `guarded_quantization(artifact, fp32, int8, texts, labels)` serves both
 graphs through the onnxruntime predictor (same masks, same calibration, the artifact's default T), compares
-accuracy and ECE on the given labelled validation items and raises `QuantizationRefused` when int8 loses more
-than `MAX_ACCURACY_DROP_POINTS` points of accuracy; else it returns the report the package keeps.
+accuracy and ECE on the given labelled validation items and raises `QuantizationRefusedError` when int8 loses
+more than `MAX_ACCURACY_DROP_POINTS` points of accuracy; else it returns the report the package keeps
+(`quantization_report` is the same report without the refusal, for measuring).
 """
 
 from __future__ import annotations
@@ -49,18 +50,28 @@ def _scores(artifact: Path, graph: Path, texts: Sequence[str], labels: Sequence[
     return {"accuracy": float((p.argmax(dim=1) == y).double().mean()), "ece": ece(p, y), "mc_samples": samples}
 
 
-def guarded_quantization(artifact: Path, fp32: Path, int8: Path, texts: Sequence[str], labels: Sequence[int],
-                         *, mc_samples: int | None = None, seed: int = 0,
-                         max_drop_points: float = MAX_ACCURACY_DROP_POINTS) -> dict[str, Any]:
-    """Accuracy and ECE of the fp32 and int8 graphs on (texts, labels) and their change (module docstring).
-    Raises QuantizationRefusedError when accuracy drops by more than `max_drop_points` percentage points."""
+def quantization_report(artifact: Path, fp32: Path, int8: Path, texts: Sequence[str], labels: Sequence[int],
+                        *, mc_samples: int | None = None, seed: int = 0,
+                        max_drop_points: float = MAX_ACCURACY_DROP_POINTS) -> dict[str, Any]:
+    """Accuracy and ECE of the fp32 and int8 graphs on (texts, labels), their change and the guard's verdict
+    (`accepted`: accuracy drops by at most `max_drop_points` percentage points); never raises on a refusal."""
     before = _scores(artifact, fp32, texts, labels, mc_samples, seed)
     after = _scores(artifact, int8, texts, labels, mc_samples, seed)
     drop = 100 * (before["accuracy"] - after["accuracy"])
-    report = {"items": len(texts), "mc_samples": before["mc_samples"], "float32": before, "int8": after,
-              "accuracy_change_points": -drop, "ece_change": after["ece"] - before["ece"],
-              "max_accuracy_drop_points": max_drop_points, "accepted": drop <= max_drop_points}
-    if drop > max_drop_points:
+    return {"items": len(texts), "mc_samples": before["mc_samples"], "float32": before, "int8": after,
+            "accuracy_change_points": -drop, "ece_change": after["ece"] - before["ece"],
+            "max_accuracy_drop_points": max_drop_points, "accepted": drop <= max_drop_points}
+
+
+def guarded_quantization(artifact: Path, fp32: Path, int8: Path, texts: Sequence[str], labels: Sequence[int],
+                         *, mc_samples: int | None = None, seed: int = 0,
+                         max_drop_points: float = MAX_ACCURACY_DROP_POINTS) -> dict[str, Any]:
+    """`quantization_report`, raising QuantizationRefusedError when accuracy drops by more than `max_drop_points`
+    percentage points."""
+    report = quantization_report(artifact, fp32, int8, texts, labels, mc_samples=mc_samples, seed=seed,
+                                 max_drop_points=max_drop_points)
+    if not report["accepted"]:
+        drop = -report["accuracy_change_points"]
         raise QuantizationRefusedError(f"int8 loses {drop:.2f} accuracy points on {len(texts)} validation items "
                                        f"(more than {max_drop_points}); keep the float32 model. Report: {report}")
     return report
