@@ -35,6 +35,7 @@ from training.core.progress import ProgressLog
 
 P = TypeVar("P")
 R = TypeVar("R")
+HEARTBEAT_S = 60.0  # one batch of stochastic decodes can take minutes on a busy CPU: say it is alive
 
 
 def in_memory_predictor(cls: type[P], model: Any, tokenizer: Any, manifest: Manifest, device: torch.device,
@@ -79,7 +80,7 @@ def predict_all(predictor: Any, items: Sequence[PreparedItem], mc_samples: int, 
     """See module docstring."""
     out: list[Any] = [None] * len(items)
     batches = _batches([item.n_tokens for item in items], [predictor.batch_key(item) for item in items], batch_size)
-    with ProgressLog(phase, len(items)) as progress:
+    with ProgressLog(phase, len(items), heartbeat_s=HEARTBEAT_S) as progress:
         for index in batches:
             requests = [MCRequest(mc_samples, mix_seed(seed, i)) for i in index]
             for i, prediction in zip(index, predictor.predict([items[i] for i in index], requests), strict=True):
@@ -95,7 +96,7 @@ def score_all(predictor: Any, prompts: Sequence[Sequence[int]], outputs: Sequenc
         raise ValueError(f"{len(prompts)} prompts but {len(outputs)} outputs")
     out: list[Any] = [None] * len(prompts)
     lengths = [len(p) + len(o) for p, o in zip(prompts, outputs, strict=True)]
-    with ProgressLog(phase, len(prompts)) as progress:
+    with ProgressLog(phase, len(prompts), heartbeat_s=HEARTBEAT_S) as progress:
         for index in _batches(lengths, [None] * len(prompts), batch_size):
             requests = [MCRequest(mc_samples, mix_seed(seed, i)) for i in index]
             scored = predictor.score([prompts[i] for i in index], [outputs[i] for i in index], requests)

@@ -11,7 +11,9 @@ would be silent. `ProgressLog(phase, total)` logs lines like the training loop's
   the phase so far (items / elapsed seconds).
 - `close()` logs the closing line ("done in …") once, if the end was not reached (e.g. a phase that stopped
   early); using the object as a context manager calls it.
-- `clock` is injectable (tests use a fake one); nothing sleeps.
+- `heartbeat_s` (off by default) starts a daemon thread that logs "still working" when no line came for that
+  many seconds, for phases whose single steps (one batch of stochastic decodes) can take minutes.
+- `clock` is injectable (tests use a fake one); nothing sleeps on the caller's thread.
 `format_duration(seconds)` is the human form used in these lines and by the training loop's estimate.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -43,7 +46,7 @@ class ProgressLog:
 
     def __init__(self, phase: str, total: int, *, unit: str = "items", every: float = 0.1,
                  min_interval_s: float = 60.0, logger: logging.Logger | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, heartbeat_s: float | None = None) -> None:
         if total < 0 or not 0.0 < every <= 1.0:
             raise ValueError(f"need total >= 0 and every in (0, 1], got {total}, {every}")
         self.phase, self.total, self.unit = phase, total, unit
@@ -54,6 +57,19 @@ class ProgressLog:
         self._next_mark = 1
         self._closed = False
         self.lines: list[str] = []  # what was logged, for tests and reports
+        self._stop = threading.Event()
+        if heartbeat_s:
+            threading.Thread(target=self._beat, args=(heartbeat_s,), daemon=True, name=f"progress {phase}").start()
+
+    def _beat(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            now = self.clock()
+            if not self._closed and now - self.last_logged >= interval:
+                self.last_logged = now
+                line = (f"{self.phase}: still working, {self.done}/{self.total} {self.unit} done, "
+                        f"{format_duration(now - self.started)} so far")
+                self.lines.append(line)
+                self.logger.info("%s", line)
 
     def __enter__(self) -> ProgressLog:
         return self
@@ -82,6 +98,7 @@ class ProgressLog:
 
     def close(self) -> None:
         """Log the closing line if the end was never reached (module docstring)."""
+        self._stop.set()
         if not self._closed:
             self._emit(self.clock(), final=True)
 
@@ -95,6 +112,7 @@ class ProgressLog:
         if final:
             line = f"{head}, done in {format_duration(elapsed)}"
             self._closed = True
+            self._stop.set()
         else:
             left = (self.total - self.done) / rate if rate > 0 else math.nan
             line = f"{head}, {format_duration(left)} left"

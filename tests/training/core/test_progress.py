@@ -61,3 +61,18 @@ def test_a_jump_past_several_marks_logs_once_and_bad_arguments_raise() -> None:
         ProgressLog("x", -1)
     with pytest.raises(ValueError):
         ProgressLog("x", 10, every=0.0)
+
+
+def test_heartbeat_says_a_slow_phase_is_alive_and_stops_at_close() -> None:
+    import time as real_time
+
+    progress = ProgressLog("slow phase", 3, heartbeat_s=0.05)
+    deadline = real_time.monotonic() + 5.0
+    while not progress.lines and real_time.monotonic() < deadline:
+        real_time.sleep(0.01)
+    assert progress.lines and "still working, 0/3 items done" in progress.lines[0]
+    progress.update(3)
+    assert progress.lines[-1].startswith("slow phase: 3/3 items") and "done in" in progress.lines[-1]
+    count = len(progress.lines)
+    real_time.sleep(0.2)
+    assert len(progress.lines) == count  # the thread stops with the phase
