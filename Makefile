@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch; override (e.g. TORCH_SPEC="torch==2.13.0 --index-url ...") for CUDA hosts.
 TORCH_SPEC ?= torch==2.13.0
-# Which tasks `make run` prepares and serves, and the preset it trains missing models with.
+# Which tasks `make run` trains when they have no artifact (it serves every model under ARTIFACTS), and the preset.
 TASKS ?= sentiment,translation,generation
 PRESET ?= quick
 ARTIFACTS ?= artifacts
@@ -23,10 +23,18 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-## Main job: install, fetch data/weights, train each missing task with $(PRESET), then serve.
+## Main job: install, then serve at once while each missing task of $(TASKS) trains with $(PRESET) in the background
+## (fetching its data/weights first; log in $(TRAIN_LOG)). The server serves every model under $(ARTIFACTS) as soon as
+## its artifact is written (GET /models shows ready / training / failed); Ctrl-C stops the server and the training.
+TRAIN_LOG ?= logs/train.log
 run: $(STAMP)
-	$(BIN)/python -m training.ensure --tasks $(TASKS) --preset $(PRESET) --output-dir $(ARTIFACTS) --cache-dir $(CACHE)
-	NLP_ARTIFACTS_DIR=$(ARTIFACTS) NLP_TASKS='$(shell echo $(TASKS) | sed 's/[ ,]\+/,/g')' $(BIN)/python -m service
+	@mkdir -p $(dir $(TRAIN_LOG))
+	@$(BIN)/python -m training.ensure --tasks $(TASKS) --preset $(PRESET) --output-dir $(ARTIFACTS) \
+	    --cache-dir $(CACHE) > $(TRAIN_LOG) 2>&1 & train=$$!; \
+	trap 'kill $$train 2>/dev/null; wait $$train 2>/dev/null' EXIT INT TERM; \
+	echo "[run] training what $(ARTIFACTS)/ lacks of $(TASKS) in the background: tail -f $(TRAIN_LOG)"; \
+	echo "[run] serving meanwhile; each model answers once ready: curl -s localhost:8000/models"; \
+	NLP_ARTIFACTS_DIR=$(ARTIFACTS) $(BIN)/python -m service
 
 ## The default test suite: offline, tiny random models, a few minutes on 2 cores.
 test: $(STAMP)

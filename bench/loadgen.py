@@ -77,10 +77,11 @@ async def batch_totals(client: httpx.AsyncClient) -> tuple[float, float]:
     """(items, batches) the server has executed so far, from its nlp_batch_size histogram."""
     items = batches = 0.0
     for line in (await client.get("/metrics")).text.splitlines():
-        if line.startswith('nlp_batch_size_sum{task="sentiment"}'):
-            items = float(line.rsplit(" ", 1)[1])
-        elif line.startswith('nlp_batch_size_count{task="sentiment"}'):
-            batches = float(line.rsplit(" ", 1)[1])
+        # Summed over the `model` label too (every sentiment model; the bench serves one).
+        if line.startswith("nlp_batch_size_sum{") and 'task="sentiment"' in line:
+            items += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("nlp_batch_size_count{") and 'task="sentiment"' in line:
+            batches += float(line.rsplit(" ", 1)[1])
     return items, batches
 
 

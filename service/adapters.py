@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from service.metrics import ServiceMetrics
+from service.metrics import Labels, ServiceMetrics
 from service.schemas import GenerationPredictionOut, SentimentPredictionOut, TranslationPredictionOut
 
 
@@ -30,7 +30,7 @@ class TaskAdapter(Protocol):
         """The same body as `to_response`, JSON-ready for msgspec (dataclasses and dicts), unvalidated."""
         ...
 
-    def observe(self, metrics: ServiceMetrics, task: str, prediction: Any) -> None:
+    def observe(self, metrics: ServiceMetrics, labels: Labels, prediction: Any) -> None:
         """Record the prediction's uncertainty (and generated tokens, for sequence tasks)."""
         ...
 
@@ -47,16 +47,16 @@ class SentimentAdapter:
         # The dataclass's fields are the response's (nested dataclasses included); msgspec encodes it as is.
         return _fields_of(prediction, SentimentPredictionOut)
 
-    def observe(self, metrics: ServiceMetrics, task: str, prediction: Any) -> None:
-        metrics.observe_ood(task, prediction.ood_score, prediction.out_of_distribution)  # at every T
+    def observe(self, metrics: ServiceMetrics, labels: Labels, prediction: Any) -> None:
+        metrics.observe_ood(labels, prediction.ood_score, prediction.out_of_distribution)  # at every T
+        metrics.observe_abstain(labels, prediction.abstain_reason)  # at every T (out of distribution at T = 0 too)
         # Deterministic predictions carry no uncertainty; counting them as 0 would fake a calm model.
         if prediction.uncertainty is None:
             return
         metrics.observe_uncertainty(
-            task,
+            labels,
             prediction.uncertainty.predictive_entropy,
             prediction.uncertainty.mutual_information,
-            prediction.abstain,
         )
 
 
@@ -79,16 +79,16 @@ class SequenceAdapter:
         # Only the response's fields: output ids and decode timings stay out of the API.
         return _fields_of(prediction, self.response)
 
-    def observe(self, metrics: ServiceMetrics, task: str, prediction: Any) -> None:
-        metrics.observe_generated(task, prediction.output_tokens)
-        metrics.observe_ood(task, prediction.ood_score, prediction.out_of_distribution)  # at every T
+    def observe(self, metrics: ServiceMetrics, labels: Labels, prediction: Any) -> None:
+        metrics.observe_generated(labels, prediction.output_tokens)
+        metrics.observe_ood(labels, prediction.ood_score, prediction.out_of_distribution)  # at every T
+        metrics.observe_abstain(labels, prediction.abstain_reason)  # at every T
         if prediction.uncertainty is None:
             return
         metrics.observe_uncertainty(
-            task,
+            labels,
             prediction.uncertainty.mean_token_entropy,
             prediction.uncertainty.mean_token_mutual_information,
-            prediction.abstain,
         )
 
 

@@ -49,7 +49,8 @@ _NEW_ITEMS = object()  # the batch key of not-yet-tokenised items in the admissi
 class BatchObserver(Protocol):
     """Receives one call per executed batch (implemented by `ServiceMetrics`)."""
 
-    def observe_batch(self, task: str, size: int, queue_waits_s: list[float], inference_s: float) -> None: ...
+    def observe_batch(self, labels: tuple[str, str], size: int, queue_waits_s: list[float],
+                      inference_s: float) -> None: ...
 
 
 class Batcher:
@@ -64,9 +65,12 @@ class Batcher:
         observer: BatchObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         wait_budget_s: float | None = None,
+        labels: tuple[str, str] | None = None,
     ) -> None:
         self.predictor = predictor
         self.task: str = predictor.task
+        # (task, model name) of the metrics this batcher reports; the model's name when it is not the task's.
+        self.labels = labels or (self.task, getattr(predictor, "name", self.task))
         self.limits = limits
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"nlp-{self.task}")
@@ -280,7 +284,7 @@ class Batcher:
             self._last_finished = finished
             self.batch_time.observe(sum(entry.cost for entry in live), finished - busy_since)
             if self._observer is not None:
-                self._observer.observe_batch(self.task, len(live), waits, elapsed)
+                self._observer.observe_batch(self.labels, len(live), waits, elapsed)
 
     @staticmethod
     def _fail(entries: list[Entry], make_error: Callable[[], Exception]) -> None:

@@ -42,3 +42,15 @@ def gpu_memory_bytes(device: str) -> tuple[float, float]:
     import torch
 
     return float(torch.cuda.memory_allocated(device)), float(torch.cuda.memory_reserved(device))
+
+
+def release_memory(device: str) -> None:
+    """Collect what a released model left behind and, on CUDA, return its cached blocks to the driver, so a
+    hot swap's old version does not keep holding device memory."""
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()

@@ -77,7 +77,9 @@ class Envelope:
 
 def uncertainty(prediction: GenerationPredictionOut, mc_samples: int, seed: int) -> dict[str, Any]:
     sequence = prediction.uncertainty.model_dump() if prediction.uncertainty is not None else None
-    return {"mc_samples": mc_samples, "seed": seed, "abstain": prediction.abstain, "sequence": sequence}
+    return {"mc_samples": mc_samples, "seed": seed, "abstain": prediction.abstain, "sequence": sequence,
+            "ood_score": prediction.ood_score, "out_of_distribution": prediction.out_of_distribution,
+            "abstain_reason": prediction.abstain_reason}
 
 
 def chat_logprobs(prediction: GenerationPredictionOut) -> dict[str, Any] | None:

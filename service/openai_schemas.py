@@ -13,7 +13,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.schemas import SEED_MAX, SequenceUncertaintyOut
+from service.schemas import (
+    ABSTAIN_REASON,
+    OOD_SCORE,
+    OUT_OF_DISTRIBUTION,
+    SEED_MAX,
+    AbstainReason,
+    SequenceUncertaintyOut,
+)
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -142,8 +149,12 @@ class ChoiceUncertainty(BaseModel):
 
     mc_samples: int = Field(description="T used for this choice (0 = no uncertainty).")
     seed: int = Field(description="Seed of this choice's tokens and dropout masks.")
-    abstain: bool = Field(description="True when the uncertainty passes the model's abstain threshold.")
+    abstain: bool = Field(description="True when the prompt is out of distribution or the uncertainty passes the "
+                          "model's abstain threshold (`abstain_reason` says which).")
     sequence: SequenceUncertaintyOut | None = Field(description="Sequence measures (nats); null when T = 0.")
+    ood_score: float | None = Field(default=None, description=OOD_SCORE)
+    out_of_distribution: bool = Field(default=False, description=OUT_OF_DISTRIBUTION)
+    abstain_reason: AbstainReason | None = Field(default=None, description=ABSTAIN_REASON)
 
 
 class ChatTokenLogprob(BaseModel):

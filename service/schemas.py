@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SEED_MAX = 2**31 - 1
 OOD_SCORE = (
@@ -38,8 +38,13 @@ class PredictRequest(BaseModel):
                                          "seed": 7}]},
     )
 
-    task: str = Field(description="Task to run: `sentiment`, `translation` or `generation` (whichever are loaded; "
-                      "see `GET /models`).", examples=["sentiment"])
+    model: str | None = Field(
+        default=None, description="Name of the model to run (see `GET /models`), e.g. one trained with `--name`. "
+        "Give `model`, `task` or both (then they must agree).", examples=["support-tickets"])
+    task: str | None = Field(
+        default=None, description="Task to run: `sentiment` (alias `classification`), `translation` or `generation`: "
+        "that task's default model (the one named after the task, or the only model of the task). Ignored "
+        "for the choice when `model` is given, but then it must be that model's task.", examples=["sentiment"])
     text: str | list[str] = Field(
         description="One input text, or a list of texts (one prediction per item, in the same order). Each "
         "item counts against the per-request item limit and the model's queue; each is limited in characters "
@@ -67,10 +72,18 @@ class PredictRequest(BaseModel):
         "`top_p`, `repetition_penalty`, `stop` (string or list), `return_tokens`.",
     )
 
+    @model_validator(mode="after")
+    def _names_a_model(self) -> PredictRequest:
+        if self.model is None and self.task is None:
+            raise ValueError("name a model (`model`) or a task (`task`)")
+        return self
+
 
 class ModelRef(BaseModel):
-    name: str = Field(description="Model name (the task it serves).")
-    version: str = Field(description="Artifact version id (UTC timestamp + suffix).")
+    name: str = Field(description="Model name (its directory under the artifacts root; a task's default model "
+                      "is named after the task).")
+    version: str = Field(description="Artifact version id (UTC timestamp + suffix) that answered; it changes when "
+                         "a new version is swapped in.")
 
 
 class ClassificationUncertainty(BaseModel):
@@ -195,7 +208,7 @@ PredictionOut = SentimentPredictionOut | TranslationPredictionOut | GenerationPr
 class PredictResponse(BaseModel):
     """`POST /predict` result: predictions in the order of the request's texts."""
 
-    task: str = Field(description="The task that ran.")
+    task: str = Field(description="The task of the model that ran.")
     model: ModelRef = Field(description="Which model and artifact version answered.")
     mc_samples: int = Field(description="T actually used (the request's, or the default when it gave none).")
     seed: int = Field(description="Dropout-mask seed actually used (the request's, or the one the server drew); "
@@ -210,10 +223,16 @@ class ErrorBody(BaseModel):
     error_type: str = Field(description="Stable machine-readable kind, e.g. `queue_full`, `timeout`.")
 
 
+ModelStateName = Literal["pending", "loading", "training", "ready", "failed"]
+STATE = ("pending (configured, not yet looked at), loading, training (no artifact yet; `python -m training.ensure` "
+         "is training it: served as soon as its artifact is written), ready (serving), failed (see `error`).")
+
+
 class ModelState(BaseModel):
-    state: Literal["pending", "loading", "ready", "failed"] = Field(description="Load state of the model.")
-    version: str | None = Field(default=None, description="Artifact version once known.")
-    error: str | None = Field(default=None, description="Why loading failed (state `failed`).")
+    task: str | None = Field(default=None, description="The model's task.")
+    state: ModelStateName = Field(description=STATE)
+    version: str | None = Field(default=None, description="Artifact version serving (or loading), once known.")
+    error: str | None = Field(default=None, description="Why it is not serving (failed, training).")
     queued_items: int | None = Field(default=None, description="Items waiting in the model's queue (count).")
 
 
@@ -222,7 +241,7 @@ class ReadinessResponse(BaseModel):
 
     status: Literal["ready", "loading", "degraded", "draining"] = Field(
         description="ready; loading (models still loading); degraded (a model failed: see `models`); draining.")
-    models: dict[str, ModelState] = Field(description="State of each configured model, by task.")
+    models: dict[str, ModelState] = Field(description="State of each configured model, by model name.")
     error: str | None = Field(default=None, description="Summary of what is missing (503 only).")
     error_type: str | None = Field(default=None, description="`not_ready` or `draining` (503 only).")
 
@@ -232,17 +251,33 @@ class LivenessResponse(BaseModel):
 
 
 class ModelSummary(BaseModel):
-    name: str = Field(description="Model name (the task it serves).")
-    task: str
-    state: Literal["pending", "loading", "ready", "failed"]
-    version: str | None = None
+    name: str = Field(description="Model name: `model` in POST /predict (a task's default model is named after "
+                      "the task).")
+    task: str = Field(description="Its task (`task` in POST /predict picks the task's default model).")
+    state: ModelStateName = Field(description=STATE)
+    version: str | None = Field(default=None, description="Artifact version serving (or loading).")
     device: str | None = Field(default=None, description="torch device, e.g. cpu or cuda.")
     dtype: str | None = Field(default=None, description="Compute dtype, e.g. bfloat16.")
-    error: str | None = None
+    error: str | None = Field(default=None, description="Why it is not serving (failed, training).")
+    reload_error: str | None = Field(default=None, description="Why the newest version did not load; `version` "
+                                     "keeps serving (null when the newest version serves).")
+    failed_version: str | None = Field(default=None, description="The version that did not load.")
+    swaps: int = Field(default=0, description="New versions swapped in while serving (count).")
 
 
 class ModelList(BaseModel):
     models: list[ModelSummary]
+
+
+class ReloadResponse(BaseModel):
+    """`POST /models/{name}/reload`: what the reload did (a failed one answers 422 `reload_failed`)."""
+
+    name: str = Field(description="Model name.")
+    result: Literal["swapped", "loaded", "unchanged"] = Field(
+        description="swapped: a newer version now serves new requests (the old one finishes its queue); loaded: "
+        "the model's first version now serves; unchanged: the newest complete version already serves.")
+    version: str | None = Field(description="Version serving now.")
+    previous_version: str | None = Field(default=None, description="Version served before a swap.")
 
 
 class ModelDetail(ModelSummary):

@@ -4,9 +4,11 @@ Nothing here runs at import time: `Settings()` reads the environment when *calle
 or a test), and the result is passed explicitly into `create_app(settings)`.
 
 Scalar fields map to one variable each (`NLP_PORT=8080`, `NLP_MAX_BATCH_SIZE=1`). Lists accept a comma
-list or JSON (`NLP_TASKS=sentiment,translation`). Per-model maps take JSON
-(`NLP_VERSIONS='{"sentiment": "20250101T000000Z-abc123"}'`) or nested variables with a double underscore
-(`NLP_BATCHING__SENTIMENT__MAX_BATCH_SIZE=8`, `NLP_MC_LAST_K__SENTIMENT=2`).
+list or JSON (`NLP_MODELS=sentiment,support-tickets`, `NLP_TASKS=sentiment,translation`). Per-model maps, keyed
+by model name or by task (a name's entry wins), take JSON
+(`NLP_VERSIONS='{"support-tickets": "20250101T000000Z-abc123"}'`) or nested variables with a double
+underscore (`NLP_BATCHING__SENTIMENT__MAX_BATCH_SIZE=8`, `NLP_MC_LAST_K__SENTIMENT=2`; a name with a hyphen
+needs the JSON form).
 
 Units are in the field names: `_ms` milliseconds, `_s` seconds, `_bytes` bytes; "items" are single texts
 (a client list of n texts counts n items), "tokens" are tokenizer tokens.
@@ -76,14 +78,26 @@ class Settings(BaseSettings):
         default="auto", description="HTTP/1.1 implementation; auto = httptools (C parser) when installed, else h11.")
 
     # --- which models ----------------------------------------------------------------------------------
-    artifacts_dir: Path = Field(default=Path("artifacts"), description="Root holding <task>/<version>/.")
+    artifacts_dir: Path = Field(default=Path("artifacts"), description="Root holding <name>/<version>/.")
+    models: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="Model names to serve (directories under artifacts_dir). None (and no `tasks`) = every model "
+        "with a complete artifact, including models that appear while serving. A listed model without a loadable "
+        "artifact keeps readiness at 503 (the others still serve) and loads as soon as its artifact appears.",
+    )
     tasks: Annotated[list[str] | None, NoDecode] = Field(
         default=None,
-        description="Tasks to load; None = every task with an artifact. A listed task without a loadable "
-        "artifact keeps readiness at 503 (the others still serve).",
+        description="Tasks whose default model (the one named after the task) to serve, added to `models`; "
+        "None = see `models`. A listed task without a loadable artifact keeps readiness at 503.",
     )
     versions: dict[str, str] = Field(
-        default_factory=dict, description="Pinned version id per task; unpinned tasks load their newest."
+        default_factory=dict, description="Pinned version id per model name; a pinned model is never hot-swapped. "
+        "Unpinned models load their newest complete version."
+    )
+    poll_interval_s: float = Field(
+        default=10.0, ge=0, description="Seconds between looks at artifacts_dir for new complete versions of the "
+        "served models (and new models, when none are listed), each loaded, warmed and swapped in without "
+        "downtime; 0 = off (POST /models/{name}/reload still works)."
     )
 
     # --- device --------------------------------------------------------------------------------------
@@ -97,18 +111,20 @@ class Settings(BaseSettings):
     backend: Backend = Field(
         default="torch", description="What runs the models' forward passes: torch, or onnxruntime (CPU, "
         "sentiment only: the last-k MC graph exported at load, same seeds and answers within float rounding; "
-        "needs the `onnx` extra). Per task: `backends`.")
-    backends: dict[str, Backend] = Field(default_factory=dict, description="Per-task backend overrides.")
+        "needs the `onnx` extra). Per model: `backends`.")
+    backends: dict[str, Backend] = Field(default_factory=dict, description="Per-model (name, else task) backends.")
     onnx_models: dict[str, str] = Field(
-        default_factory=dict, description="Per task: an exported MC graph (.onnx, e.g. an export package's int8 "
-        "model, `python -m training.export`) for the onnxruntime backend to run instead of exporting one at load.")
+        default_factory=dict, description="Per model (name, else task): an exported MC graph (.onnx, e.g. an "
+        "export package's int8 model, `python -m training.export`) for the onnxruntime backend to run instead of "
+        "exporting one at load.")
 
     # --- batching (global defaults, per-model overrides) -----------------------------------------------
     max_batch_size: int = Field(default=32, ge=1, description="Items per batch (a list counts per item).")
     max_batch_tokens: int = Field(default=16384, ge=1, description="Token budget per batch (predictor.cost).")
     max_wait_ms: float = Field(default=5.0, ge=0, description="Batch fill window, milliseconds.")
     max_queue: int = Field(default=256, ge=1, description="Queued items per model before 429.")
-    batching: dict[str, BatchOverrides] = Field(default_factory=dict, description="Per-task overrides.")
+    batching: dict[str, BatchOverrides] = Field(default_factory=dict,
+                                                description="Per-model (by name, else by task) overrides.")
 
     # --- Monte-Carlo dropout ---------------------------------------------------------------------------
     mc_samples_default: int | None = Field(
@@ -116,10 +132,12 @@ class Settings(BaseSettings):
     )
     mc_samples_cap: int = Field(default=64, ge=0, description="Largest mc_samples a request may ask for.")
     mc_last_k: dict[str, int] = Field(
-        default_factory=dict, description="Per task: top layers run stochastically; unset = manifest default."
+        default_factory=dict, description="Per model (name, else task): top layers run stochastically; unset = "
+        "the manifest's default."
     )
     mc_dropout_sites: dict[str, Annotated[list[str], NoDecode]] = Field(
-        default_factory=dict, description="Per task: dropouts live at MC time, subset of hidden/attention/head."
+        default_factory=dict, description="Per model (name, else task): dropouts live at MC time, subset of "
+        "hidden/attention/head."
     )
 
     # --- request limits --------------------------------------------------------------------------------
@@ -156,7 +174,7 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Largest `top_logprobs` (chat) / `logprobs` (completions) a /v1 request "
         "may ask for; None = the vocabulary size (OpenAI's own cap of 20 does not apply here).")
 
-    @field_validator("tasks", "cors_allow_origins", mode="before")
+    @field_validator("models", "tasks", "cors_allow_origins", mode="before")
     @classmethod
     def _list_from_text(cls, value: Any) -> Any:
         return _split_list(value)
@@ -182,9 +200,15 @@ class Settings(BaseSettings):
     def _lower_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    def batch_limits(self, task: str) -> BatchLimits:
-        """The batching limits of `task`: its overrides on top of the global defaults."""
-        override = self.batching.get(task, BatchOverrides())
+    @staticmethod
+    def _per_model(values: dict[str, Any], name: str, task: str) -> Any:
+        """A per-model map's entry: by model name first, else by task (so `NLP_MC_LAST_K__SENTIMENT` still applies
+        to every sentiment model that has no entry of its own)."""
+        return values[name] if name in values else values.get(task)
+
+    def batch_limits(self, name: str, task: str | None = None) -> BatchLimits:
+        """The batching limits of model `name` (of `task`): its overrides on top of the global defaults."""
+        override = self._per_model(self.batching, name, task or name) or BatchOverrides()
         return BatchLimits(
             max_batch_size=override.max_batch_size or self.max_batch_size,
             max_batch_tokens=override.max_batch_tokens or self.max_batch_tokens,
@@ -192,11 +216,19 @@ class Settings(BaseSettings):
             max_queue=override.max_queue or self.max_queue,
         )
 
-    def backend_for(self, task: str) -> str:
-        """The backend that runs `task`: its override, else the global one."""
-        return self.backends.get(task, self.backend)
+    def backend_for(self, name: str, task: str | None = None) -> str:
+        """The backend that runs model `name`: its override (by name, else task), else the global one."""
+        return self._per_model(self.backends, name, task or name) or self.backend
 
-    def dropout_sites(self, task: str) -> frozenset[str] | None:
-        """MC-time dropout sites of `task`, or None for the manifest's default."""
-        sites = self.mc_dropout_sites.get(task)
+    def dropout_sites(self, name: str, task: str | None = None) -> frozenset[str] | None:
+        """MC-time dropout sites of model `name`, or None for the manifest's default."""
+        sites = self._per_model(self.mc_dropout_sites, name, task or name)
         return None if sites is None else frozenset(sites)
+
+    def last_k(self, name: str, task: str | None = None) -> int | None:
+        """MC last-k of model `name`, or None for the manifest's default."""
+        return self._per_model(self.mc_last_k, name, task or name)
+
+    def onnx_model(self, name: str, task: str | None = None) -> str | None:
+        """An exported MC graph for model `name` (onnxruntime backend), or None to export one at load."""
+        return self._per_model(self.onnx_models, name, task or name)

@@ -33,15 +33,20 @@ def make_tiny_sentiment_artifact(
     calibration: dict[str, Any] | None = None,
     max_length: int = 64,
     seed: int = 0,
+    labels: list[str] | None = None,
+    name: str | None = None,
 ) -> Path:
-    """Write `root/sentiment/<version>/` holding a random tiny BERT classifier and return its path."""
+    """Write `root/<name>/<version>/` (name default: sentiment) holding a random tiny BERT classifier over `labels`
+    (default: negative, positive) and return its path."""
+    labels = labels or LABELS
     tokenizer = train_wordpiece_tokenizer(CORPUS, vocab_size=200)
-    model = build_tiny_classifier(len(tokenizer), LABELS, num_layers=num_layers, dropout=dropout, seed=seed)
+    model = build_tiny_classifier(len(tokenizer), labels, num_layers=num_layers, dropout=dropout, seed=seed)
     manifest = Manifest(
         task="sentiment",
+        name=name,
         version=new_version_id(),
         model_class=type(model).__name__,
-        labels=LABELS,
+        labels=labels,
         libraries=library_versions(),
         dropout={
             "rate": dropout,

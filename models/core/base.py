@@ -9,6 +9,7 @@ models/core/predictor.py's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,6 +25,8 @@ from models.core.dropout import DEFAULT_MC_SITES, SITES, validate_sites
 from models.core.loading import load_verified
 from models.core.ood import OODDetector, load_detector
 from models.core.predictor import MCRequest, PredictorOptions, PreparedItem, served_samples
+
+log = logging.getLogger(__name__)
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
@@ -50,9 +53,12 @@ class BasePredictor:
     `max_input_tokens`."""
 
     task: ClassVar[str]
-    # The class the task's fast path serves; `load_class` loads the weights when it is wider (None = it).
-    model_class: ClassVar[type[PreTrainedModel]]
+    # The class(es) the task's fast path serves; `load_class` loads the weights when it is wider (None = it).
+    model_class: ClassVar[Any]
     load_class: ClassVar[Any] = None
+    # True: a loaded model of another class is served by the task's generic MC path (slower; logged as a warning,
+    # `describe()` says so) instead of being refused.
+    generic_path: ClassVar[bool] = False
     default_sites: ClassVar[frozenset[str]] = DEFAULT_MC_SITES
     supported_sites: ClassVar[frozenset[str]] = SITES
     # Names an abstain rule may use (None = any); True when T = 0 passes have their own temperature.
@@ -90,10 +96,13 @@ class BasePredictor:
     @classmethod
     def load(cls, artifact_dir: Path, options: PredictorOptions) -> Self:
         """Verify and load an artifact of this task. Raises ArtifactError (corrupt, wrong task, a model class
-        without this task's fast path, no live dropout)."""
+        without this task's fast path unless the task has a generic path, no live dropout)."""
         manifest, model, tokenizer = load_verified(artifact_dir, cls.task, cls.load_class or cls.model_class)
         if not isinstance(model, cls.model_class):
-            raise ArtifactError(f"{artifact_dir}: {type(model).__name__} has no {cls.task} fast path")
+            if not cls.generic_path:
+                raise ArtifactError(f"{artifact_dir}: {type(model).__name__} has no {cls.task} fast path")
+            log.warning("%s: %s has no %s fast path; serving it on the generic MC path (train-mode dropout on the "
+                        "whole model: correct, slower)", artifact_dir, type(model).__name__, cls.task)
         predictor = cls(model, tokenizer, manifest, options)
         predictor.attach_ood(load_detector(artifact_dir, manifest))
         return predictor
@@ -144,11 +153,13 @@ class BasePredictor:
         serving path takes them from (for fitting and evaluating detectors; training/core/ood_fit.py)."""
         raise NotImplementedError
 
-    def _ood_outcomes(self, features: torch.Tensor | None, count: int) -> list[tuple[float | None, bool]]:
-        """(ood_score, out_of_distribution) per item from its pooled features [B, d] (None without a detector)."""
+    def _ood_outcomes(self, features: torch.Tensor | None,
+                      items: Sequence[PreparedItem]) -> list[tuple[float | None, bool]]:
+        """(ood_score, out_of_distribution) per item from its pooled features [B, d] and its token count (the
+        detector's length term), (None, False) without a detector."""
         if self.ood is None or features is None:
-            return [(None, False)] * count
-        return [(score, score > 1.0) for score in self.ood.scores(features)]
+            return [(None, False)] * len(items)
+        return [(score, score > 1.0) for score in self.ood.scores(features, [item.n_tokens for item in items])]
 
     def _task_facts(self) -> dict[str, Any]:
         """`describe` keys of this task; an "mc" entry is merged into the common "mc" facts."""

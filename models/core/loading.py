@@ -1,4 +1,5 @@
-"""Load a verified artifact's model and tokenizer: the first step of every predictor's `load`."""
+"""Load a verified artifact's model and tokenizer (the first step of every predictor's `load`), and check a user's
+checkpoint directory (`--base-model`) before any job or calibration loads it."""
 
 from __future__ import annotations
 
@@ -26,3 +27,26 @@ def load_verified(artifact_dir: Path, task: str, model_class: Any) -> tuple[Mani
     except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a truncated or garbled weights file
         raise ArtifactError(f"{artifact_dir}: cannot load model: {exc}") from exc
     return manifest, model, tokenizer
+
+
+def checkpoint_dir(path: Path | str, allow_gguf: bool = False) -> Path:
+    """`path` if it is a local checkpoint directory with a config and safetensors weights; CheckpointError naming
+    what is missing otherwise (a pickle-only checkpoint is refused: loading pickle can run code). `allow_gguf`: a
+    .gguf file is accepted as it is (generation converts it)."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".gguf" and allow_gguf:
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"--base-model {path}: no such directory (a local Hugging Face checkpoint directory: "
+                              "config.json, *.safetensors and the tokenizer files)")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"--base-model {path}: no config.json; not a Hugging Face checkpoint directory")
+    if not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for p in path.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt", ".pkl"})
+        hint = f" (found only {', '.join(pickled)}: pickle is refused; convert it to safetensors)" if pickled else ""
+        raise CheckpointError(f"--base-model {path}: no .safetensors weights{hint}")
+    return path
+
+
+class CheckpointError(ValueError):
+    """A `--base-model` checkpoint that cannot be used; the message names the directory and the problem."""

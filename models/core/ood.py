@@ -10,10 +10,15 @@ and saved in the artifact beside the model, and scores a new input's features in
 - methods: "knn_cosine": 1 − cosine similarity to the k-th nearest feature of a stored bank of training inputs
   (Sun et al. 2022); "mahalanobis": squared Mahalanobis distance to one Gaussian fitted on the bank, covariance
   shrunk towards its mean variance (Lee et al. 2018, without classes so every task can use it).
-- score: the distance divided by `threshold`, the distance above which at most `max_flag_rate` (5 %) of in-domain
+- length term: the distance minus `length_coef` × ln(input tokens). Short inputs' pooled features lie further from
+  any bank than long ones' (fewer tokens average out less), so a raw distance ranks a short in-domain input (a
+  one-sentence review) with short out-of-domain ones; the fit (training/core/ood_fit.py) estimates the slope of
+  in-domain distance on ln(tokens) on validation and keeps a fraction of it chosen there (0 = the raw distance).
+- score: that distance divided by `threshold`, the distance above which at most `max_flag_rate` (5 %) of in-domain
   validation inputs fall, so `ood_score` > 1 means `out_of_distribution` whatever the method and task.
 
-Files in an artifact: `ood/ood.json` (method, layer, pooling, k, threshold, what it was fitted on) and
+Files in an artifact: `ood/ood.json` (method, layer, pooling, k, length_coef (absent = 0), threshold, what it was
+fitted on) and
 `ood/stats.safetensors` (knn_cosine: "bank" [N, d]; mahalanobis: "mean" [d], "precision" [d, d]), both listed in
 the manifest's sha256 file list. `load_detector` returns None when an artifact has neither file (older artifacts
 serve `ood_score` null) and raises ArtifactError for anything malformed; no pickle anywhere.
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +76,17 @@ def distances(method: str, tensors: Mapping[str, torch.Tensor], features: torch.
         centred = x - tensors["mean"].to(x.device)
         return ((centred @ tensors["precision"].to(x.device)) * centred).sum(dim=1)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def length_adjusted(raw: torch.Tensor, lengths: Sequence[int] | None, coef: float) -> torch.Tensor:
+    """`raw` distances [B] minus `coef` × ln(tokens) of each input (module docstring); `raw` when coef is 0.
+    Raises ValueError when the lengths are missing or do not match."""
+    if coef == 0.0:
+        return raw
+    if lengths is None or len(lengths) != raw.shape[0]:
+        raise ValueError(f"{raw.shape[0]} distances but lengths {lengths!r}")
+    logs = torch.tensor(lengths, dtype=torch.float32, device=raw.device).clamp_min(1.0).log()
+    return raw - coef * logs
 
 
 def fit_statistics(method: str, bank: torch.Tensor, shrinkage: float = 1e-3) -> dict[str, torch.Tensor]:
@@ -122,9 +138,13 @@ class OODDetector:
     pooling: str = "mean"
     k: int = 1
     info: dict[str, Any] = field(default_factory=dict)
+    length_coef: float = 0.0
 
     def __post_init__(self) -> None:
         problems = _problems(self.method, self.layer, self.threshold, self.pooling, self.k, self.tensors)
+        if not isinstance(self.length_coef, (int, float)) or isinstance(self.length_coef, bool) \
+                or not math.isfinite(self.length_coef):
+            problems.append(f"length_coef {self.length_coef!r} is not a finite number")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -135,18 +155,20 @@ class OODDetector:
     def to(self, device: torch.device | str) -> OODDetector:
         """The same detector with its tensors on `device` (where the model's features are)."""
         return OODDetector(self.method, self.layer, self.threshold, {n: t.to(device) for n, t in self.tensors.items()},
-                           self.pooling, self.k, self.info)
+                           self.pooling, self.k, self.info, self.length_coef)
 
-    def scores(self, features: torch.Tensor) -> list[float]:
-        """`ood_score` of each row of `features` [B, d]: distance / threshold (> 1 = out of distribution)."""
+    def scores(self, features: torch.Tensor, lengths: Sequence[int] | None = None) -> list[float]:
+        """`ood_score` of each row of `features` [B, d] whose input had `lengths[i]` tokens: length-adjusted
+        distance / threshold (> 1 = out of distribution). `lengths` may be None only when `length_coef` is 0."""
         if features.shape[-1] != self.feature_dim:
             raise ValueError(f"features have dimension {features.shape[-1]}, the detector {self.feature_dim}")
-        return (distances(self.method, self.tensors, features, self.k) / self.threshold).tolist()
+        raw = distances(self.method, self.tensors, features, self.k)
+        return (length_adjusted(raw, lengths, self.length_coef) / self.threshold).tolist()
 
     def config(self) -> dict[str, Any]:
         """The JSON half of the saved detector (also what `describe` shows)."""
         return {"method": self.method, "layer": self.layer, "pooling": self.pooling, "k": self.k,
-                "threshold": self.threshold, "feature_dim": self.feature_dim,
+                "length_coef": self.length_coef, "threshold": self.threshold, "feature_dim": self.feature_dim,
                 "score": "distance / threshold; > 1 = out_of_distribution",
                 **({"info": self.info} if self.info else {})}
 
@@ -213,7 +235,7 @@ def load_detector(artifact_dir: Path, manifest: Manifest) -> OODDetector | None:
         detector = OODDetector(method=config.get("method"), layer=config.get("layer"),
                                threshold=config.get("threshold"), tensors=dict(tensors),
                                pooling=config.get("pooling", "mean"), k=config.get("k", 1),
-                               info=config.get("info") or {})
+                               info=config.get("info") or {}, length_coef=config.get("length_coef", 0.0))
     except (ValueError, TypeError) as exc:
         raise ArtifactError(f"{where}: {exc}") from exc
     if config.get("feature_dim", detector.feature_dim) != detector.feature_dim:

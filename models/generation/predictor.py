@@ -148,7 +148,7 @@ class GenerationPredictor(BasePredictor):
                 feature_pooling=self.ood.pooling if self.ood is not None else "mean",
             )
             log_probs = self._score(result, scored, requests) if scored else {}
-        outcomes = self._ood_outcomes(result.prompt_features, len(items))
+        outcomes = self._ood_outcomes(result.prompt_features, items)
         return [self._prediction(i, item, requests[i], result, log_probs.get(i), outcomes[i])
                 for i, item in enumerate(items)]
 

@@ -1,4 +1,5 @@
-"""Fast MC-dropout forward for BERT-style sequence classifiers (BertForSequenceClassification).
+"""Fast MC-dropout forward for BERT-style sequence classifiers: BERT, RoBERTa and DistilBERT, each seen through
+its family view (models/sentiment/encoders.py); other classifiers take the generic path (models/sentiment/generic.py).
 
 One call runs every item's T samples as ONE forward over R = Σ max(T_i, 1) rows:
 - embeddings and the layers below the top k run once per item, without dropout, on B rows;
@@ -16,14 +17,13 @@ server gets) lose nothing to padding there.
 
 Attention uses the fused scaled_dot_product_attention kernel unless attention-probability dropout is
 live in a stochastic layer, where it is computed explicitly so the mask can be seeded per row.
-The layer maths mirrors transformers' BertLayer (post-LayerNorm); a test checks it against
-the library's own eval forward, so a transformers change that breaks the mirror fails loudly.
+The layer maths mirrors transformers' BertLayer / RobertaLayer / DistilBERT TransformerBlock (post-LayerNorm);
+tests check each against the library's own eval forward, so a transformers change that breaks a mirror fails loudly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,10 @@ from torch import nn
 
 from models.core.dropout import MaskSource, mix_seed, validate_sites
 from models.core.ood import pool
+from models.sentiment import generic
+from models.sentiment.encoders import DropoutRates, Family, LayerView, family_of
+
+__all__ = ["DropoutRates", "forward_logits", "mc_logits", "num_layers", "row_seeds"]
 
 EMBEDDINGS_SITE = 0
 
@@ -40,38 +44,17 @@ def _site(layer: int, slot: int) -> int:
     return 1 + 3 * layer + slot
 
 
-@dataclass(frozen=True)
-class DropoutRates:
-    """Dropout probabilities of a BERT classifier, per site."""
-
-    hidden: float
-    attention: float
-    head: float
-
-    @classmethod
-    def of(cls, model: nn.Module) -> DropoutRates:
-        config = model.config
-        return cls(
-            hidden=float(config.hidden_dropout_prob),
-            attention=float(config.attention_probs_dropout_prob),
-            head=float(model.dropout.p),
-        )
-
-    def live(self, sites: frozenset[str]) -> DropoutRates:
-        """These rates with the sites that are off at MC time set to 0."""
-        return DropoutRates(
-            self.hidden if "hidden" in sites else 0.0,
-            self.attention if "attention" in sites else 0.0,
-            self.head if "head" in sites else 0.0,
-        )
-
-    @property
-    def any(self) -> bool:
-        return max(self.hidden, self.attention, self.head) > 0
+def _family(model: nn.Module) -> Family:
+    family = family_of(model)
+    if family is None:
+        raise TypeError(f"{type(model).__name__} has no fast MC path (models/sentiment/generic.py serves it)")
+    return family
 
 
 def num_layers(model: nn.Module) -> int:
-    return len(model.bert.encoder.layer)
+    """Encoder layers of the classifier (a model without a fast path: as its config states them)."""
+    family = family_of(model)
+    return len(family.layers(model)) if family is not None else generic.num_layers(model)
 
 
 def row_seeds(mc_samples: Sequence[int], seeds: Sequence[int]) -> tuple[list[int | None], list[int]]:
@@ -105,7 +88,7 @@ class _Rows:
 
 
 def _attention(
-    layer: nn.Module,
+    layer: LayerView,
     h: torch.Tensor,
     key_mask: torch.Tensor,
     cls_only: bool,
@@ -114,16 +97,16 @@ def _attention(
     site: int,
 ) -> torch.Tensor:
     """Self-attention context [rows, Lq, hidden]; Lq = 1 when cls_only."""
-    att = layer.attention.self
     rows, length, hidden = h.shape
-    heads, head_dim = att.num_attention_heads, att.attention_head_size
+    heads = layer.heads
+    head_dim = hidden // heads
     q_in = h[:, :1] if cls_only else h
-    q = att.query(q_in).view(rows, -1, heads, head_dim).transpose(1, 2)
-    k = att.key(h).view(rows, length, heads, head_dim).transpose(1, 2)
-    v = att.value(h).view(rows, length, heads, head_dim).transpose(1, 2)
+    q = layer.query(q_in).view(rows, -1, heads, head_dim).transpose(1, 2)
+    k = layer.key(h).view(rows, length, heads, head_dim).transpose(1, 2)
+    v = layer.value(h).view(rows, length, heads, head_dim).transpose(1, 2)
     mask = key_mask[:, None, None, :]
     if drop is not None and p_attn > 0:
-        scores = (q @ k.transpose(-1, -2)) * att.scaling
+        scores = (q @ k.transpose(-1, -2)) * head_dim**-0.5
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         probs = drop.dropout(torch.softmax(scores, dim=-1), p_attn, site)
         context = probs @ v
@@ -148,19 +131,19 @@ class _Packing:
         return out.view(self.batch, self.length, -1)
 
 
-def _packed_layer(layer: nn.Module, x: torch.Tensor, packing: _Packing, key_mask: torch.Tensor) -> torch.Tensor:
-    """One deterministic BertLayer on packed tokens x [N, hidden] → [N, hidden]."""
-    att = layer.attention.self
-    heads, head_dim = att.num_attention_heads, att.attention_head_size
+def _packed_layer(layer: LayerView, x: torch.Tensor, packing: _Packing, key_mask: torch.Tensor) -> torch.Tensor:
+    """One deterministic encoder layer on packed tokens x [N, hidden] → [N, hidden]."""
+    heads = layer.heads
+    head_dim = x.shape[-1] // heads
 
     def heads_view(t: torch.Tensor) -> torch.Tensor:
         return packing.unpack(t).view(packing.batch, packing.length, heads, head_dim).transpose(1, 2)
 
-    q, k, v = heads_view(att.query(x)), heads_view(att.key(x)), heads_view(att.value(x))
+    q, k, v = heads_view(layer.query(x)), heads_view(layer.key(x)), heads_view(layer.value(x))
     context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
     context = packing.pack(context.transpose(1, 2))
-    attended = layer.attention.output.LayerNorm(layer.attention.output.dense(context) + x)
-    return layer.output.LayerNorm(layer.output.dense(layer.intermediate(attended)) + attended)
+    attended = layer.attention_norm(layer.attention_out(context) + x)
+    return layer.output_norm(layer.ffn_out(layer.ffn_in(attended)) + attended)
 
 
 def forward_logits(
@@ -182,10 +165,15 @@ def forward_logits(
     the pooled OOD features [B, d] (models/core/ood.pool) of that hidden state, taken while it is still
     deterministic and per item; a layer the pass reaches only after rows expanded (full MC) is left out.
     """
+    if family_of(model) is None:  # no fast path: the generic one (full MC, one forward per MC item)
+        return generic.forward_logits(model, input_ids, attention_mask, mc_samples, seeds, sites, feature_layers,
+                                      features_out)
     if model.training:
         raise RuntimeError("forward_logits expects model.eval(); MC dropout is applied explicitly")
     sites = validate_sites(sites)
-    n_layers = num_layers(model)
+    family = _family(model)
+    views = family.layers(model)
+    n_layers = len(views)
     if last_k < 1:
         raise ValueError(f"last_k must be >= 1, got {last_k}")
     k = min(last_k, n_layers)
@@ -202,7 +190,7 @@ def forward_logits(
         if layer in wanted and features_out is not None:
             features_out[layer] = pool(hidden, key_mask)
 
-    h = model.bert.embeddings(input_ids=input_ids)  # eval mode: no dropout inside
+    h = family.embed(model, input_ids, attention_mask)  # eval mode: no dropout inside
     keep(0, h)
     if stochastic and last_k >= n_layers and rates.hidden > 0:
         h, key_mask = rows.expand(h, key_mask)
@@ -215,13 +203,13 @@ def forward_logits(
     if packed_layers:
         packing = _Packing(key_mask)
         x = packing.pack(h)
-        for index, layer in enumerate(model.bert.encoder.layer[:packed_layers]):
+        for index, layer in enumerate(views[:packed_layers]):
             x = _packed_layer(layer, x, packing, key_mask)
             if index + 1 in wanted:
                 keep(index + 1, packing.unpack(x))
         h = packing.unpack(x)
 
-    for index, layer in enumerate(model.bert.encoder.layer):
+    for index, layer in enumerate(views):
         if index < packed_layers:
             continue
         live = stochastic and index >= n_layers - k
@@ -231,27 +219,36 @@ def forward_logits(
             h, key_mask = rows.expand(h, key_mask)
         context = _attention(layer, h, key_mask, cls_only, layer_drop, rates.attention, _site(index, 0))
         residual = h[:, :1] if cls_only else h
-        out = layer.attention.output.dense(context)
-        if live and rates.hidden > 0:
+        out = layer.attention_out(context)
+        if live and rates.hidden > 0 and layer.attention_out_dropout:
             if not rows.expanded:
                 out, residual, h, key_mask = rows.expand(out, residual, h, key_mask)
             out = drop.dropout(out, rates.hidden, _site(index, 1))
-        attended = layer.attention.output.LayerNorm(out + residual)
-        ff = layer.output.dense(layer.intermediate(attended))
+        attended = layer.attention_norm(out + residual)
+        ff = layer.ffn_out(layer.ffn_in(attended))
         if live and rates.hidden > 0:
+            if not rows.expanded:  # DistilBERT: its attention output has no dropout, rows expand here
+                ff, attended, h, key_mask = rows.expand(ff, attended, h, key_mask)
             ff = drop.dropout(ff, rates.hidden, _site(index, 2))
-        h = layer.output.LayerNorm(ff + attended)
+        h = layer.output_norm(ff + attended)
         if not rows.expanded and not cls_only:
             keep(index + 1, h)
 
-    pooled = model.bert.pooler(h)
-    if stochastic and rates.head > 0:
+    head_calls = [0]
+
+    def head_dropout(x: torch.Tensor) -> torch.Tensor:
+        # Each head dropout of the family (RoBERTa has two) gets its own site; BERT's one keeps site (L, 0).
+        slot, head_calls[0] = head_calls[0], head_calls[0] + 1
+        if not (stochastic and rates.head > 0):
+            return x
         if not rows.expanded:
-            (pooled,) = rows.expand(pooled)
-        pooled = drop.dropout(pooled, rates.head, _site(n_layers, 0))
+            (x,) = rows.expand(x)
+        return drop.dropout(x, rates.head, _site(n_layers, slot))
+
+    logits = family.head(model, h[:, 0], head_dropout)
     if not rows.expanded:
-        (pooled,) = rows.expand(pooled)
-    logits = model.classifier(pooled).float()
+        (logits,) = rows.expand(logits)
+    logits = logits.float()
     return list(torch.split(logits, counts))
 
 

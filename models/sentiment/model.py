@@ -1,4 +1,5 @@
-"""Sentiment model and tokenizer builders, and the head+tail truncation both training and serving use.
+"""Sentiment model and tokenizer builders (a tiny random BERT, or a user's checkpoint directory: `--base-model`),
+and the head+tail truncation both training and serving use.
 
 Long IMDB reviews put the verdict at the start and the end, so over-long inputs keep their first
 `head_tokens` and their last `max_length − 2 − head_tokens` tokens (Sun et al. 2019, "How to fine-tune
@@ -15,12 +16,18 @@ import torch
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
+from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
 )
+
+from models.core.loading import CheckpointError, checkpoint_dir
+from models.sentiment.encoders import DROPOUT_FIELDS, DropoutRates, dropout_overrides, output_layer
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -31,28 +38,41 @@ def _label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
 
 def load_pretrained_classifier(
     path: Path | str, labels: Sequence[str], dropout: float | None = None, attention_dropout: float | None = None
-) -> BertForSequenceClassification:
-    """A pretrained BERT encoder from a local directory with a fresh classification head.
+) -> PreTrainedModel:
+    """A pretrained sequence classifier (BERT, RoBERTa, DistilBERT with the fast MC path; any other
+    `AutoModelForSequenceClassification` on the generic path) from a local checkpoint directory, for `labels`.
 
-    `dropout` overrides hidden, attention and classifier dropout (None keeps the checkpoint's rates);
-    `attention_dropout` then overrides the attention-probability rate alone.
-    Safetensors only: a directory holding only pickle weights is refused by transformers.
+    `dropout` overrides every dropout rate its config has (None keeps the checkpoint's); `attention_dropout` then
+    overrides the attention-probability rate alone. The head is re-initialised when the checkpoint's labels are not
+    `labels` (same names in the same order), kept otherwise. Raises CheckpointError naming the directory: no such
+    directory, no config, no safetensors weights (pickle-only checkpoints are refused), no dropout to use.
     """
-    id2label, label2id = _label_maps(labels)
+    path = checkpoint_dir(path)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)  # nosec B615 - a local directory
     overrides: dict[str, float] = {}
     if dropout is not None:
-        overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
-                     "classifier_dropout": dropout}
-    if attention_dropout is not None:
-        overrides["attention_probs_dropout_prob"] = attention_dropout
-    # `path` is a local directory (a sha256-pinned archive, extracted), never a Hub id, so bandit's B615
-    # (Hub download without a pinned revision) is a false positive; local_files_only makes it a guarantee.
-    model = AutoModelForSequenceClassification.from_pretrained(  # nosec B615
-        str(path), num_labels=len(labels), id2label=id2label, label2id=label2id, use_safetensors=True,
-        local_files_only=True, **overrides
-    )
-    if not isinstance(model, BertForSequenceClassification):
-        raise TypeError(f"expected a BERT classifier, got {type(model).__name__}")
+        attention = dropout if attention_dropout is None else attention_dropout
+        overrides = dropout_overrides(config, dropout, attention)
+    elif attention_dropout is not None:
+        overrides = {k: v for k, v in dropout_overrides(config, 0.0, attention_dropout).items()
+                     if k in DROPOUT_FIELDS["attention"]}
+    id2label, label2id = _label_maps(labels)
+    theirs = [str(config.id2label[i]) for i in range(config.num_labels)] if config.id2label else []
+    # `path` is a local directory, never a Hub id, so bandit's B615 (Hub download without a pinned revision) is a
+    # false positive; local_files_only makes it a guarantee.
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(  # nosec B615
+            str(path), num_labels=len(labels), id2label=id2label, label2id=label2id, use_safetensors=True,
+            local_files_only=True, ignore_mismatched_sizes=True, **overrides)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot load a sequence classifier: {exc}") from exc
+    if theirs != list(labels):
+        layer = output_layer(model)  # a head for other labels (or none: a base encoder) starts afresh
+        nn.init.normal_(layer.weight, std=float(getattr(model.config, "initializer_range", 0.02)))
+        nn.init.zeros_(layer.bias)
+    if not DropoutRates.of(model).any:
+        raise CheckpointError(f"{path}: {type(model).__name__} has no dropout and its config no dropout field to "
+                              "set; MC dropout would report zero uncertainty")
     return model
 
 

@@ -60,6 +60,9 @@ class OnnxSentimentPredictor(SentimentPredictor):
     """`SentimentPredictor` whose batched MC forward runs on onnxruntime (module docstring)."""
 
     backend: ClassVar[str] = BACKEND
+    # The exported graph is BERT's layer structure: other families stay on the torch backend.
+    model_class: ClassVar[Any] = BertForSequenceClassification
+    generic_path: ClassVar[bool] = False
 
     def __init__(self, model: BertForSequenceClassification, tokenizer: PreTrainedTokenizerBase, manifest: Manifest,
                  options: PredictorOptions) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
-from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, PreTrainedTokenizerBase
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from models.core.artifacts import Manifest
 from models.core.base import BasePredictor
@@ -40,6 +40,7 @@ from models.core.predictor import (
     SentimentPrediction,
 )
 from models.core.uncertainty import MEASURES, calibrated_probs, classification_uncertainty
+from models.sentiment.encoders import FAST_CLASSES, family_of
 from models.sentiment.mc import DropoutRates, forward_logits, num_layers
 from models.sentiment.model import encode_head_tail
 
@@ -50,13 +51,14 @@ class SentimentPredictor(BasePredictor):
     """Predictor protocol implementation for the sentiment task (models/core/predictor.py)."""
 
     task: ClassVar[str] = TASK
-    model_class = BertForSequenceClassification
-    load_class = AutoModelForSequenceClassification  # any classifier loads; only BERT has the fast path
+    model_class = FAST_CLASSES  # BERT, RoBERTa, DistilBERT (models/sentiment/encoders.py)
+    load_class = AutoModelForSequenceClassification  # any classifier loads; the others take the generic path
+    generic_path = True
     abstain_measures = frozenset((*MEASURES, "one_minus_confidence"))
     # τ was fitted at the serving T; a deterministic pass has its own (sharper) logits and τ.
     separate_deterministic_temperature = True
 
-    def __init__(self, model: BertForSequenceClassification, tokenizer: PreTrainedTokenizerBase, manifest: Manifest,
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, manifest: Manifest,
                  options: PredictorOptions) -> None:
         super().__init__(model, tokenizer, manifest, options)
         config = self.model.config
@@ -65,6 +67,9 @@ class SentimentPredictor(BasePredictor):
         trained_max = int(pre.get("max_length", config.max_position_embeddings))
         self.max_input_tokens = min(trained_max, self.options.max_input_tokens or trained_max)
         self.head_tokens = int(pre.get("head_tokens", self.max_input_tokens // 4))
+        self.fast_path = family_of(self.model) is not None
+        if not self.fast_path:  # the generic path is full MC whatever the manifest chose (models/sentiment/generic.py)
+            self.last_k = self.num_layers
 
     def _count_layers(self) -> int:
         return num_layers(self.model)
@@ -86,6 +91,8 @@ class SentimentPredictor(BasePredictor):
         return None
 
     def cost(self, item: PreparedItem, request: MCRequest) -> int:
+        if not self.fast_path:  # every sample runs the whole model
+            return max(1, item.n_tokens * max(request.mc_samples, 1))
         # Rows × tokens through the layers that actually run per sample; the top layer is [CLS]-only.
         repeated = max(min(self.last_k, self.num_layers) - 1, 0) if request.mc_samples else 0
         per_sample_layers = self.num_layers + repeated * (request.mc_samples - 1)
@@ -109,7 +116,7 @@ class SentimentPredictor(BasePredictor):
             )
             if layers and layers[0] not in features:  # full MC expands rows before that layer: one more pass
                 features = self.ood_features(items, layers)
-        outcomes = self._ood_outcomes(features.get(layers[0]) if layers else None, len(items))
+        outcomes = self._ood_outcomes(features.get(layers[0]) if layers else None, items)
         return [self._prediction(item, request, logits.cpu(), outcome)
                 for item, request, logits, outcome in zip(items, requests, per_item, outcomes, strict=True)]
 
@@ -158,4 +165,10 @@ class SentimentPredictor(BasePredictor):
         return features
 
     def _task_facts(self) -> dict[str, Any]:
-        return {"labels": self.labels, "truncation": {"policy": "head+tail", "head_tokens": self.head_tokens}}
+        family = family_of(self.model)
+        path = {"path": family.name if family is not None else "generic"}
+        if family is None:
+            path["warning"] = (f"{type(self.model).__name__} has no fast MC path: served by train-mode dropout on the "
+                               "whole model, one forward per MC item (correct, slower)")
+        return {"labels": self.labels, "truncation": {"policy": "head+tail", "head_tokens": self.head_tokens},
+                "mc": path}

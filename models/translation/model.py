@@ -1,5 +1,6 @@
 """Translation model and tokenizer builders: a joint byte-level BPE vocabulary and a Marian-style
-encoder-decoder built from a config (trained from scratch; no pretrained EN→DE model is available offline).
+encoder-decoder built from a config (trained from scratch; no pretrained EN→DE model is available offline), or a
+user's MarianMT checkpoint directory (`--base-model`, the opus-mt architecture, with its own tokenizer) to fine-tune.
 
 Token conventions (shared by training and serving, so they live here):
 - specials `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3, fixed ids independent of the corpus;
@@ -12,9 +13,13 @@ Token conventions (shared by training and serving, so they live here):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import MarianConfig, MarianMTModel
+from transformers import AutoConfig, AutoTokenizer, MarianConfig, MarianMTModel
+
+from models.core.loading import CheckpointError, checkpoint_dir
 
 
 @dataclass(frozen=True)
@@ -112,3 +117,32 @@ def build_marian_preset(preset: str, vocab_size: int | None = None, **overrides:
     if vocab_size is not None:
         kwargs["vocab_size"] = vocab_size
     return build_marian(**kwargs)  # type: ignore[arg-type]
+
+
+def load_pretrained_marian(path: Path | str, dropout: float | None = None, attention_dropout: float | None = None,
+                           activation_dropout: float | None = None) -> tuple[MarianMTModel, Any]:
+    """(MarianMTModel, its tokenizer) from a local checkpoint directory, with the given dropout rates (None keeps
+    the checkpoint's). CheckpointError naming the directory: not a checkpoint, another architecture (only Marian
+    has the translation fast path), a tokenizer that cannot load (opus-mt's MarianTokenizer needs the
+    `sentencepiece` package), or no dropout at all."""
+    path = checkpoint_dir(path)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)  # nosec B615 - a local directory
+    if config.model_type != "marian":
+        raise CheckpointError(f"--base-model {path}: a {config.model_type!r} checkpoint; translation fine-tunes "
+                              "MarianMT checkpoints (the architecture of the opus-mt models)")
+    rates = {"dropout": dropout, "attention_dropout": attention_dropout, "activation_dropout": activation_dropout}
+    overrides = {name: rate for name, rate in rates.items() if rate is not None}
+    try:
+        model = MarianMTModel.from_pretrained(path, use_safetensors=True, local_files_only=True,  # nosec B615 - local files only
+                                              **overrides)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)  # nosec B615 - local files only
+    except ImportError as exc:  # MarianTokenizer without sentencepiece
+        raise CheckpointError(f"--base-model {path}: its tokenizer needs a package that is missing ({exc}); "
+                              "pip install sentencepiece") from exc
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"--base-model {path}: cannot load: {exc}") from exc
+    if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+        raise CheckpointError(f"--base-model {path}: its tokenizer has no eos or pad token")
+    if max(model.config.dropout, model.config.attention_dropout, model.config.activation_dropout) <= 0:
+        raise CheckpointError(f"--base-model {path}: no dropout (set --dropout > 0 to fine-tune with it)")
+    return model, tokenizer

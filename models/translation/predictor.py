@@ -45,7 +45,6 @@ from models.core.predictor import (
     TranslationPrediction,
     served_samples,
 )
-from models.core.sequence_uncertainty import mean_pairwise_chrf, sequence_measures, token_log_probs, token_measures
 from models.translation.mc import (
     MarianDropoutRates,
     decoder_hidden,
@@ -55,6 +54,7 @@ from models.translation.mc import (
     project,
     stochastic_greedy_decode,
 )
+from models.translation.measures import measures_of, scored_output
 
 TASK = "translation"
 MODES = ("scoring", "sampling")
@@ -137,7 +137,7 @@ class TranslationPredictor(BasePredictor):
             layers = [self.ood.layer] if self.ood is not None else []
             states, features = encode_with_features(self.model, input_ids, mask, layers,
                                                     self.ood.pooling if self.ood is not None else "mean")
-            outcomes = self._ood_outcomes(features.get(layers[0]) if layers else None, len(items))
+            outcomes = self._ood_outcomes(features.get(layers[0]) if layers else None, items)
             outputs = self._decode(states, mask, max_new_tokens, num_beams)
             wanted = [i for i, (item, r) in enumerate(zip(items, requests, strict=True))
                       if r.mc_samples > 0 or item.parameters["return_tokens"]]
@@ -161,18 +161,8 @@ class TranslationPredictor(BasePredictor):
             scored = self._score(requests, states, mask, [list(o) for o in outputs], list(range(len(sources))))
         out = []
         for request, score in zip(requests, scored, strict=True):
-            assert score is not None
-            log_probs, targets = score
-            summary, _ = self._measures(score, request.mc_samples)
-            det = log_probs[0]
-            top_lp, top = det.max(dim=-1)
-            out.append(ScoredOutput(
-                det_log_probs=token_log_probs(det, targets).tolist(), det_top=top.tolist(),
-                det_top_log_probs=top_lp.tolist(),
-                det_entropies=(-(det.exp() * det).nan_to_num(nan=0.0).sum(dim=-1, dtype=torch.float64)).tolist(),
-                mc_log_probs=log_probs[1:] if request.mc_samples else None,
-                uncertainty=SequenceUncertainty(**summary) if summary else None,
-                abstain=self.calibration.abstains(summary) if summary else False))
+            assert score is not None  # every item was chosen
+            out.append(scored_output(score, request.mc_samples, self.calibration))
         return out
 
     def _decode(self, states: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, num_beams: int) -> list[list[int]]:
@@ -252,27 +242,12 @@ class TranslationPredictor(BasePredictor):
             result[i] = [self.tokenizer.decode(row, skip_special_tokens=True) for row in rows]
         return result
 
-    def _measures(self, score: tuple[torch.Tensor, torch.Tensor], mc_samples: int,
-                  sampled: list[str] | None = None) -> tuple[dict[str, Any] | None, tuple[list, list, list]]:
-        """(sequence measures, None at T = 0; per-token probability, entropy, MI lists) of one scored output."""
-        log_probs, targets = score
-        det = log_probs[0]
-        if mc_samples == 0:
-            probability = token_log_probs(det, targets).exp()
-            entropy = -(det.exp() * det).nan_to_num(nan=0.0).sum(dim=-1, dtype=torch.float64)
-            return None, (probability.tolist(), entropy.tolist(), [None] * len(targets))
-        measures = token_measures(log_probs[1:], targets)
-        summary: dict[str, Any] = sequence_measures(token_log_probs(det, targets), measures)
-        summary["sampling_chrf"] = mean_pairwise_chrf(sampled) if sampled is not None else None
-        return summary, (measures.probability.tolist(), measures.predictive_entropy.tolist(),
-                         measures.mutual_information.tolist())
-
     def _prediction(self, item: PreparedItem, request: MCRequest, output: list[int],
                     score: tuple[torch.Tensor, torch.Tensor] | None,
                     sampled: list[str] | None, outcome: tuple[float | None, bool]) -> TranslationPrediction:
         summary, tokens = None, None
         if score is not None:
-            summary, (probability, entropy, mutual) = self._measures(score, request.mc_samples, sampled)
+            summary, (probability, entropy, mutual) = measures_of(score, request.mc_samples, sampled)
             if item.parameters["return_tokens"]:
                 tokens = [TokenScore(self.tokenizer.decode([t]), float(p), float(h), None if mi is None else float(mi))
                           for t, p, h, mi in zip(output, probability, entropy, mutual, strict=True)]

@@ -1,8 +1,9 @@
 """`GET /health/live` (the process answers) and `GET /health/ready` (it should get traffic).
 
 Readiness is 503 until every configured model is loaded and warmed, and again once draining starts,
-with a body naming each model's state and, for failures, why. Liveness never looks at models: a
-slow or failed load must not get the process restarted in a loop.
+with a body naming each model's state (ready, loading, training, failed) and, when not serving, why. The
+models that are ready serve meanwhile: readiness says whether *all* are, `/predict` needs only its own.
+Liveness never looks at models: a slow or failed load must not get the process restarted in a loop.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from service.schemas import LivenessResponse, ModelState, ReadinessResponse
 def readiness(runtime: Runtime) -> tuple[int, ReadinessResponse]:
     """(HTTP status, body) of the readiness probe."""
     models = {
-        task: ModelState(state=slot.state, version=slot.version, error=slot.error,
+        name: ModelState(task=slot.task, state=slot.state, version=slot.version, error=slot.error,
                          queued_items=slot.batcher.queued_items if slot.batcher is not None else None)
-        for task, slot in runtime.slots.items()
+        for name, slot in runtime.slots.items()
     }
     if runtime.ready:
         return 200, ReadinessResponse(status="ready", models=models)

@@ -27,13 +27,14 @@ from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from models.core.predictor import InputError, MCRequest
+from service import routing
+from service.accounting import accounted
 from service.auth import require_api_key
 from service.controllers.predict import (
     Admitted,
     ClientDisconnectedError,
     TokenClock,
     _unless_disconnected,
-    accounted,
     admit,
     respond,
 )
@@ -70,7 +71,7 @@ _ERRORS = {status: ResponseSpec(data_container=OpenAIErrorBody, description=text
 
 
 def _model_id(slot: ModelSlot) -> str:
-    return slot.predictor.name if slot.predictor is not None else slot.task
+    return slot.name
 
 
 def _generation_slots(runtime: Runtime) -> list[ModelSlot]:
@@ -97,7 +98,7 @@ def _admit(runtime: Runtime, slot: ModelSlot, body: CompletionRequest | ChatComp
            parameters: dict[str, Any]) -> tuple[PredictRequest, Admitted, list[int]]:
     """Admit prompts × n as one /predict request; returns it, what was admitted and each choice's seed.
     A refusal is re-raised naming the OpenAI field at fault."""
-    data = PredictRequest(task=slot.task, text=[p for p in prompts for _ in range(body.n)],
+    data = PredictRequest(task=slot.task, model=slot.name, text=[p for p in prompts for _ in range(body.n)],
                           mc_samples=body.mc_samples, seed=body.seed, parameters=parameters)
     try:
         admitted = admit(data, runtime)
@@ -152,8 +153,9 @@ async def _serve(request: Request[Any, Any, Any], runtime: Runtime, body: Comple
     """Admit, run and answer one OpenAI request (module docstring). `render(slot)` gives the prompts and the
     stop strings their template needs; `logprobs` None = none, else the alternatives per token asked for."""
     started = time.perf_counter()
-    label = next((s.task for s in _generation_slots(runtime) if body.model in (s.task, _model_id(s))), body.model)
-    with accounted(runtime, label, started) as outcome:
+    labels = next((s.labels for s in _generation_slots(runtime) if body.model in (s.task, _model_id(s))),
+                  routing.UNKNOWN)
+    with accounted(runtime, labels, started) as outcome:
         slot = _resolve(runtime, body.model)
         prompts, template_stops = render(slot)
         refuse_unsupported(body, logprobs or 0, slot, runtime)
@@ -162,23 +164,24 @@ async def _serve(request: Request[Any, Any, Any], runtime: Runtime, body: Comple
         data, admitted, seeds = _admit(runtime, slot, body, prompts, parameters)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         choices = Choices([p for p in prompts for _ in range(body.n)], seeds, body.n, chat, include_usage)
-        predictor = admitted.slot.predictor
-        assert predictor is not None and admitted.slot.batcher is not None
         prefix = "chatcmpl-" if chat else "cmpl-"
-        envelope = Envelope(prefix + secrets.token_hex(12), int(time.time()), predictor.name, predictor.version)
+        envelope = Envelope(prefix + secrets.token_hex(12), int(time.time()), admitted.slot.name,
+                            admitted.model.version)
         if body.stream:
-            outcome.handed_off = True  # the stream records how it ends
+            outcome.handed_off = True  # the stream records how it ends (and gives the lease back)
             return ServerSentEvent(_chunks(runtime, data, admitted, choices, envelope, started))
         clock = TokenClock(started)
         requests = [MCRequest(admitted.mc_samples, seed, clock.piece) for seed in seeds]
         budget = runtime.settings.request_timeout_s - (time.perf_counter() - started)
         try:
             async with asyncio.timeout(max(budget, 0.0)):
-                predictions = await _unless_disconnected(request, admitted.slot.batcher.submit(admitted.items,
-                                                                                               requests))
+                predictions = await _unless_disconnected(request, admitted.model.batcher.submit(admitted.items,
+                                                                                                requests))
         except TimeoutError as exc:
             raise RequestTimeoutError(f"no result within the request timeout of "
                                       f"{runtime.settings.request_timeout_s:g} s") from exc
+        finally:
+            admitted.release()
         result = respond(data, runtime, admitted, predictions, clock)
         outcome.status = 200
         model = ChatCompletionResponse if chat else CompletionResponse
@@ -203,15 +206,14 @@ async def _chunks(runtime: Runtime, data: PredictRequest, admitted: Admitted, ch
             loop.call_soon_threadsafe(pieces.put_nowait, (index, text))
         return sink
 
-    assert admitted.slot.batcher is not None
     # One OnceSink per choice: each character reaches the client once across out-of-memory retries (service/oom.py).
     sinks = [OnceSink(sink_of(i)) for i in range(len(choices.seeds))]
     requests = [MCRequest(admitted.mc_samples, seed, sink) for seed, sink in zip(choices.seeds, sinks, strict=True)]
-    job = asyncio.ensure_future(admitted.slot.batcher.submit(admitted.items, requests))
+    job = asyncio.ensure_future(admitted.model.batcher.submit(admitted.items, requests))
     job.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, _DONE))
     deadline = started + runtime.settings.request_timeout_s
     try:
-        with accounted(runtime, data.task, started) as outcome:
+        with accounted(runtime, admitted.slot.labels, started) as outcome:
             try:
                 for chunk in choices.opening(envelope):
                     yield _message(chunk)
@@ -233,17 +235,18 @@ async def _chunks(runtime: Runtime, data: PredictRequest, admitted: Admitted, ch
             except TimeoutError:
                 timeout = runtime.settings.request_timeout_s
                 outcome.status = 504
-                runtime.metrics.observe_rejection(data.task, "timeout")
+                runtime.metrics.observe_rejection(admitted.slot.labels, "timeout")
                 yield _message(openai_error(504, f"no result within the request timeout of {timeout:g} s", "timeout"))
             except ServiceError as exc:
                 outcome.status = exc.status_code
                 yield _message(openai_error(exc.status_code, exc.message, exc.error_type))
             except (GeneratorExit, asyncio.CancelledError):
                 outcome.status = ClientDisconnectedError.status_code  # the client went away mid-stream
-                runtime.metrics.observe_rejection(data.task, "disconnected")
+                runtime.metrics.observe_rejection(admitted.slot.labels, "disconnected")
                 raise
             except Exception:
                 outcome.status = 500
                 yield _message(openai_error(500, "the batch holding this request failed", "inference_error"))
     finally:
         job.cancel()  # a disconnect while queued drops the work; a running batch finishes for its others
+        admitted.release()

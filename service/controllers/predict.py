@@ -1,9 +1,11 @@
 """`POST /predict`: validate, admit, tokenise, queue, await, answer (docs/architecture.md §5).
 
 Order of checks, cheapest first, so an overloaded server spends nothing on work it will refuse:
-draining (503) → known task (422) → model loaded (503) → item/character limits and mc_samples cap (422)
-→ queue capacity (429, before tokenising) → `predictor.prepare` (422 on InputError) → queue and wait,
-bounded by `request_timeout_s` (504). A client that disconnects while waiting has its items dropped.
+draining (503) → known model or task (422, `service/routing.py`) → model loaded (503) → item/character limits
+and mc_samples cap (422) → queue capacity (429, before tokenising) → `predictor.prepare` (422 on InputError) →
+queue and wait, bounded by `request_timeout_s` (504). A client that disconnects while waiting has its items
+dropped. An admitted request holds a lease on the model version that admitted it (`Admitted.release`), so a
+hot swap lets it finish on that version.
 
 `admit` and `respond` are shared with `POST /predict/stream` (service/controllers/stream.py) and `/v1`.
 `/predict` itself answers through `respond_json`: the same body, built from the prediction dataclasses and
@@ -15,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,11 +27,14 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 
 from models.core.predictor import InputError, MCRequest, PreparedItem
+from service import routing
+from service.accounting import accounted, request_labels
 from service.adapters import ADAPTERS
 from service.auth import require_api_key
-from service.errors import LimitError, RequestTimeoutError, ServiceError, UnavailableError, UnknownTaskError
+from service.errors import LimitError, RequestTimeoutError, ServiceError, UnavailableError
 from service.runtime import ModelSlot, Runtime
 from service.schemas import ErrorBody, ModelRef, PredictRequest, PredictResponse
+from service.slots import LoadedModel
 
 T = TypeVar("T")
 
@@ -42,18 +46,14 @@ class ClientDisconnectedError(ServiceError):
     error_type = "client_disconnected"
 
 
-# error_type → the `reason` label of nlp_rejected_requests_total (a fixed, small set).
-_REJECT_REASONS = {"queue_full": "queue_full", "draining": "draining", "not_ready": "not_ready",
-                   "model_not_loaded": "not_ready", "timeout": "timeout", "client_disconnected": "disconnected"}
-
 _ERRORS = {
     status: ResponseSpec(data_container=ErrorBody, description=text)
     for status, text in {
         400: "Malformed JSON.",
         401: "Missing or wrong API key (only when the server has one).",
         413: "Body larger than the payload limit.",
-        422: "Parses but breaks a limit: empty text, too many items, text too long, unknown task, "
-             "mc_samples above the cap, invalid parameters.",
+        422: "Parses but breaks a limit: empty text, too many items, text too long, unknown model or task, "
+             "a model of another task, mc_samples above the cap, invalid parameters.",
         429: "The model's queue is full; retry after `Retry-After` seconds.",
         500: "The batch holding this request failed (no internals in the body).",
         503: "Not ready, draining, or the task's model is not loaded.",
@@ -77,15 +77,13 @@ def _texts(data: PredictRequest, max_items: int, max_chars: int) -> list[str]:
     return texts
 
 
-def _slot(runtime: Runtime, task: str) -> ModelSlot:
+def _slot(runtime: Runtime, data: PredictRequest) -> ModelSlot:
     if runtime.draining:
         raise UnavailableError("server is draining; retry on another replica", error_type="draining")
-    if task not in runtime.known_tasks:
-        raise UnknownTaskError(f"unknown task {task!r}; known tasks: {', '.join(runtime.known_tasks)}")
-    slot = runtime.slots.get(task)
-    if slot is None or slot.state != "ready" or slot.batcher is None:
-        why = "not configured" if slot is None else (slot.error or slot.state)
-        raise UnavailableError(f"{task} model is not loaded ({why})", error_type="model_not_loaded")
+    slot = routing.select(runtime, data.model, data.task)
+    if slot.state != "ready" or slot.current is None:
+        raise UnavailableError(f"{slot.name} model is not loaded ({slot.error or slot.state})",
+                               error_type="model_not_loaded")
     return slot
 
 
@@ -98,12 +96,11 @@ def _mc_samples(data: PredictRequest, runtime: Runtime, slot: ModelSlot) -> int:
     return data.mc_samples
 
 
-def _prepare(slot: ModelSlot, texts: list[str], parameters: dict[str, Any], single: bool) -> list[PreparedItem]:
-    assert slot.predictor is not None
+def _prepare(model: LoadedModel, texts: list[str], parameters: dict[str, Any], single: bool) -> list[PreparedItem]:
     prepared = []
     for index, text in enumerate(texts):
         try:
-            prepared.append(slot.predictor.prepare(text, parameters))
+            prepared.append(model.predictor.prepare(text, parameters))
         except InputError as exc:
             raise InputError(str(exc) if single else f"text[{index}]: {exc}") from exc
     return prepared
@@ -131,39 +128,6 @@ async def _unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[
             job.exception()  # retrieved: a failure racing the disconnect must not log "never retrieved"
 
 
-@dataclass
-class Outcome:
-    """The HTTP status a request ended with (500 until the handler says otherwise). `handed_off`: the
-    request lives on elsewhere (a stream), which records its own outcome, so this block records nothing."""
-
-    status: int = 500
-    handed_off: bool = False
-
-
-@contextmanager
-def accounted(runtime: Runtime, task: str, started: float) -> Iterator[Outcome]:
-    """Count the request as in flight (for the drain) and, however it ends, record its status, duration
-    and rejection reason. The body sets `outcome.status` on success; errors are mapped and re-raised."""
-    task_label = task if task in runtime.known_tasks else "unknown"
-    outcome = Outcome()
-    with runtime.track_request():
-        try:
-            yield outcome
-        except ServiceError as exc:
-            outcome.status = exc.status_code
-            reason = _REJECT_REASONS.get(exc.error_type, "invalid" if outcome.status == 422 else None)
-            if reason is not None:
-                runtime.metrics.observe_rejection(task_label, reason)
-            raise
-        except InputError:
-            outcome.status = 422
-            runtime.metrics.observe_rejection(task_label, "invalid")
-            raise
-        finally:
-            if not outcome.handed_off:
-                runtime.metrics.observe_request(task_label, outcome.status, time.perf_counter() - started)
-
-
 class PredictController(Controller):
     path = "/predict"
     guards = [require_api_key]
@@ -180,7 +144,7 @@ class PredictController(Controller):
                       state: State) -> Response[PredictResponse]:
         runtime: Runtime = state.runtime
         started = time.perf_counter()
-        with accounted(runtime, data.task, started) as outcome:
+        with accounted(runtime, request_labels(runtime, data), started) as outcome:
             body = await self._predict(request, data, runtime, started)
             outcome.status = 200
             return Response(body, status_code=200)
@@ -189,45 +153,61 @@ class PredictController(Controller):
         self, request: Request[Any, Any, Any], data: PredictRequest, runtime: Runtime, started: float
     ) -> dict[str, Any]:
         admitted = admit(data, runtime)
-        clock = TokenClock(started) if ADAPTERS[data.task].streams else None
-        mc = MCRequest(admitted.mc_samples, admitted.seed, text_sink=clock.piece if clock else None)
-        budget = runtime.settings.request_timeout_s - (time.perf_counter() - started)
         try:
-            async with asyncio.timeout(max(budget, 0.0)):
-                predictions = await _unless_disconnected(
-                    request, admitted.slot.batcher.submit(admitted.items, [mc] * len(admitted.items)))
-        except TimeoutError as exc:
-            raise RequestTimeoutError(
-                f"no result within the request timeout of {runtime.settings.request_timeout_s:g} s"
-            ) from exc
-        return respond_json(data, runtime, admitted, predictions, clock)
+            clock = TokenClock(started) if ADAPTERS[admitted.slot.task].streams else None
+            mc = MCRequest(admitted.mc_samples, admitted.seed, text_sink=clock.piece if clock else None)
+            budget = runtime.settings.request_timeout_s - (time.perf_counter() - started)
+            try:
+                async with asyncio.timeout(max(budget, 0.0)):
+                    predictions = await _unless_disconnected(
+                        request, admitted.model.batcher.submit(admitted.items, [mc] * len(admitted.items)))
+            except TimeoutError as exc:
+                raise RequestTimeoutError(
+                    f"no result within the request timeout of {runtime.settings.request_timeout_s:g} s"
+                ) from exc
+            return respond_json(data, runtime, admitted, predictions, clock)
+        finally:
+            admitted.release()
 
 
 @dataclass(frozen=True)
 class Admitted:
-    """A request that passed every check and was tokenised: what to submit to its model's batcher."""
+    """A request that passed every check and was tokenised: the model version it leased (`model`, whose
+    batcher takes the items; `release` it when done), its slot, items, T and seed."""
 
     slot: ModelSlot
+    model: LoadedModel
     items: list[PreparedItem]
     mc_samples: int
     seed: int
 
+    @property
+    def task(self) -> str:
+        return self.slot.task
+
+    def release(self) -> None:
+        self.model.release()
+
 
 def admit(data: PredictRequest, runtime: Runtime, *, streaming: bool = False) -> Admitted:
-    """Every check of the module docstring up to and including `prepare`; raises the mapped errors."""
+    """Every check of the module docstring up to and including `prepare`, then a lease on the serving
+    version (no await in between, so a hot swap cannot come between the check and the lease); raises the
+    mapped errors."""
     settings = runtime.settings
-    slot = _slot(runtime, data.task)
-    if streaming and not ADAPTERS[data.task].streams:
-        raise LimitError(f"task {data.task!r} does not stream; use POST /predict", error_type="not_streamable")
+    slot = _slot(runtime, data)
+    if streaming and not ADAPTERS[slot.task].streams:
+        raise LimitError(f"model {slot.name!r} ({slot.task}) does not stream; use POST /predict",
+                         error_type="not_streamable")
     if streaming and not isinstance(data.text, str):
         raise LimitError("POST /predict/stream takes one text (a string), not a list")
     texts = _texts(data, settings.max_items_per_request, settings.max_chars_per_text)
     mc_samples = _mc_samples(data, runtime, slot)
     seed = data.seed if data.seed is not None else secrets.randbelow(2**31)
-    assert slot.batcher is not None and slot.predictor is not None
-    slot.batcher.check_capacity(len(texts))  # 429 before any tokenising work
-    items = _prepare(slot, texts, data.parameters, single=isinstance(data.text, str))
-    return Admitted(slot, items, mc_samples, seed)
+    model = slot.current
+    assert model is not None
+    model.batcher.check_capacity(len(texts))  # 429 before any tokenising work
+    items = _prepare(model, texts, data.parameters, single=isinstance(data.text, str))
+    return Admitted(slot, model.acquire(), items, mc_samples, seed)
 
 
 class TokenClock:
@@ -249,13 +229,11 @@ class TokenClock:
 def respond(data: PredictRequest, runtime: Runtime, admitted: Admitted, predictions: list[Any],
             clock: TokenClock | None) -> PredictResponse:
     """Record the metrics of a finished request and build its response body as a validated model."""
-    _observe(data, runtime, admitted, predictions, clock)
-    adapter = ADAPTERS[data.task]
-    predictor = admitted.slot.predictor
-    assert predictor is not None
+    _observe(runtime, admitted, predictions, clock)
+    adapter = ADAPTERS[admitted.task]
     return PredictResponse(
-        task=data.task,
-        model=ModelRef(name=predictor.name, version=predictor.version),
+        task=admitted.task,
+        model=ModelRef(name=admitted.slot.name, version=admitted.model.version),
         mc_samples=admitted.mc_samples,
         seed=admitted.seed,
         predictions=[adapter.to_response(p) for p in predictions],  # type: ignore[misc]
@@ -265,23 +243,21 @@ def respond(data: PredictRequest, runtime: Runtime, admitted: Admitted, predicti
 def respond_json(data: PredictRequest, runtime: Runtime, admitted: Admitted, predictions: list[Any],
                  clock: TokenClock | None) -> dict[str, Any]:
     """`respond`'s body as msgspec-encodable data (the adapters' `to_json`), for the hot path."""
-    _observe(data, runtime, admitted, predictions, clock)
-    adapter = ADAPTERS[data.task]
-    predictor = admitted.slot.predictor
-    assert predictor is not None
-    return {"task": data.task, "model": {"name": predictor.name, "version": predictor.version},
+    _observe(runtime, admitted, predictions, clock)
+    adapter = ADAPTERS[admitted.task]
+    return {"task": admitted.task, "model": {"name": admitted.slot.name, "version": admitted.model.version},
             "mc_samples": admitted.mc_samples, "seed": admitted.seed,
             "predictions": [adapter.to_json(p) for p in predictions]}
 
 
-def _observe(data: PredictRequest, runtime: Runtime, admitted: Admitted, predictions: list[Any],
-             clock: TokenClock | None) -> None:
+def _observe(runtime: Runtime, admitted: Admitted, predictions: list[Any], clock: TokenClock | None) -> None:
     """Record the metrics of a finished request."""
-    adapter = ADAPTERS[data.task]
-    runtime.metrics.observe_inputs(data.task, admitted.mc_samples, [item.n_tokens for item in admitted.items])
+    adapter = ADAPTERS[admitted.task]
+    labels = admitted.slot.labels
+    runtime.metrics.observe_inputs(labels, admitted.mc_samples, [item.n_tokens for item in admitted.items])
     for prediction in predictions:
-        adapter.observe(runtime.metrics, data.task, prediction)
+        adapter.observe(runtime.metrics, labels, prediction)
     if clock is not None and clock.first is not None:
         tokens = sum(getattr(p, "output_tokens", 0) for p in predictions)
         per_token = (clock.last - clock.first) / (tokens - 1) if tokens > 1 and clock.last is not None else None
-        runtime.metrics.observe_token_timing(data.task, clock.first - clock.started, per_token)
+        runtime.metrics.observe_token_timing(labels, clock.first - clock.started, per_token)

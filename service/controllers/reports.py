@@ -18,6 +18,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from pydantic import BaseModel, Field
 
+from service import routing
 from service.auth import require_api_key
 from service.runtime import ModelSlot, Runtime
 
@@ -40,10 +41,10 @@ class ReportList(BaseModel):
 
 
 def _slot(runtime: Runtime, name: str) -> ModelSlot:
-    for slot in runtime.slots.values():
-        if name == slot.task or (slot.predictor is not None and slot.predictor.name == name):
-            return slot
-    raise NotFoundException(f"no model named {name!r}; see GET /models")
+    slot = routing.by_name(runtime, name)
+    if slot is None:
+        raise NotFoundException(f"no model named {name!r}; see GET /models")
+    return slot
 
 
 def _listing(slot: ModelSlot) -> dict[str, Path]:

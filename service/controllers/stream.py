@@ -31,16 +31,9 @@ from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from models.core.predictor import MCRequest
+from service.accounting import accounted, request_labels
 from service.auth import require_api_key
-from service.controllers.predict import (
-    _ERRORS,
-    Admitted,
-    ClientDisconnectedError,
-    TokenClock,
-    accounted,
-    admit,
-    respond,
-)
+from service.controllers.predict import _ERRORS, Admitted, ClientDisconnectedError, TokenClock, admit, respond
 from service.errors import OutOfMemoryError, ServiceError
 from service.oom import OnceSink
 from service.runtime import Runtime
@@ -65,7 +58,7 @@ class StreamController(Controller):
     async def stream(self, data: JSONBody[PredictRequest], state: State) -> ServerSentEvent:
         runtime: Runtime = state.runtime
         started = time.perf_counter()
-        with accounted(runtime, data.task, started) as outcome:
+        with accounted(runtime, request_labels(runtime, data), started) as outcome:
             admitted = admit(data, runtime, streaming=True)
             outcome.handed_off = True  # refusals are recorded here; the stream records how it ended
         return ServerSentEvent(_events(data, runtime, admitted, started))
@@ -83,13 +76,12 @@ async def _events(data: PredictRequest, runtime: Runtime, admitted: Admitted,
 
     sink = OnceSink(push)  # each character once, across out-of-memory retries
 
-    assert admitted.slot.batcher is not None
-    job = asyncio.ensure_future(admitted.slot.batcher.submit(admitted.items, [MCRequest(admitted.mc_samples,
+    job = asyncio.ensure_future(admitted.model.batcher.submit(admitted.items, [MCRequest(admitted.mc_samples,
                                                                                         admitted.seed, sink)]))
     job.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, _DONE))
     deadline = started + runtime.settings.request_timeout_s
     try:
-        with accounted(runtime, data.task, started) as outcome:
+        with accounted(runtime, admitted.slot.labels, started) as outcome:
             try:
                 while True:
                     async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
@@ -107,20 +99,21 @@ async def _events(data: PredictRequest, runtime: Runtime, admitted: Admitted,
             except TimeoutError:
                 timeout = runtime.settings.request_timeout_s
                 outcome.status = 504
-                runtime.metrics.observe_rejection(data.task, "timeout")
+                runtime.metrics.observe_rejection(admitted.slot.labels, "timeout")
                 yield _error_event(f"no result within the request timeout of {timeout:g} s", "timeout")
             except ServiceError as exc:
                 outcome.status = exc.status_code
                 yield _error_event(exc.message, exc.error_type)
             except (GeneratorExit, asyncio.CancelledError):
                 outcome.status = ClientDisconnectedError.status_code  # the client went away mid-stream
-                runtime.metrics.observe_rejection(data.task, "disconnected")
+                runtime.metrics.observe_rejection(admitted.slot.labels, "disconnected")
                 raise
             except Exception:
                 outcome.status = 500
                 yield _error_event("the batch holding this request failed", "inference_error")
     finally:
         job.cancel()  # a disconnect while queued drops the work; a running batch finishes for its others
+        admitted.release()
 
 
 def _error_event(message: str, error_type: str) -> ServerSentEventMessage:

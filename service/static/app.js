@@ -85,7 +85,8 @@ function integer(id) {
 }
 
 function requestBody(name, detail) {
-  const body = { task: detail ? detail.task : name, text: $("text").value, mc_samples: integer("mc-samples") };
+  // By name: a task can have several models (issue 14); the model's name picks exactly the one shown.
+  const body = { model: name, text: $("text").value, mc_samples: integer("mc-samples") };
   const seed = integer("seed");
   if (seed !== undefined) body.seed = seed;
   if (kindOf(detail) === "sequence") {

@@ -65,7 +65,16 @@ def test_dashboard_shows_what_the_issue_lists() -> None:
     assert {p["repeat"] for p in heatmaps} == {"task"}  # entropy and MI distributions, one panel per task
     assert {"nlp_prediction_entropy_bucket", "nlp_prediction_mutual_information_bucket"} == {
         n for p in heatmaps for t in p["targets"] for n in metric_names(t["expr"])}
-    assert [v["name"] for v in board["templating"]["list"]] == ["task"]
+    assert [v["name"] for v in board["templating"]["list"]] == ["task", "model"]
+
+
+def test_every_per_model_query_filters_by_the_model_variable() -> None:
+    # Named models (issue 14): the series carry `model` besides `task`; picking models must narrow every panel.
+    for expr in expressions_in_dashboard(dashboard()):
+        if "$task" in expr and not expr.startswith("label_values("):
+            assert 'model=~"$model"' in expr, expr
+    joined = "\n".join(expressions_in_dashboard(dashboard()))
+    assert "nlp_model_reloads_total" in joined and "max by (task, model, version" in joined
 
 
 def test_panel_ids_are_unique_and_layout_fits() -> None:

@@ -37,7 +37,8 @@ def test_the_issue_alerts_exist_with_severity_and_summary() -> None:
     found = rules()
     needed = {"NLPHighErrorRate": "nlp_requests_total", "NLPQueueSaturated": "nlp_queue_size",
               "NLPHighP95Latency": "nlp_request_duration_seconds_bucket",
-              "NLPUncertaintyDrift": "nlp_prediction_mutual_information_sum"}
+              "NLPUncertaintyDrift": "nlp_prediction_mutual_information_sum",
+              "NLPModelReloadFailed": "nlp_model_reloads_total", "NLPModelNotLoaded": "nlp_model_loaded"}
     for name, metric in needed.items():
         assert metric in metric_names(found[name]["expr"]), name
     for name, rule in found.items():

@@ -34,14 +34,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def make_fake_artifact(root: Path, task: str = "sentiment", version: str = "20250101T000000Z-aaaaaa") -> Path:
-    """A complete artifact directory whose model is a placeholder file (the fake loader ignores it)."""
+def make_fake_artifact(root: Path, task: str = "sentiment", version: str = "20250101T000000Z-aaaaaa",
+                       name: str | None = None) -> Path:
+    """A complete artifact directory `root/<name or task>/<version>/` whose model is a placeholder file (the
+    fake loader ignores it)."""
 
     def write(staging: Path) -> None:
         (staging / "model").mkdir()
         (staging / "model" / "placeholder.txt").write_text("fake model\n")
 
-    manifest = Manifest(task=task, version=version, model_class="Fake", labels=["negative", "positive"])
+    manifest = Manifest(task=task, version=version, model_class="Fake", labels=["negative", "positive"], name=name)
     return write_artifact(root, manifest, write)
 
 
@@ -69,8 +71,11 @@ def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 
 def sample(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    """One sample's value, 0.0 when absent (a counter that never moved)."""
-    return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sum of the samples of `name` whose labels include `labels` (so `task=...` sums over the `model`
+    label, as a dashboard's `sum by (task)` does), 0.0 when there is none (a counter that never moved)."""
+    wanted = set(labels.items())
+    return sum(value for (sample_name, have), value in metrics.items()
+               if sample_name == name and wanted <= set(have))
 
 
 @asynccontextmanager
@@ -87,7 +92,8 @@ async def serve(
     if with_artifact:
         make_fake_artifact(tmp_path)
     loader = loader or FakeLoader(predictor or FakePredictor())
-    settings = Settings(artifacts_dir=tmp_path, **{"max_wait_ms": 2.0, "device": "cpu", **overrides})
+    settings = Settings(artifacts_dir=tmp_path, **{"max_wait_ms": 2.0, "device": "cpu", "poll_interval_s": 0,
+                                                   **overrides})
     runtime = Runtime(settings, loader=loader, known_tasks=KNOWN_TASKS)
     app = create_app(settings, runtime)
     async with app.lifespan():
@@ -106,7 +112,7 @@ async def real_client(artifacts: Path, tasks: list[str], *, loader: Any = None,
     settings."""
     settings = Settings(artifacts_dir=artifacts, tasks=tasks, **{"device": "cpu", "dtype": "float32",
                                                                  "max_wait_ms": 20, "max_batch_size": 16,
-                                                                 **overrides})
+                                                                 "poll_interval_s": 0, **overrides})
     runtime = Runtime(settings, loader=loader, known_tasks=KNOWN_TASKS if loader is not None else None)
     app = create_app(settings, runtime)
     async with app.lifespan():

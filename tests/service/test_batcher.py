@@ -36,8 +36,9 @@ class Observer:
         self.sizes: list[int] = []
         self.waits: list[float] = []
 
-    def observe_batch(self, task: str, size: int, queue_waits_s: list[float], inference_s: float) -> None:
-        assert task == "sentiment" and inference_s >= 0
+    def observe_batch(self, labels: tuple[str, str], size: int, queue_waits_s: list[float],
+                      inference_s: float) -> None:
+        assert labels == ("sentiment", "sentiment") and inference_s >= 0  # (task, model name)
         self.sizes.append(size)
         self.waits.extend(queue_waits_s)
 

@@ -30,8 +30,8 @@ async def test_readiness_is_503_while_loading_and_200_once_loaded_and_warmed(tmp
         await s.runtime.wait_loaded()
         ready = await s.client.get("/health/ready")
         assert ready.status_code == 200
-        assert ready.json()["models"]["sentiment"] == {"state": "ready", "version": "fake-1", "error": None,
-                                                       "queued_items": 0}
+        assert ready.json()["models"]["sentiment"] == {"task": "sentiment", "state": "ready", "version": "fake-1",
+                                                       "error": None, "queued_items": 0}
         assert s.fake.warmed
         metrics = await s.metrics()
         assert sample(metrics, "nlp_model_loaded", task="sentiment") == 1
@@ -128,7 +128,8 @@ async def test_models_list_and_detail(tmp_path: Path) -> None:
         detail = await s.client.get("/models/sentiment")
         missing = await s.client.get("/models/translation")
     assert listing == {"models": [{"name": "sentiment", "task": "sentiment", "state": "ready", "version": "fake-1",
-                                   "device": "cpu", "dtype": listing["models"][0]["dtype"], "error": None}]}
+                                   "device": "cpu", "dtype": listing["models"][0]["dtype"], "error": None,
+                                   "reload_error": None, "failed_version": None, "swaps": 0}]}
     assert listing["models"][0]["dtype"] in {"float32", "bfloat16"}
     assert detail.status_code == 200
     body = detail.json()

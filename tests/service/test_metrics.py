@@ -99,9 +99,10 @@ async def test_request_counters_use_fixed_labels_and_never_the_text(tmp_path: Pa
 
 def test_each_registry_gets_its_own_metrics() -> None:
     first, second = ServiceMetrics(), ServiceMetrics()  # would raise "Duplicated timeseries" on a shared registry
-    first.observe_request("sentiment", 200, 0.1)
-    assert first.registry.get_sample_value("nlp_requests_total", {"task": "sentiment", "status": "200"}) == 1
-    assert second.registry.get_sample_value("nlp_requests_total", {"task": "sentiment", "status": "200"}) is None
+    first.observe_request(("sentiment", "sentiment"), 200, 0.1)
+    labels = {"task": "sentiment", "model": "sentiment", "status": "200"}
+    assert first.registry.get_sample_value("nlp_requests_total", labels) == 1
+    assert second.registry.get_sample_value("nlp_requests_total", labels) is None
 
 
 def test_gpu_gauges_read_at_scrape_time() -> None:

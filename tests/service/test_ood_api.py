@@ -42,6 +42,9 @@ async def test_every_prediction_has_the_ood_fields(artifacts: Path, mc_samples: 
         metrics = parse_metrics((await client.get("/metrics")).text)
         assert sample(metrics, "nlp_ood_score_count", task="sentiment") == 2
         assert sample(metrics, "nlp_out_of_distribution_total", task="sentiment") == 1
+        # every abstention is counted with its reason, at T = 0 too
+        assert sample(metrics, "nlp_abstentions_total", task="sentiment", reason="out_of_distribution") == 1
+        assert sample(metrics, "nlp_abstentions_total", task="sentiment", reason="uncertain") == int(near["abstain"])
         schema = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
         fields = schema["SentimentPredictionOut"]["properties"]
         assert "training data" in fields["ood_score"]["description"]

@@ -17,7 +17,8 @@ from openai import OpenAI
 from service.errors import EXCEPTION_HANDLERS, QueueFullError, ServiceError
 from service.openai_errors import with_openai_errors
 from service.openai_format import FALLBACK_STOP, chat_prompt
-from service.openai_schemas import ChatMessage
+from service.openai_format import uncertainty as uncertainty_extension
+from service.openai_schemas import ChatMessage, ChoiceUncertainty
 from tests.factories import GENERATION_CORPUS, make_tiny_generation_artifact, make_tiny_sentiment_artifact
 from tests.service.conftest import parse_metrics, sample
 from tests.service.live import LiveServer, live_server
@@ -73,8 +74,19 @@ def test_a_completion_is_the_predict_answer_with_uncertainty_per_choice(client: 
     assert uncertainty["mc_samples"] == 3 and uncertainty["seed"] == 11 and uncertainty["abstain"] is False
     assert set(uncertainty["sequence"]) == SEQUENCE_MEASURES
     assert uncertainty["sequence"]["mean_token_entropy"] == pytest.approx(same["uncertainty"]["mean_token_entropy"])
+    ood = ("ood_score", "out_of_distribution", "abstain_reason")  # the tiny model has no OOD statistics: null
+    assert {k: uncertainty[k] for k in ood} == {k: same[k] for k in ood} == {k: None for k in ood} | {ood[1]: False}
     assert result.usage.completion_tokens == same["output_tokens"]
     assert result.usage.prompt_tokens == same["input_tokens"]
+
+
+def test_the_uncertainty_extension_carries_the_ood_fields() -> None:
+    prediction = SimpleNamespace(uncertainty=None, abstain=True, ood_score=1.7, out_of_distribution=True,
+                                 abstain_reason="out_of_distribution")
+    got = uncertainty_extension(prediction, 0, 5)  # type: ignore[arg-type]
+    assert got == {"mc_samples": 0, "seed": 5, "abstain": True, "sequence": None, "ood_score": 1.7,
+                   "out_of_distribution": True, "abstain_reason": "out_of_distribution"}
+    assert ChoiceUncertainty.model_validate(got).abstain_reason == "out_of_distribution"
 
 
 def test_a_chat_completion_uses_the_fallback_template_when_the_tokenizer_has_none(client: OpenAI,

@@ -200,7 +200,7 @@ async def test_openapi_documents_the_request_and_response_fields_with_units(arti
         schema = (await client.get("/schema/openapi.json")).json()
     components = schema["components"]["schemas"]
     request = components["PredictRequest"]["properties"]
-    assert set(request) == {"task", "text", "mc_samples", "seed", "parameters"}
+    assert set(request) == {"model", "task", "text", "mc_samples", "seed", "parameters"}
     assert all(field.get("description") for field in request.values())
     assert "count" in request["mc_samples"]["description"]
     response = components["PredictResponse"]["properties"]

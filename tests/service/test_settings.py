@@ -73,3 +73,15 @@ def test_device_auto_and_an_impossible_cuda_request() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA"):
             devices.resolve_device("cuda")
+
+
+def test_models_and_per_model_maps_fall_back_to_the_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NLP_MODELS", "sentiment,support-tickets")
+    monkeypatch.setenv("NLP_POLL_INTERVAL_S", "0")
+    monkeypatch.setenv("NLP_MC_LAST_K", '{"sentiment": 1, "support-tickets": 2}')
+    monkeypatch.setenv("NLP_BATCHING__SENTIMENT__MAX_BATCH_SIZE", "4")
+    settings = Settings()
+    assert settings.models == ["sentiment", "support-tickets"] and settings.poll_interval_s == 0
+    assert settings.last_k("support-tickets", "sentiment") == 2 and settings.last_k("reviews", "sentiment") == 1
+    assert settings.batch_limits("support-tickets", "sentiment").max_batch_size == 4  # the task's entry
+    assert settings.batch_limits("translation").max_batch_size == 32

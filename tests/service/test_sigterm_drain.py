@@ -51,7 +51,8 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(tmp_path: Path) -> No
             with ThreadPoolExecutor(3) as pool:
                 futures = [pool.submit(predict, text) for text in ("first in flight", "second queued", "third queued")]
                 assert read_batch_line(proc.stdout) == "BATCH 1"  # one running, held at the gate
-                poll(lambda: 'nlp_queue_size{task="sentiment"} 2.0' in client.get("/metrics").text, "2 queued")
+                queued = 'nlp_queue_size{model="sentiment",task="sentiment"} 2.0'
+                poll(lambda: queued in client.get("/metrics").text, "2 queued")
 
                 proc.send_signal(signal.SIGTERM)
                 draining = poll(lambda: (r := client.get("/health/ready")).status_code == 503 and r, "draining")

@@ -44,3 +44,20 @@ def test_missing_or_half_written_artifact_is_trained(tmp_path: Path) -> None:
 def test_failed_training_exits_nonzero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("training.sentiment.job.main", lambda argv: 0)  # "succeeds" but writes nothing
     assert ensure.main(["--tasks", "sentiment", "--output-dir", str(tmp_path)]) == 1
+
+
+def test_a_failed_task_leaves_a_status_a_server_reads_and_a_trained_one_none(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    def explode(argv: list[str]) -> int:
+        raise RuntimeError("out of disk")
+
+    monkeypatch.setattr("training.sentiment.job.main", explode)
+    assert ensure.main(["--tasks", "sentiment", "--output-dir", str(tmp_path)]) == 1
+    status = json.loads((tmp_path / "sentiment" / ensure.STATUS_FILE).read_text())
+    assert status["state"] == "failed" and status["error"] == "RuntimeError: out of disk"
+    assert status["task"] == "sentiment" and status["preset"] == "quick"
+    monkeypatch.setattr("training.sentiment.job.main", lambda argv: make_tiny_sentiment_artifact(tmp_path) and 0)
+    assert ensure.main(["--tasks", "sentiment", "--output-dir", str(tmp_path)]) == 0
+    assert not (tmp_path / "sentiment" / ensure.STATUS_FILE).exists()

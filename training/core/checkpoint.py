@@ -28,7 +28,7 @@ STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
 # Fields that may change between a run and its resumption (they do not change what is being trained).
 RESUME_MAY_CHANGE = frozenset(
-    {"resume", "max_train_seconds", "fit_schedule_to_budget", "progress", "num_threads", "checkpoint_dir"}
+    {"resume", "max_train_seconds", "fit_schedule_to_budget", "progress", "num_threads", "checkpoint_dir", "ood"}
 )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from models.core.loading import CheckpointError
 from training.core import distributed
 from training.core.config import C, parse_args
 from training.core.datafiles import DataFileError
@@ -24,7 +25,7 @@ def job_main(
     """Parse the job's config, set up logging, run it; exit status 0 once the artifact is written (its
     path is printed on stdout); bad arguments exit with status 2; a bad data file (DataFileError, raised
     before anything is trained or written) prints `error: <file>, line <n>: <problem>` on stderr, without a
-    traceback, and returns 1; other errors propagate.
+    traceback, and returns 1 (so does an unusable `--base-model`, CheckpointError); other errors propagate.
 
     Under torchrun this joins the process group first (training.core.distributed) and leaves it at the end;
     only rank 0 logs below WARNING and prints the path (`run` must end with `distributed.artifact_on_main`).
@@ -39,7 +40,7 @@ def job_main(
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 reports progress for the whole job
     try:
         path = run(config, paths.preset, paths.output_dir, paths.cache_dir)
-    except DataFileError as exc:  # the user's file, not our code: the message says what to fix
+    except (DataFileError, CheckpointError) as exc:  # the user's file or checkpoint: the message says what to fix
         print(f"error: {exc}", file=sys.stderr, flush=True)
         distributed.cleanup()  # every rank read the same files and fails alike
         return 1

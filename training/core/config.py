@@ -38,6 +38,9 @@ class TrainConfig:
     name: str | None = field(default=None, metadata={
         "help": "the model's name: the artifact goes to <output-dir>/<name>/<version>/ (none: the task's default "
                 "model, named after the task)"})
+    base_model: str | None = field(default=None, metadata={
+        "help": "start from this local Hugging Face checkpoint directory (safetensors; generation: also a .gguf "
+                "file) instead of the preset's model; nothing is downloaded"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation, shuffling and dropout"})
     epochs: int = field(default=1, metadata={"help": "passes over the training data"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
@@ -75,6 +78,9 @@ class TrainConfig:
     resume: bool = field(default=False, metadata={"help": "continue from the checkpoint in checkpoint_dir"})
     progress: bool = field(default=True, metadata={"help": "progress bar (only shown on a terminal)"})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (none: torch default)"})
+    ood: bool = field(default=False, metadata={
+        "help": "fit OOD statistics at the end (training/core/ood_job.py; on in the quick and full presets); "
+                "skipped for --data file"})
 
     def validate(self) -> None:
         """Raise ValueError on inconsistent values (called by `parse_args` and the jobs), including a value

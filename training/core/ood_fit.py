@@ -3,13 +3,17 @@
 `fit_ood(predictor, sets, settings)` → (detector, report), on data each job supplies (`OODSets`):
 1. features of every text, from the predictor's own `ood_features` (the deterministic pass the server takes them
    from), at every candidate layer;
-2. statistics of every (method, layer) candidate from the `bank` (training inputs only);
+2. statistics of every (method, layer) candidate from the `bank` (training inputs only), and the slope of its
+   in-domain `choice` distances on ln(tokens); each candidate is tried with a length term of every fraction in
+   `settings.length_fractions` of that slope (0 = the raw distance; only a slope < 0, distance falling with length,
+   is corrected; models/core/ood.py says why);
 3. the choice: the candidate with the largest AUROC of in-domain `choice` texts (validation) against the `choice`
-   probes (validation-side probes; ties: the lower layer, then the order of `settings.methods`);
+   probes (validation-side probes; ties: no length term, the lower layer, then the order of `settings.methods`);
 4. the flag threshold on the `threshold` texts (validation, disjoint from `choice`): at most `max_flag_rate` of
    them flagged, by construction (models/core/ood.flag_threshold);
 5. the report, read once on test: AUROC of in-domain test texts against each probe kind for every candidate
-   (probe kind × measure), and the chosen detector's flag rate on the test texts and on each probe kind.
+   (`table`: probe kind × measure, rounded: every method/layer without the length term, and the chosen one), and
+   the chosen detector's flag rate on the test texts and on each probe kind.
 Probes are out-of-domain texts labelled by kind; each job builds its own, disjoint from its training text.
 """
 
@@ -23,7 +27,7 @@ from typing import Any
 
 import torch
 
-from models.core.ood import METHODS, OODDetector, distances, fit_statistics, flag_threshold
+from models.core.ood import METHODS, OODDetector, distances, fit_statistics, flag_threshold, length_adjusted
 from training.core.predicting import prepare_all
 from training.core.progress import ProgressLog
 from training.core.uncertainty_stats import ood_auroc
@@ -63,7 +67,8 @@ class OODSets:
 
 @dataclass(frozen=True)
 class OODSettings:
-    """Candidates and limits: hidden-state `layers`, `methods`, the kNN's `k`, the pooling, the flag rate."""
+    """Candidates and limits: hidden-state `layers`, `methods`, the kNN's `k`, the pooling, the flag rate, the
+    fractions of the in-domain length slope the length term may keep."""
 
     layers: Sequence[int]
     methods: Sequence[str] = METHODS
@@ -71,11 +76,13 @@ class OODSettings:
     pooling: str = "mean"
     max_flag_rate: float = 0.05
     batch_size: int = 32
+    length_fractions: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)  # of the length slope (models/core/ood.py)
 
 
 def features_of(predictor: Any, texts: Sequence[str], parameters: dict[str, Any], s: OODSettings,
-                phase: str) -> dict[int, torch.Tensor]:
-    """Pooled features [n, d] per layer of the texts `prepare` accepts (refused ones are left out, and logged)."""
+                phase: str) -> tuple[dict[int, torch.Tensor], torch.Tensor, list[int]]:
+    """(pooled features [n, d] per layer, token counts [n], the indices of those n texts) of the texts `prepare`
+    accepts (refused ones, over the token limit, are left out, and logged)."""
     items, kept = prepare_all(predictor, texts, parameters)
     if len(kept) < len(texts):
         log.info("%s: %d of %d texts refused by prepare (over the token limit), left out", phase,
@@ -90,7 +97,8 @@ def features_of(predictor: Any, texts: Sequence[str], parameters: dict[str, Any]
                 chunks[layer].append(got[layer].float().cpu())
             progress.update(len(index))
     inverse = torch.argsort(torch.tensor(order)) if order else torch.zeros(0, dtype=torch.long)
-    return {layer: torch.cat(parts)[inverse] if parts else torch.zeros(0) for layer, parts in chunks.items()}
+    return ({layer: torch.cat(parts)[inverse] if parts else torch.zeros(0) for layer, parts in chunks.items()},
+            torch.tensor([item.n_tokens for item in items], dtype=torch.long), kept)
 
 
 def _auroc(in_domain: torch.Tensor, out: torch.Tensor) -> float:
@@ -102,6 +110,22 @@ def _by_kind(scores: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tens
     return {kind: scores[torch.tensor([k == kind for k in kinds])] for kind in dict.fromkeys(kinds)}
 
 
+def probe_table(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Test AUROC as probe kind × measure ("method/layer_j"), the report's table (kinds as rows, plus "all")."""
+    kinds = dict.fromkeys(kind for c in candidates.values() for kind in c["test_auroc_by_kind"])
+    table = {kind: {name: round(c["test_auroc_by_kind"][kind], 4) for name, c in candidates.items()} for kind in kinds}
+    return {**table, "all": {name: round(c["test_auroc"], 4) for name, c in candidates.items()}}
+
+
+def length_slope(distance: torch.Tensor, lengths: torch.Tensor) -> float:
+    """Least-squares slope of `distance` on ln(`lengths`) (0 when every length is the same)."""
+    x = lengths.double().clamp_min(1.0).log()
+    variance = float(((x - x.mean()) ** 2).sum())
+    if not variance:
+        return 0.0
+    return float(((x - x.mean()) * (distance.double() - distance.double().mean())).sum()) / variance
+
+
 def fit_ood(predictor: Any, sets: OODSets, s: OODSettings) -> tuple[OODDetector, dict[str, Any]]:
     """See module docstring. Raises ValueError when a set is empty."""
     started = time.perf_counter()
@@ -110,64 +134,91 @@ def fit_ood(predictor: Any, sets: OODSets, s: OODSettings) -> tuple[OODDetector,
     empty = [name for name, texts in named.items() if not texts]
     if empty:
         raise ValueError(f"OOD sets {empty} are empty")
-    feats = {name: features_of(predictor, texts, sets.parameters, s, f"ood/{name}") for name, texts in named.items()}
+    extracted = {name: features_of(predictor, texts, sets.parameters, s, f"ood/{name}")
+                 for name, texts in named.items()}
+    detector, report = fit_from_features(extracted, sets, s)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return detector, report
+
+
+Extracted = dict[str, tuple[dict[int, torch.Tensor], torch.Tensor, list[int]]]
+
+
+def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings) -> tuple[OODDetector, dict[str, Any]]:
+    """Steps 2-5 of the module docstring on `features_of`'s output per set name (bank, choice, threshold,
+    choice_probes, test, test_probes): what `fit_ood` runs after extracting them, and an experiment can rerun on
+    saved features."""
+    named = ("bank", "choice", "threshold", "choice_probes", "test", "test_probes")
+    feats = {name: got[0] for name, got in extracted.items()}
+    lengths = {name: got[1] for name, got in extracted.items()}
+    # kinds and groups of the texts that were kept (a probe over the token limit would be refused with 422)
+    choice_kinds = [sets.choice_probes.kinds[i] for i in extracted["choice_probes"][2]]
+    test_kinds = [sets.test_probes.kinds[i] for i in extracted["test_probes"][2]]
+    groups = [(sets.test_groups or ["in_domain"] * len(sets.test))[i] for i in extracted["test"][2]]
     candidates: dict[str, dict[str, Any]] = {}
-    best: tuple[float, int, int] | None = None
-    chosen: tuple[str, int, dict[str, torch.Tensor]] | None = None
+    best: tuple[float, float, int, int] | None = None
+    chosen: tuple[str, str, int, float, dict[str, torch.Tensor]] | None = None
     for layer in s.layers:
         for rank, method in enumerate(s.methods):
             stats = fit_statistics(method, feats["bank"][layer])
-
-            def score(name: str, method: str = method, stats: dict = stats, layer: int = layer) -> torch.Tensor:
-                return distances(method, stats, feats[name][layer], s.k)
-
-            choice_in, choice_out = score("choice"), score("choice_probes")
-            test_in, test_out = score("test"), score("test_probes")
-            validation = _auroc(choice_in, choice_out)
-            candidates[f"{method}/layer_{layer}"] = {
-                "method": method, "layer": layer, "validation_auroc": validation,
-                "validation_auroc_by_kind": {kind: _auroc(choice_in, out) for kind, out in
-                                             _by_kind(choice_out, sets.choice_probes.kinds).items()},
-                "test_auroc": _auroc(test_in, test_out),
-                "test_auroc_by_kind": {kind: _auroc(test_in, out) for kind, out in
-                                       _by_kind(test_out, sets.test_probes.kinds).items()},
-            }
-            key = (validation, -layer, -rank)
-            if best is None or key > best:
-                best, chosen = key, (method, layer, stats)
+            raw = {name: distances(method, stats, feats[name][layer], s.k) for name in named if name != "bank"}
+            slope = length_slope(raw["choice"], lengths["choice"])  # in-domain validation texts only
+            # Only a distance that falls with length is corrected (the short-input effect); otherwise raw alone.
+            for fraction in (s.length_fractions if slope < 0 else (0.0,)):
+                coef = fraction * slope if fraction else 0.0
+                d = {name: length_adjusted(v, lengths[name].tolist(), coef) for name, v in raw.items()}
+                choice_in, choice_out, test_in, test_out = d["choice"], d["choice_probes"], d["test"], d["test_probes"]
+                validation = _auroc(choice_in, choice_out)
+                name = f"{method}/layer_{layer}" + (f"/length_{fraction:g}" if fraction else "")
+                candidates[name] = {
+                    "method": method, "layer": layer, "length_fraction": fraction, "length_coef": coef,
+                    "validation_auroc": validation,
+                    "validation_auroc_by_kind": {kind: _auroc(choice_in, out) for kind, out in
+                                                 _by_kind(choice_out, choice_kinds).items()},
+                    "test_auroc": _auroc(test_in, test_out),
+                    "test_auroc_by_kind": {kind: _auroc(test_in, out) for kind, out in
+                                           _by_kind(test_out, test_kinds).items()},
+                }
+                key = (validation, -fraction, -layer, -rank)  # ties: no length term, the lower layer, method order
+                if best is None or key > best:
+                    best, chosen = key, (name, method, layer, coef, stats)
     assert chosen is not None
-    method, layer, stats = chosen
-    threshold = flag_threshold(distances(method, stats, feats["threshold"][layer], s.k), s.max_flag_rate)
+    name, method, layer, coef, stats = chosen
+    threshold = flag_threshold(length_adjusted(distances(method, stats, feats["threshold"][layer], s.k),
+                                               lengths["threshold"].tolist(), coef), s.max_flag_rate)
     detector = OODDetector(method=method, layer=layer, threshold=threshold, tensors=stats, pooling=s.pooling,
-                           k=s.k, info={"fitted_on": sets.record, "max_flag_rate": s.max_flag_rate})
-    flags = {name: torch.tensor(detector.scores(feats[name][layer])) > 1.0 for name in ("threshold", "test")}
-    probe_scores = torch.tensor(detector.scores(feats["test_probes"][layer]))
-    probe_flags = _by_kind(probe_scores > 1.0, sets.test_probes.kinds)
-    groups = sets.test_groups or ["in_domain"] * len(sets.test)
-    kept_groups = groups if len(groups) == len(flags["test"]) else ["in_domain"] * len(flags["test"])
-    test_scores = torch.tensor(detector.scores(feats["test"][layer]))
+                           k=s.k, info={"fitted_on": sets.record, "max_flag_rate": s.max_flag_rate}, length_coef=coef)
+
+    def scored(set_name: str) -> torch.Tensor:
+        return torch.tensor(detector.scores(feats[set_name][layer], lengths[set_name].tolist()))
+
+    flags = {set_name: scored(set_name) > 1.0 for set_name in ("threshold", "test")}
+    probe_scores = scored("test_probes")
+    probe_flags = _by_kind(probe_scores > 1.0, test_kinds)
+    test_scores = scored("test")
     by_group = {group: {kind: _auroc(in_scores, out) for kind, out in
-                        _by_kind(probe_scores, sets.test_probes.kinds).items()}
-                for group, in_scores in _by_kind(test_scores, kept_groups).items()}
+                        _by_kind(probe_scores, test_kinds).items()}
+                for group, in_scores in _by_kind(test_scores, groups).items()}
     report = {
-        "chosen": {"method": method, "layer": layer, "pooling": s.pooling, "k": s.k, "threshold": threshold,
-                   "validation_auroc": candidates[f"{method}/layer_{layer}"]["validation_auroc"],
-                   "rule": "largest validation AUROC (in-domain choice texts vs choice probes); threshold: at most "
+        "chosen": {"candidate": name, "method": method, "layer": layer, "pooling": s.pooling, "k": s.k,
+                   "length_fraction": candidates[name]["length_fraction"], "length_coef": coef, "threshold": threshold,
+                   "validation_auroc": candidates[name]["validation_auroc"],
+                   "rule": "largest validation AUROC (in-domain choice texts vs choice probes) over method × layer × "
+                           "length fraction; the length slope on the in-domain choice texts; threshold: at most "
                            f"{s.max_flag_rate:.0%} of the validation threshold texts flagged"},
-        "test": {"auroc_by_kind": candidates[f"{method}/layer_{layer}"]["test_auroc_by_kind"],
-                 "auroc": candidates[f"{method}/layer_{layer}"]["test_auroc"],
+        "test": {"auroc_by_kind": candidates[name]["test_auroc_by_kind"], "auroc": candidates[name]["test_auroc"],
                  "auroc_by_in_domain_group_and_kind": by_group,
                  "flag_rate": {"in_domain": float(flags["test"].double().mean()),
                                **{f"in_domain/{g}": float(f.double().mean())
-                                  for g, f in _by_kind(flags["test"], kept_groups).items()},
+                                  for g, f in _by_kind(flags["test"], groups).items()},
                                **{kind: float(f.double().mean()) for kind, f in probe_flags.items()}}},
         "validation_flag_rate": float(flags["threshold"].double().mean()),
+        "table": probe_table({n: c for n, c in candidates.items() if not c["length_fraction"] or n == name}),
         "candidates": candidates,
         "n": {name: int(next(iter(f.values())).shape[0]) for name, f in feats.items()},
         "probe_kinds": {"choice": sets.choice_probes.counts(), "test": sets.test_probes.counts()},
         "fitted_on": sets.record,
-        "seconds": round(time.perf_counter() - started, 1),
     }
-    log.info("OOD: chose %s at layer %d (validation AUROC %.4f); test AUROC by kind %s; flag rates %s", method, layer,
+    log.info("OOD: chose %s (validation AUROC %.4f); test AUROC by kind %s; flag rates %s", name,
              report["chosen"]["validation_auroc"], report["test"]["auroc_by_kind"], report["test"]["flag_rate"])
     return detector, report

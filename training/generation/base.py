@@ -9,6 +9,9 @@ Contract:
   `<cache>/extracted/smollm2-135m-hf/`. The directory is staged and a `.complete` marker is written last,
   so an interrupted conversion is redone and a finished one (≈15 s of dequantising) is never repeated.
 - `load_base(cache_dir, dtype) -> (model, tokenizer)` loads that checkpoint in eval mode.
+- `load_user_base(path, cache_dir) -> (model, tokenizer, source record)`: a user's `--base-model`, a Llama
+  checkpoint directory or a GGUF file (converted once like SmolLM2's, into `<cache>/extracted/gguf-<sha256[:16]>/`);
+  CheckpointError for anything else (only Llama has the generation fast path).
 The model is Llama without any dropout: adding it (for MC dropout) is the job of `models/`, not of this module.
 """
 
@@ -48,9 +51,9 @@ def convert_gguf(gguf_dir: Path, gguf_file: str, out_dir: Path) -> dict[str, Any
 
     started = time.perf_counter()
     # A local directory (the extracted pinned wheel), never a Hub id (bandit B615 is a false positive).
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32,  # nosec B615
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32,  # nosec B615 - local files only
                                                  local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file, local_files_only=True)  # nosec B615
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file, local_files_only=True)  # nosec B615 - local files only
     # The weights are already dequantised; the quantizer left attached would make save_pretrained refuse
     # (or the saved config ask for GGUF de-quantisation again on every load).
     model.hf_quantizer = None
@@ -94,6 +97,36 @@ def load_base(cache_dir: Path | str, dtype: torch.dtype = torch.float32) -> tupl
 
     path = ensure_base_checkpoint(cache_dir)
     # Our cached checkpoint directory, not a Hub id (bandit B615 is a false positive).
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)  # nosec B615
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)  # nosec B615
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)  # nosec B615 - local files only
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)  # nosec B615 - local files only
     return model.eval(), tokenizer
+
+
+def load_user_base(path: Path | str, cache_dir: Path | str) -> tuple[Any, Any, dict[str, Any]]:
+    """See module docstring; the model is in eval mode, fp32."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    from models.core.loading import CheckpointError, checkpoint_dir
+    from training.core.base_models import base_record
+
+    source = checkpoint_dir(path, allow_gguf=True)
+    directory = source
+    if source.is_file():  # GGUF: dequantised once into the cache, keyed by the file's content
+        record = base_record(source, None)
+        digest = next(iter(record["weights"].values()))
+        directory = build_once(Path(cache_dir) / EXTRACTED / f"gguf-{digest[:16]}",
+                               lambda staging: str(convert_gguf(source.parent, source.name, staging)))
+    config = AutoConfig.from_pretrained(directory, local_files_only=True)  # nosec B615 - a local directory
+    if config.model_type != "llama":
+        raise CheckpointError(f"--base-model {path}: a {config.model_type!r} model; generation fine-tunes "
+                              "Llama-architecture causal LMs (directory or GGUF file)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, use_safetensors=True,  # nosec B615 - local files only
+                                                     local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)  # nosec B615 - local files only
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"--base-model {path}: cannot load: {exc}") from exc
+    if not isinstance(model, LlamaForCausalLM) or tokenizer.eos_token_id is None:
+        raise CheckpointError(f"--base-model {path}: needs a LlamaForCausalLM with an eos token, got "
+                              f"{type(model).__name__}")
+    return model.eval(), tokenizer, base_record(source, model, converted_from_gguf=source.is_file())

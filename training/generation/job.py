@@ -44,10 +44,11 @@ from training.core.cli import job_main
 from training.core.distributed import artifact_on_main, main_process_first
 from training.core.jobs import job_manifest, start_job, write_job
 from training.core.loop import Trainer
+from training.core.ood_job import fit_for_job, with_ood
 from training.core.predicting import in_memory_predictor, rebuilt
 from training.core.sequence_choices import ChoiceSettings
 from training.core.splits import partition
-from training.generation.base import base_source, load_base
+from training.generation.base import base_source, load_base, load_user_base
 from training.generation.batches import BlockBatches, lm_loss, subset
 from training.generation.config import GenerationConfig
 from training.generation.data import (
@@ -67,7 +68,7 @@ from training.generation.evaluation import (
     sequence_report,
     token_report,
 )
-from training.generation.probes import build_prose_probe_set, sentences
+from training.generation.probes import OOD_POOLING, build_prose_probe_set, ood_sets, sentences
 from training.generation.prompts import windows
 from training.generation.split import ProseSplit, chunk_token_ids, split_documents, token_stream
 from training.generation.synthetic import synthetic_documents
@@ -94,11 +95,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         # MC in the top layer only: on validation text (the first quick artifact, 30 sentences per kind)
         # last-1 / 2 / 6 gave sentence OOD AUROC of MI 0.860 / 0.851 / 0.818 and equal token-error AUROCs,
         # and last-1 is the cheapest; the report still compares 2 and 6.
-        "mc_last_k": 1, "compare_last_k": (2, 6),
+        "mc_last_k": 1, "compare_last_k": (2, 6), "ood": True,
     },
     "full": {
         "epochs": 2, "batch_size": 16, "lr": 5e-5, "block_size": 256, "bf16": True, "eval_every": 500,
         "patience": 4, "eval_blocks": 64, "test_blocks": 256, "token_eval_blocks": 64, "probes_per_kind": 200,
+        "ood": True,
     },
 }
 
@@ -114,7 +116,9 @@ DATASETS: dict[str, Callable[[GenerationConfig, Path], Corpus]] = {
 def build_model(config: GenerationConfig, cache: Path,
                 train_text: Sequence[str]) -> tuple[nn.Module, Any, dict[str, Any]]:
     """(model with dropout installed and lower layers frozen, tokenizer, source record)."""
-    if config.model == "tiny":
+    if config.base_model:  # the user's Llama (directory or GGUF); dropout is added by prepare_model
+        model, tokenizer, source = load_user_base(config.base_model, cache)
+    elif config.model == "tiny":
         tokenizer = train_tiny_tokenizer(train_text, vocab_size=400)
         model = build_tiny_llama(len(tokenizer), attention_dropout=0.0, hidden_dropout=0.0,
                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
@@ -233,15 +237,16 @@ def run(config: GenerationConfig, preset: str, output_dir: Path, cache_dir: Path
     history["summary"] = {**fitted.summary(), "train_blocks": len(blocks["train"])}
     sources = {"corpus": corpus.source, "base_model": base}
     return artifact_on_main(lambda: finish(config, preset, output_dir, model, tokenizer, split, blocks, parts, before,
-                                           history, sources, verses, s, started))
+                                           history, sources, verses, s, started, cache_dir))
 
 
 def finish(config: GenerationConfig, preset: str, output_dir: Path, model: nn.Module, tokenizer: Any, split: ProseSplit,
            blocks: dict[str, torch.Tensor], parts: dict[str, torch.Tensor], before: dict[str, float],
            history: dict[str, Any], sources: dict[str, Any], verses: list[str], s: GenEvalSettings,
-           started: float) -> Path:
-    """Evaluate the fine-tuned model through the serving predictor (training/generation/evaluation.py), write
-    what it chose into the manifest and the artifact (rank 0 only); returns its directory."""
+           started: float, cache_dir: Path) -> Path:
+    """Evaluate the fine-tuned model through the serving predictor (training/generation/evaluation.py), fit the OOD
+    statistics (training/core/ood_job.py), write what it chose into the manifest and the artifact (rank 0 only);
+    returns its directory."""
     evaluated = time.perf_counter()
     manifest = build_manifest(config, preset, model, split, blocks, sources, parts)
     predictor = in_memory_predictor(GenerationPredictor, model, tokenizer, manifest, s.device, s.dtype)
@@ -262,6 +267,8 @@ def finish(config: GenerationConfig, preset: str, output_dir: Path, model: nn.Mo
                         "training": history.get("summary", {})}
     manifest.calibration = chosen.calibration
     manifest.dropout["mc_last_k"] = chosen.last_k
+    fitted = fit_for_job(config, served, lambda: ood_sets(split, config.data, cache_dir, config.seed), OOD_POOLING)
+    manifest, save = with_ood(manifest, lambda staging: save_model(model, tokenizer, staging), fitted)
     log.info("perplexity %.2f → %.2f; token AUROC %s; best %s (+%.3f over 1 − p)", before["perplexity"],
              after["perplexity"], {k: round(v, 3) for k, v in tokens["auroc_error"].items()}, tokens["best_measure"],
              tokens["best_minus_baseline"])
@@ -271,8 +278,7 @@ def finish(config: GenerationConfig, preset: str, output_dir: Path, model: nn.Mo
                                    ylabel="mean token error rate of the kept prompts' true continuations",
                                    title=f"generation risk-coverage (test prompts, T = {config.mc_samples})")
 
-    path = write_job(output_dir, manifest, model, lambda staging: save_model(model, tokenizer, staging),
-                     history, "nll", plots)
+    path = write_job(output_dir, manifest, model, save, history, "nll", plots)
     log.info("wrote %s (%.0f s in all)", path, time.perf_counter() - started)
     return path
 

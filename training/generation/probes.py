@@ -8,15 +8,30 @@ sentences) with inputs that are not Austen (label 1), of three kinds:
 - "shuffled": other held-out Austen sentences with their words permuted (same vocabulary, no syntax).
 `build_prose_probe_set(austen_sentences, bible_verses, per_kind, seed)` returns a `ProseProbeSet` whose
 texts, labels and kinds are aligned; the same arguments give the same set in any process.
+
+OOD detector sets (training/core/ood_fit.py): `ood_sets(split, data, cache_dir, seed)` (what the job fits at its
+end) and `artifact_ood_sets(predictor, cache_dir)` (the same for `python -m training.ood`, re-cutting the held-out
+spans from the manifest's training config). In domain: sentences (8-40 words) of the corpus, the prompts a client
+sends: bank from the training segments, choice and threshold from disjoint halves of the validation sentences,
+test from the test segments. Probes: every kind of training/core/ood_probes.py except the corpus' own (Austen,
+and the synthetic Austen-like corpus: Bible, Shakespeare, news); choice and test probes are disjoint. Features are
+pooled with `OOD_POOLING` (a causal LM's first position is an attention sink with outsized activations).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from training.core.probes import sentences, shuffle_words  # noqa: F401  (sentences: re-exported)
+from training.core.ood_fit import OODSets
+from training.core.ood_probes import POOLS, draw_probes
+from training.core.probes import sentences, shuffle_words
+from training.generation.config import GenerationConfig
+from training.generation.split import SPLITS, ProseSplit, split_documents
 
 PROBE_KINDS = ("bible", "news", "shuffled")
 
@@ -100,3 +115,58 @@ def build_prose_probe_set(
         texts.extend(probes[kind])
         kinds.extend([kind] * len(probes[kind]))
     return ProseProbeSet(texts=texts, labels=[int(k != "in_domain") for k in kinds], kinds=kinds)
+
+
+# --- OOD detector sets (training/core/ood_fit.py) ------------------------------------------------------------
+
+OOD_POOLING = "mean_skip_first"
+CORPUS_KIND = {"austen": "austen", "synthetic": "austen", "shakespeare": "shakespeare", "bible": "bible"}
+
+
+@dataclass(frozen=True)
+class OODSizes:
+    """How many sentences each OOD set takes (module docstring); probes are per kind."""
+
+    bank: int = 2000
+    choice: int = 200
+    threshold: int = 300
+    test: int = 400
+    choice_probes: int = 150
+    test_probes: int = 300
+
+
+def ood_sets(split: ProseSplit, data: str, cache_dir: Path, seed: int, sizes: OODSizes | None = None) -> OODSets:
+    """The sets of the module docstring from the job's held-out split of corpus `data` (a CORPUS_KIND key)."""
+    n = sizes or OODSizes()
+    rng = random.Random(seed)
+    held = {name: list(dict.fromkeys(x for segment in split.segments[name] for x in sentences(segment)))
+            for name in SPLITS}
+    bank = rng.sample(held["train"], min(n.bank, len(held["train"])))
+    validation = rng.sample(held["validation"], min(n.choice + n.threshold, len(held["validation"])))
+    half = min(n.choice, len(validation) // 2)
+    test = rng.sample(held["test"], min(n.test, len(held["test"])))
+    kinds = tuple(kind for kind in POOLS if kind != CORPUS_KIND[data])
+    choice_probes, test_probes = draw_probes(cache_dir, kinds, n.choice_probes, n.test_probes, seed)
+    record = {"bank": {"split": "train", "sentences": len(bank)},
+              "choice": {"split": "validation", "sentences": half},
+              "threshold": {"split": "validation", "sentences": len(validation) - half},
+              "test": {"split": "test", "sentences": len(test)},
+              "probes": {"kinds": list(kinds), "choice_per_kind": n.choice_probes, "test_per_kind": n.test_probes,
+                         "seed": seed},
+              "sentence": "8-40 words, from the corpus' own held-out spans", "pooling": OOD_POOLING}
+    return OODSets(bank=bank, choice=validation[:half], threshold=validation[half:], choice_probes=choice_probes,
+                   test=test, test_probes=test_probes, record=record)
+
+
+def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = None) -> OODSets:
+    """`ood_sets` of a trained artifact's own data: its manifest's training config re-loads the corpus and re-cuts
+    the same held-out spans (training.generation.split.split_documents). Raises ValueError for `--data file`."""
+    from training.generation.job import DATASETS  # the job's corpus map (the job imports this module)
+
+    fields = {f.name for f in dataclasses.fields(GenerationConfig)}
+    config = GenerationConfig(**{k: v for k, v in predictor.manifest.training_config.items() if k in fields})
+    if config.data not in CORPUS_KIND:
+        raise ValueError(f"OOD sets need a built-in corpus, the artifact was trained on {config.data!r}")
+    corpus = DATASETS[config.data](config, Path(cache_dir))
+    split = split_documents(corpus.documents, config.validation_fraction, config.test_fraction, config.split_seed)
+    return ood_sets(split, config.data, Path(cache_dir), config.seed, sizes)

@@ -1,7 +1,8 @@
-"""`python -m training.ood --task sentiment --artifact artifacts/sentiment/<version> [--cache-dir .cache]
-[--output-dir artifacts] [--layers 0,1,2,3] [--device cpu]`: fit OOD statistics for an existing artifact on the
-data its job used (training/core/ood_fit.py, the same code the jobs run at the end of training) and write them as a
-NEW artifact version (training/core/ood_artifact.py); prints its path. Exit status 0 on success, 2 on bad
+"""`python -m training.ood --task sentiment|translation|generation --artifact artifacts/<name>/<version>
+[--cache-dir .cache] [--output-dir artifacts] [--layers 0,1,2,3] [--device cpu]`: fit OOD statistics for an existing
+artifact on the data its job used (training/core/ood_fit.py on the task's `artifact_ood_sets`, the same code and
+sets the jobs fit at the end of training, training/core/ood_job.py) and write them as a NEW artifact version
+(training/core/ood_artifact.py); prints its path. Exit status 0 on success, 2 on bad
 arguments; errors propagate.
 """
 
@@ -18,11 +19,15 @@ from models.core.predictor import PredictorOptions
 from models.registry import LOADERS
 from training.core.ood_artifact import write_with_ood
 from training.core.ood_fit import OODSets, OODSettings, fit_ood
+from training.generation.probes import OOD_POOLING as GENERATION_POOLING
+from training.generation.probes import artifact_ood_sets as generation_sets
 from training.sentiment.probes import artifact_ood_sets as sentiment_sets
 from training.translation.probes import artifact_ood_sets as translation_sets
 
-# task → (OOD sets of an artifact's own data, candidate layers given the predictor)
-SETS: dict[str, Callable[[Any, Path], OODSets]] = {"sentiment": sentiment_sets, "translation": translation_sets}
+# task → OOD sets of an artifact's own data (each task's probes.py; the same sets its job fits at its end)
+SETS: dict[str, Callable[[Any, Path], OODSets]] = {"sentiment": sentiment_sets, "translation": translation_sets,
+                                                   "generation": generation_sets}
+POOLING: dict[str, str] = {"generation": GENERATION_POOLING}  # the others: "mean"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = LOADERS[args.task](args.artifact, PredictorOptions(device=args.device, dtype="float32"))
     layers = ([int(x) for x in args.layers.split(",")] if args.layers
               else list(range(predictor.ood_feature_layers())))
-    settings = OODSettings(layers=layers, methods=args.methods.split(","), k=args.k)
+    settings = OODSettings(layers=layers, methods=args.methods.split(","), k=args.k,
+                           pooling=POOLING.get(args.task, "mean"))
     detector, report = fit_ood(predictor, SETS[args.task](predictor, args.cache_dir), settings)
     path = write_with_ood(args.artifact, args.output_dir, detector, report)
     print(json.dumps({"artifact": str(path), "chosen": report["chosen"], "test": report["test"]}, indent=2))

@@ -130,10 +130,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train_limit": 6000, "max_steps": 375, "epochs": 1, "batch_size": 16, "lr": 8e-5, "warmup_ratio": 0.1,
         "bf16": True, "eval_every": 100, "eval_subset": 400, "selection_size": 1600, "selection_modes_limit": 600,
         "test_limit": 600, "attention_dropout": 0.0, "max_length": 256, "head_tokens": 64, "eval_batch_rows": 128,
+        "ood": True,
     },
     "full": {
         "epochs": 3, "batch_size": 32, "lr": 5e-5, "warmup_ratio": 0.06, "bf16": True, "eval_every": 500,
         "patience": 3, "eval_subset": 2000, "selection_size": 1500, "max_length": 512, "head_tokens": 128,
-        "eval_batch_rows": 2048,
+        "eval_batch_rows": 2048, "ood": True,
     },
 }

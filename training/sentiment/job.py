@@ -32,26 +32,33 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from models.core.artifacts import Manifest
 from models.core.base import save_model
 from models.core.device import resolve_dtype, training_autocast
+from models.sentiment.encoders import family_of
 from models.sentiment.mc import DropoutRates, num_layers
 from models.sentiment.model import (
+    CheckpointError,
     build_tiny_classifier,
     encode_head_tail,
     load_pretrained_classifier,
     train_wordpiece_tokenizer,
 )
+from models.sentiment.predictor import SentimentPredictor
 from training.core import reports
+from training.core.base_models import base_record
 from training.core.batching import LengthGroupedBatches, eval_batches
 from training.core.cli import job_main
 from training.core.distributed import artifact_on_main, is_main_process, main_process_first
 from training.core.fetch import IMDB, MINILM, ensure_archive, ensure_extracted
 from training.core.jobs import job_manifest, start_job, write_job
 from training.core.loop import Trainer
+from training.core.ood_job import fit_for_job, with_ood
+from training.core.predicting import in_memory_predictor
 from training.core.scoring import accuracy, nll
 from training.core.splits import ClassificationData, TextSplit
 from training.sentiment.config import PRESETS, SentimentConfig
 from training.sentiment.data import Subsets, fit_to_validation, load_imdb, load_labelled_files, plan_subsets
 from training.sentiment.evaluation import EvalResult, EvalSets, evaluate_and_calibrate
 from training.sentiment.modes import Encoded, EvalSettings
+from training.sentiment.probes import job_ood_sets
 from training.sentiment.synthetic import load_synthetic
 
 log = logging.getLogger(__name__)
@@ -101,6 +108,22 @@ def _tiny(config: SentimentConfig, data: ClassificationData, cache: Path, checkp
         num_heads=config.tiny_heads, dropout=config.dropout, max_positions=max(64, config.max_length), seed=config.seed,
     )
     return model, tokenizer, {"name": "random-init", "tokenizer": "wordpiece trained on the training split"}
+
+
+def _base_model(config: SentimentConfig, data: ClassificationData, cache: Path, checkpoints: Path) -> Built:
+    """The user's checkpoint (`--base-model`): BERT, RoBERTa, DistilBERT on the fast MC path, other classifiers on
+    the generic one (a warning here, in the manifest and in `describe()`)."""
+    model = load_pretrained_classifier(config.base_model or "", data.label_names, dropout=config.dropout,
+                                       attention_dropout=config.attention_dropout)
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model, local_files_only=True)  # nosec B615 - a local dir
+    missing = [name for name in ("cls_token", "sep_token", "pad_token") if getattr(tokenizer, f"{name}_id") is None]
+    if missing:
+        raise CheckpointError(f"--base-model {config.base_model}: its tokenizer has no {', '.join(missing)}")
+    family = family_of(model)
+    if family is None:
+        log.warning("%s has no fast MC path: it will be served by the generic path (train-mode dropout on the whole "
+                    "model, correct but slower)", type(model).__name__)
+    return model, tokenizer, base_record(config.base_model or "", model, mc_path=family.name if family else "generic")
 
 
 MODELS: dict[str, Callable[[SentimentConfig, ClassificationData, Path, Path], Built]] = {
@@ -159,11 +182,17 @@ def build_manifest(config: SentimentConfig, preset: str, model: nn.Module, data:
         dropout={"rate": config.dropout,
                  "sites": {"hidden": rates.hidden, "attention": rates.attention, "head": rates.head},
                  "mc_sites": sorted(config.mc_sites), "mc_last_k": result.mc_last_k, "num_layers": num_layers(model),
+                 "mc_path": _mc_path(model),
                  "mc_last_k_evidence": result.evidence},
         default_mc_samples=config.mc_samples,
         calibration=result.calibration,
         metrics={**result.metrics, "training": history["summary"]},
     )
+
+
+def _mc_path(model: nn.Module) -> str:
+    family = family_of(model)
+    return family.name if family is not None else "generic (no fast path: train-mode dropout on the whole model)"
 
 
 def run(config: SentimentConfig, preset: str, output_dir: Path, cache_dir: Path) -> Path:
@@ -173,20 +202,22 @@ def run(config: SentimentConfig, preset: str, output_dir: Path, cache_dir: Path)
         data = DATASETS[config.data](config, cache_dir)  # a user's files are read and checked here, first
         sizes = config.subset_sizes() if config.data != "file" else fit_to_validation(
             config.subset_sizes(), len(data.splits["validation"]), config.calibration_folds, config.labelled_files())
-        model, tokenizer, encoder = MODELS[config.model](config, data, cache_dir, checkpoints)
+        build = _base_model if config.base_model else MODELS[config.model]
+        model, tokenizer, encoder = build(config, data, cache_dir, checkpoints)
     subsets = plan_subsets(data, sizes, config.split_seed + 1)
     model.to(device)
     log.info("data %s, model %s (%.1f M parameters) on %s; subsets %s", data.sizes(), type(model).__name__,
              sum(p.numel() for p in model.parameters()) / 1e6, device, subsets.record())
     history = train(config, model, tokenizer, data, subsets.part(data, "periodic"), device, str(checkpoints))
     return artifact_on_main(lambda: finish(config, preset, output_dir, model, tokenizer, data, subsets, encoder,
-                                           history, device))
+                                           history, device, cache_dir))
 
 
 def finish(config: SentimentConfig, preset: str, output_dir: Path, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
            data: ClassificationData, subsets: Subsets, encoder: dict[str, Any], history: dict[str, Any],
-           device: torch.device) -> Path:
-    """Evaluate, calibrate and write the artifact of the trained `model` (rank 0 only); returns its directory."""
+           device: torch.device, cache_dir: Path) -> Path:
+    """Evaluate, calibrate, fit the OOD statistics (training/core/ood_job.py) and write the artifact of the trained
+    `model` (rank 0 only); returns its directory."""
     def encoded(name: str) -> Encoded:
         part = subsets.part(data, name)
         return Encoded(_encode(tokenizer, part.texts, config), torch.tensor(part.labels))
@@ -213,12 +244,15 @@ def finish(config: SentimentConfig, preset: str, output_dir: Path, model: nn.Mod
         "map keeps accuracy": head["accuracy_change_from_map"] == 0.0,
     }
     manifest = build_manifest(config, preset, model, data, subsets, encoder, history, result)
+    predictor = in_memory_predictor(SentimentPredictor, model, tokenizer, manifest, device, settings.dtype)
+    fitted = fit_for_job(config, predictor, lambda: job_ood_sets(config, data, subsets, cache_dir))
+    manifest, save = with_ood(manifest, lambda staging: save_model(model, tokenizer, staging), fitted)
 
     def plots(out: Path) -> None:
         reports.plot_reliability(out / reports.RELIABILITY_FILE, result.figure_probs, result.figure_labels)
         reports.plot_risk_coverage(out / reports.RISK_COVERAGE_FILE, result.risk_coverage, config.target_risk)
 
-    path = write_job(output_dir, manifest, model, lambda staging: save_model(model, tokenizer, staging),
+    path = write_job(output_dir, manifest, model, save,
                      history, config.select_metric, plots)
     log.info("wrote %s: %s on %d test reviews: accuracy %.4f, ECE %.4f, best AUROC %.4f (%s)", path, head["mode"],
              head["test_n"], head["accuracy"], head["ece"], head["best_auroc"], head["best_measure"])

@@ -22,8 +22,9 @@ from training.core.fetch import IMDB, ensure_archive
 from training.core.ood_fit import OODSets
 from training.core.ood_probes import draw_probes
 from training.core.probes import sentences
+from training.core.splits import ClassificationData
 from training.sentiment.config import SentimentConfig
-from training.sentiment.data import load_imdb, plan_subsets
+from training.sentiment.data import Subsets, load_imdb, plan_subsets
 
 PROBE_KINDS = ("bible", "shakespeare", "austen", "news")
 
@@ -82,6 +83,15 @@ def ood_sets(train_texts: list[str], calibration_texts: list[str], test_texts: l
                    test_groups=["review"] * len(test_reviews) + ["snippet"] * len(test_snippets))
 
 
+def job_ood_sets(config: SentimentConfig, data: ClassificationData, subsets: Subsets, cache_dir: Path,
+                 sizes: OODSizes | None = None) -> OODSets:
+    """`ood_sets` of a job's data and validation parts: the reviews it fine-tunes on, the `calibration` part, the
+    test `headline` set (what the job fits at its end, and `artifact_ood_sets` re-cuts)."""
+    train = data.splits["train"].take(config.train_limit, config.split_seed)
+    return ood_sets(train.texts, subsets.part(data, "calibration").texts, subsets.part(data, "headline").texts,
+                    Path(cache_dir), sizes or OODSizes(), config.seed)
+
+
 def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = None) -> OODSets:
     """The OOD sets of a trained artifact's own data: its manifest's training config re-cuts the same IMDB splits
     and validation parts (training.sentiment.data) and names the reviews it was fine-tuned on."""
@@ -91,6 +101,4 @@ def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = 
         raise ValueError(f"OOD sets need IMDB data, the artifact was trained on {config.data!r}")
     data = load_imdb(ensure_archive(IMDB, cache_dir), config.split_seed, config.validation_size, config.test_size)
     subsets = plan_subsets(data, config.subset_sizes(), config.split_seed + 1)
-    train = data.splits["train"].take(config.train_limit, config.split_seed)
-    return ood_sets(train.texts, subsets.part(data, "calibration").texts, subsets.part(data, "headline").texts,
-                    Path(cache_dir), sizes or OODSizes(), config.seed)
+    return job_ood_sets(config, data, subsets, cache_dir, sizes)

@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from models.core.padding import pad_ids
 from training.core.batching import LengthGroupedBatches
-from training.translation.decoding import encode_sources
+from training.translation.decoding import encode_sources, encode_targets
 
 if TYPE_CHECKING:
     from training.translation.config import TranslationConfig
@@ -60,7 +60,7 @@ class PairBatches(LengthGroupedBatches):
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
                  config: TranslationConfig) -> tuple[list[list[int]], list[list[int]]]:
     return (encode_sources(tokenizer, [p[0] for p in pairs], config.max_input_tokens),
-            encode_sources(tokenizer, [p[1] for p in pairs], config.max_target_tokens))
+            encode_targets(tokenizer, [p[1] for p in pairs], config.max_target_tokens))
 
 
 def token_loss(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device,

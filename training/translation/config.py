@@ -87,9 +87,10 @@ class TranslationConfig(TrainConfig):
             raise ValueError(f"target_risk must be in (0, 1), got {self.target_risk}")
         validate_files(self)
         positions = PRESET_SIZES[self.model].max_positions
-        if max(self.max_input_tokens, self.max_target_tokens, self.max_new_tokens + 1) > positions:
+        needed = max(self.max_input_tokens, self.max_target_tokens, self.max_new_tokens + 1)
+        if self.base_model is None and needed > positions:
             raise ValueError("max_input_tokens/max_target_tokens/max_new_tokens + 1 must fit the model's "
-                             f"{positions} positions")
+                             f"{positions} positions")  # a --base-model's own positions: checked by the job
 
     def pair_files(self) -> PairFiles:
         """The `--data file` inputs (validate() made sure train_file is set)."""

@@ -20,3 +20,11 @@ def batches_by_length(ids: Sequence[Sequence[int]], batch_size: int) -> list[lis
     """Index batches, longest first (little padding; output back in input order by index)."""
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def encode_targets(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
+    """Target token ids (`text_target`: opus-mt's MarianTokenizer has its own target sentencepiece model; one joint
+    tokenizer encodes both sides alike) with `</s>`, cut to `max_tokens` as `encode_sources` cuts."""
+    eos = tokenizer.eos_token_id
+    return [ids if len(ids) <= max_tokens else ids[: max_tokens - 1] + [eos]
+            for ids in tokenizer(text_target=list(texts))["input_ids"]]

@@ -73,7 +73,7 @@ def distinct_output_ratio(sources: Sequence[str], outputs: Sequence[str]) -> flo
 
 def reference_ids(predictor: Any, targets: Sequence[str]) -> list[list[int]]:
     """Reference token ids as the decoder would produce them (`</s>` last), cut to the decode cap."""
-    return [ids[: predictor.max_new_tokens_cap] for ids in predictor.tokenizer(list(targets))["input_ids"]]
+    return [ids[: predictor.max_new_tokens_cap] for ids in predictor.tokenizer(text_target=list(targets))["input_ids"]]
 
 
 def choose_on_validation(predictor: Any, pairs: Sequence[tuple[str, str]], s: EvalSettings) -> tuple[Any, dict]:

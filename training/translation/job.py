@@ -33,14 +33,16 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from models.core.artifacts import Manifest
 from models.core.device import resolve_dtype, training_autocast
 from models.core.tokenizers import SPECIAL_TOKENS, train_joint_tokenizer
-from models.translation.model import PRESET_SIZES, build_marian_preset
+from models.translation.model import PRESET_SIZES, build_marian_preset, load_pretrained_marian
 from models.translation.predictor import TranslationPredictor
 from training.core import reports
+from training.core.base_models import base_record
 from training.core.cli import job_main
 from training.core.distributed import artifact_on_main, is_main_process, main_process_first
 from training.core.fetch import ensure_archive
 from training.core.jobs import job_manifest, start_job, write_job
 from training.core.loop import Trainer
+from training.core.ood_job import fit_for_job, with_ood
 from training.core.predicting import in_memory_predictor
 from training.core.sequence_choices import ChoiceSettings
 from training.core.splits import partition
@@ -55,7 +57,7 @@ from training.translation.data import (
 )
 from training.translation.decoding import batches_by_length
 from training.translation.evaluation import EvalSettings, evaluate_translation
-from training.translation.probes import build_probe_set
+from training.translation.probes import build_probe_set, ood_sets
 
 log = logging.getLogger(__name__)
 TASK = "translation"
@@ -74,12 +76,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         # lr 1e-3 with 150 warm-up steps collapsed the post-LN encoder (same output for every input); 5e-4/400 did not.
         "model": "quick", "epochs": 4, "batch_size": 32, "lr": 5e-4, "warmup_steps": 400, "weight_decay": 0.01,
         "label_smoothing": 0.1, "bf16": True, "max_steps": 1700, "eval_every": 200, "patience": 4,
-        "eval_subset": 300, "test_limit": 400, "probes_per_kind": 100, "num_threads": 2,
+        "eval_subset": 300, "test_limit": 400, "probes_per_kind": 100, "num_threads": 2, "ood": True,
     },
     "full": {
         "model": "full", "epochs": 30, "batch_size": 64, "lr": 7e-4, "warmup_steps": 2000, "label_smoothing": 0.1,
         "bf16": True, "eval_every": 1000, "patience": 5, "eval_subset": 999, "test_limit": None,
-        "probes_per_kind": 300, "sampling_samples": 10, "sampling_limit": 300,
+        "probes_per_kind": 300, "sampling_samples": 10, "sampling_limit": 300, "ood": True,
     },
 }
 
@@ -177,6 +179,9 @@ def build_manifest(config: TranslationConfig, preset: str, model: nn.Module, dat
             **{name: len(pairs) for name, pairs in parts.items()}}
     tokenizer_record = {"role": "tokenizer", "name": "joint byte-level BPE", "vocab_size": len(tokenizer),
                         "trained_on": "train split, source and target"}
+    if config.base_model:
+        tokenizer_record = base_record(config.base_model, model, tokenizer=type(tokenizer).__name__,
+                                       vocab_size=len(tokenizer))
     return job_manifest(
         TASK, preset, config, model,
         data={"sources": [data.source, tokenizer_record], "splits": data.sizes(), "used": used,
@@ -186,35 +191,54 @@ def build_manifest(config: TranslationConfig, preset: str, model: nn.Module, dat
                        "target_language": "de",
                        "token_conventions": {"specials": {t: i for i, t in enumerate(SPECIAL_TOKENS)},
                                              "source_suffix": "</s>", "decoder_start": "<s>",
-                                             "pre_tokenizer": "byte-level", "normalizer": "NFC"}},
+                                             "pre_tokenizer": "byte-level", "normalizer": "NFC"}
+                       if not config.base_model else {"tokenizer": type(tokenizer).__name__, "source_suffix": "</s>",
+                                                      "decoder_start_id": model.config.decoder_start_token_id}},
         dropout={"rate": config.dropout, "sites": config.rates, "mc_sites": sorted(config.mc_sites),
                  "mc_last_k": config.mc_last_k or layers, "num_layers": layers},
         default_mc_samples=config.mc_samples,
     )
 
 
+def fit_to_positions(config: TranslationConfig, positions: int) -> None:
+    """Lower the token limits that a `--base-model` with fewer positions than the preset assumes cannot hold."""
+    limits = {"max_input_tokens": positions, "max_target_tokens": positions, "max_new_tokens": positions - 1}
+    for name, most in limits.items():
+        if getattr(config, name) > most:
+            log.info("%s %d → %d: the base model has %d positions", name, getattr(config, name), most, positions)
+            setattr(config, name, most)
+
+
 def run(config: TranslationConfig, preset: str, output_dir: Path, cache_dir: Path) -> Path:
     """Train, then (rank 0) evaluate and write the artifact; returns its directory on every rank."""
     device, checkpoints = start_job(config, TASK, preset, cache_dir, config.device)
+    rates = config.rates
     with main_process_first():  # download, extraction and the tokenizer happen once (rank 0)
         data = DATASETS[config.data](config, cache_dir)
-        tokenizer = build_tokenizer(config, data.splits["train"], checkpoints)
-    rates = config.rates
-    model = build_marian_preset(config.model, len(tokenizer), dropout=rates["hidden"],
-                                attention_dropout=rates["attention"], activation_dropout=rates["activation"],
-                                seed=config.seed).to(device)
+        if config.base_model:  # the user's MarianMT checkpoint and its own tokenizer, fine-tuned
+            model, tokenizer = load_pretrained_marian(config.base_model, rates["hidden"], rates["attention"],
+                                                      rates["activation"])
+            fit_to_positions(config, int(model.config.max_position_embeddings))
+        else:
+            tokenizer = build_tokenizer(config, data.splits["train"], checkpoints)
+            model = build_marian_preset(config.model, len(tokenizer), dropout=rates["hidden"],
+                                        attention_dropout=rates["attention"], activation_dropout=rates["activation"],
+                                        seed=config.seed)
+    model.to(device)
     log.info("data %s, %s (%.1f M parameters, vocab %d) on %s", data.sizes(), type(model).__name__,
              sum(p.numel() for p in model.parameters()) / 1e6, len(tokenizer), device)
     parts = held_out_parts(config, data)
     history = train(config, model, tokenizer, data, parts["validation_periodic"], device, str(checkpoints))
-    return artifact_on_main(lambda: finish(config, preset, output_dir, model, tokenizer, data, parts, history, device))
+    return artifact_on_main(lambda: finish(config, preset, output_dir, model, tokenizer, data, parts, history, device,
+                                           cache_dir))
 
 
 def finish(config: TranslationConfig, preset: str, output_dir: Path, model: nn.Module,
            tokenizer: PreTrainedTokenizerBase, data: TranslationData, parts: dict[str, list[tuple[str, str]]],
-           history: dict[str, Any], device: torch.device) -> Path:
-    """Evaluate the trained `model` through the serving predictor (training/translation/evaluation.py), write
-    what it chose into the manifest and the artifact (rank 0 only); returns its directory."""
+           history: dict[str, Any], device: torch.device, cache_dir: Path) -> Path:
+    """Evaluate the trained `model` through the serving predictor (training/translation/evaluation.py), fit the OOD
+    statistics (training/core/ood_job.py), write what it chose into the manifest and the artifact (rank 0 only);
+    returns its directory."""
     from models.core.base import save_model
 
     pool = parts["probe_pool"]
@@ -238,14 +262,15 @@ def finish(config: TranslationConfig, preset: str, output_dir: Path, model: nn.M
                         "evaluation_seconds": round(time.perf_counter() - started, 1)}
     manifest.calibration = result.calibration
     manifest.dropout["mc_last_k"] = result.last_k
+    fitted = fit_for_job(config, predictor, lambda: ood_sets(data, cache_dir, config.seed))
+    manifest, save = with_ood(manifest, lambda staging: save_model(model, tokenizer, staging), fitted)
 
     def plots(out: Path) -> None:
         reports.plot_risk_coverage(out / reports.RISK_COVERAGE_FILE, result.curves, None,
                                    ylabel="mean (1 − sentence chrF / 100) of kept test verses",
                                    title=f"translation risk-coverage (test, T = {config.mc_samples})")
 
-    path = write_job(output_dir, manifest, model, lambda staging: save_model(model, tokenizer, staging),
-                     history, "nll", plots)
+    path = write_job(output_dir, manifest, model, save, history, "nll", plots)
     greedy = result.metrics["quality"]["greedy"]
     log.info("wrote %s: greedy BLEU %.2f chrF %.2f on %d test verses (%.0f s evaluation)", path, greedy["bleu"],
              greedy["chrf"], result.metrics["test_n"], manifest.metrics["evaluation_seconds"])

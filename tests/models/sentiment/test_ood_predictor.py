@@ -53,7 +53,10 @@ def test_fit_choose_threshold_and_serve_at_every_t(artifact: Path, tmp_path: Pat
                                                                                                   None)
     detector, report = fit_ood(predictor, _sets(), OODSettings(layers=[0, 1, 2], k=3))
     assert report["validation_flag_rate"] <= 0.05 and report["test"]["auroc"] > 0.9
-    assert set(report["candidates"]) == {f"{m}/layer_{n}" for m in ("knn_cosine", "mahalanobis") for n in (0, 1, 2)}
+    plain_names = {f"{m}/layer_{n}" for m in ("knn_cosine", "mahalanobis") for n in (0, 1, 2)}
+    assert {name.split("/length_")[0] for name in report["candidates"]} == plain_names  # plus length-term variants
+    assert set(report["table"]["all"]) == plain_names | {report["chosen"]["candidate"]}
+    assert detector.length_coef == report["chosen"]["length_coef"] <= 0.0
     new = write_with_ood(artifact, tmp_path, detector, report)
     served = SentimentPredictor.load(new, PredictorOptions())
     assert served.manifest.metrics["ood"]["chosen"]["layer"] == detector.layer

@@ -1,0 +1,96 @@
+"""The jobs' OOD step (training/core/ood_job.py) and the refit CLI run the same code on the same sets: the tiny
+generation job with `--ood true` writes a served detector and the probe kind × measure table, `python -m
+training.ood --task generation` on that artifact fits the same detector; the switch and its skips; translation's
+sets. The probe archives are replaced by in-memory pools (tests stay offline)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from models.core.artifacts import verify_artifact
+from models.core.predictor import MCRequest, PredictorOptions
+from models.generation.predictor import GenerationPredictor
+from training.core import ood_probes
+from training.core.fetch import FetchError
+from training.core.ood_job import fit_for_job, with_ood
+from training.generation.job import main as generation_main
+from training.ood.__main__ import main as ood_main
+from training.translation.data import load_synthetic_translation
+from training.translation.probes import OODSizes, ood_sets
+
+_WORDS = {"bible": "unto lord thee thou hath spake israel moses begat", "shakespeare": "thy doth prithee o hark anon",
+          "austen": "sister estate fortune ball carriage regiment", "news": "shares index startup software cloud app"}
+
+
+def _pool(kind: str) -> list[str]:
+    rng = random.Random(kind)
+    words = _WORDS[kind].split()
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(8, 14))).capitalize() + "." for _ in range(200)]
+
+
+@pytest.fixture
+def offline_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for kind in ood_probes.POOLS:
+        monkeypatch.setitem(ood_probes.POOLS, kind, lambda cache, kind=kind: _pool(kind))
+
+
+def test_generation_job_fits_ood_and_the_cli_refits_the_same(tmp_path: Path, offline_probes: None) -> None:
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert generation_main(["--preset", "tiny", "--ood", "true", "--output-dir", str(out),
+                            "--cache-dir", str(cache)]) == 0
+    (artifact,) = (out / "generation").iterdir()
+    manifest = verify_artifact(artifact)
+    report = manifest.metrics["ood"]
+    assert {"ood/ood.json", "ood/stats.safetensors", "reports/ood.json"} <= set(manifest.files)
+    assert set(report["table"]) == {"bible", "shakespeare", "news", "all"}  # not the corpus' own kind (austen)
+    assert report["chosen"]["pooling"] == "mean_skip_first" and report["validation_flag_rate"] <= 0.05
+    assert manifest.data["ood"]["probes"]["kinds"] == ["bible", "shakespeare", "news"]
+    assert "ood" in json.loads((artifact / "reports" / "metrics.json").read_text())
+    served = GenerationPredictor.load(artifact, PredictorOptions(device="cpu", dtype="float32"))
+    assert served.ood is not None and served.ood.layer == report["chosen"]["layer"]
+    (got,) = served.predict([served.prepare("Zebra quartz xylophone!", {"max_new_tokens": 2})], [MCRequest(0, 1)])
+    assert got.ood_score is not None and got.out_of_distribution == (got.ood_score > 1.0)
+
+    assert ood_main(["--task", "generation", "--artifact", str(artifact), "--output-dir", str(out),
+                     "--cache-dir", str(cache)]) == 0
+    refit = verify_artifact(next(p for p in (out / "generation").iterdir() if p != artifact))
+    again = refit.metrics["ood"]
+    assert again["fitted_on"] == report["fitted_on"] and again["n"] == report["n"]
+    assert {k: again["chosen"][k] for k in ("method", "layer", "pooling")} == \
+        {k: report["chosen"][k] for k in ("method", "layer", "pooling")}
+    assert again["chosen"]["threshold"] == pytest.approx(report["chosen"]["threshold"], rel=1e-3)
+
+
+class _Config:
+    def __init__(self, ood: bool, data: str) -> None:
+        self.ood, self.data = ood, data
+
+
+def test_the_switch_and_its_skips() -> None:
+    def never() -> None:
+        raise AssertionError("sets built although the fit is off")
+
+    assert fit_for_job(_Config(False, "imdb"), None, never) is None
+    assert fit_for_job(_Config(True, "file"), None, never) is None  # a user's data: the built-in probes may be in it
+
+    def unavailable() -> None:
+        raise FetchError("no network")
+
+    assert fit_for_job(_Config(True, "imdb"), None, unavailable) is None  # the trained model is still written
+    manifest, save = object(), lambda staging: None
+    assert with_ood(manifest, save, None) == (manifest, save)  # type: ignore[arg-type]
+
+
+def test_translation_sets_are_disjoint_and_repeatable(tmp_path: Path, offline_probes: None) -> None:
+    data = load_synthetic_translation(3, n=400, max_ratio=3.0)
+    sizes = OODSizes(bank=100, choice=10, threshold=15, test=20, choice_probes=5, test_probes=8)
+    sets = ood_sets(data, tmp_path, 0, sizes)
+    assert sets == ood_sets(data, tmp_path, 0, sizes)
+    assert (len(sets.bank), len(sets.choice), len(sets.threshold), len(sets.test)) == (100, 10, 15, 20)
+    assert not set(sets.choice) & set(sets.threshold)
+    assert sets.test_probes.counts() == {"shakespeare": 8, "austen": 8, "news": 8, "german": 8}
+    assert not set(sets.choice_probes.texts) & set(sets.test_probes.texts)

@@ -1,0 +1,1 @@
+"""`python -m training.calibrate`: wrap an already fine-tuned checkpoint into an artifact without training."""

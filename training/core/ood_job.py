@@ -1,0 +1,63 @@
+"""A training job's OOD step: fit the detector at the end of training through the code `python -m training.ood`
+runs (training/core/ood_fit.py on the task's `ood_sets`), and put it into the artifact being written.
+
+`fit_for_job(config, predictor, make_sets, pooling)` → (detector, report) or None:
+- None, with a log line saying why, when `config.ood` is false (the `tiny` presets: synthetic data has no
+  out-of-domain counterpart worth a threshold), when `config.data == "file"` (the built-in probes, Bible verses,
+  Shakespeare, Austen, news templates, may be a user's own domain, and a threshold fitted against them would
+  flag nothing that matters), or when the probes' pinned archives cannot be fetched (`FetchError`: the trained
+  model is kept; `python -m training.ood` adds the statistics later);
+- otherwise `fit_ood` on `make_sets()` at every feature layer of the predictor, both methods, kNN k = 10.
+`with_ood(manifest, save, fitted)` → (manifest, save): the manifest with `metrics["ood"]` (the report, whose
+`table` is probe kind × measure test AUROC) and `data["ood"]` (where the sets came from), and a staging callback
+that also writes `ood/` and `reports/ood.json` (training/core/ood_artifact.py); unchanged when `fitted` is None.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from models.core.artifacts import Manifest
+from models.core.ood import OODDetector
+from training.core.fetch import FetchError
+from training.core.ood_artifact import ood_manifest, write_ood_files
+from training.core.ood_fit import OODSets, OODSettings, fit_ood
+
+log = logging.getLogger(__name__)
+Fitted = tuple[OODDetector, dict[str, Any]]
+
+
+def fit_for_job(config: Any, predictor: Any, make_sets: Callable[[], OODSets], pooling: str = "mean") -> Fitted | None:
+    """See module docstring. `predictor` is the serving predictor built in memory (training/core/predicting.py)."""
+    if not getattr(config, "ood", False):
+        log.info("OOD statistics: off (--ood false); the artifact serves ood_score null")
+        return None
+    if getattr(config, "data", None) == "file":
+        log.info("OOD statistics: skipped for --data file (the built-in probes may be in your domain); "
+                 "the artifact serves ood_score null")
+        return None
+    try:
+        sets = make_sets()
+    except FetchError as exc:
+        log.warning("OOD statistics: skipped, a probe archive is not available (%s); add them later with "
+                    "python -m training.ood", exc)
+        return None
+    settings = OODSettings(layers=list(range(predictor.ood_feature_layers())), pooling=pooling)
+    return fit_ood(predictor, sets, settings)
+
+
+def with_ood(manifest: Manifest, save: Callable[[Path], None],
+             fitted: Fitted | None) -> tuple[Manifest, Callable[[Path], None]]:
+    """See module docstring."""
+    if fitted is None:
+        return manifest, save
+    detector, report = fitted
+
+    def save_all(staging: Path) -> None:
+        save(staging)
+        write_ood_files(staging, detector, report)
+
+    return ood_manifest(manifest, report), save_all
