@@ -21,7 +21,7 @@ import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +90,13 @@ class Manifest:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
-def new_version_id(now: datetime | None = None) -> str:
-    """Sortable, unique version id: UTC timestamp plus a short random suffix."""
+def new_version_id(now: datetime | None = None, after: str | None = None) -> str:
+    """Sortable, unique version id: UTC timestamp plus a short random suffix. With `after` (the version a new
+    one derives from) the id sorts after it even within the same second, since the newest id is served."""
     now = now or datetime.now(UTC)
+    if after is not None:
+        floor = datetime.strptime(after.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        now = max(now, floor + timedelta(seconds=1))
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 

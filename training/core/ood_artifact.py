@@ -28,7 +28,8 @@ def ood_manifest(manifest: Manifest, report: dict[str, Any], derived_from: str |
                                      **({"derived_from": derived_from} if derived_from else {})}}
     changes: dict[str, Any] = {"metrics": {**manifest.metrics, "ood": report}, "data": data}
     if derived_from:
-        changes.update(version=new_version_id(), created_at=datetime.now(UTC).isoformat(timespec="seconds"), files={})
+        changes.update(version=new_version_id(after=manifest.version),
+                       created_at=datetime.now(UTC).isoformat(timespec="seconds"), files={})
     return dataclasses.replace(manifest, **changes)
 
 

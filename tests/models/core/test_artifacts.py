@@ -126,3 +126,15 @@ def test_wrong_task_for_loader(tmp_path: Path) -> None:
         load_predictor(art, PredictorOptions())
     with pytest.raises(ArtifactError, match="is not 'sentiment'"):
         SentimentPredictor.load(art, PredictorOptions())
+
+
+def test_a_derived_version_sorts_after_its_source_within_the_same_second() -> None:
+    from datetime import UTC, datetime
+
+    from models.core.artifacts import new_version_id
+
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    source = "20260101T120000Z-ffffff"  # the largest suffix: a same-second id could only sort before it
+    derived = [new_version_id(now, after=source) for _ in range(20)]
+    assert all(d > source for d in derived)
+    assert new_version_id(datetime(2026, 1, 2, tzinfo=UTC), after=source).startswith("20260102T000000Z-")
