@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoTokenizer
 from models.core.loading import CheckpointError, checkpoint_dir
 from models.sentiment.encoders import family_of
 from models.sentiment.model import load_pretrained_classifier
+from training.calibrate import validate_calibration
 from training.core.base_models import base_record
 from training.core.datafiles import DataFileError, file_record, holdout_split
 from training.core.jobs import start_job
@@ -38,14 +39,7 @@ class CalibrateConfig(SentimentConfig):
     """Calibrate an already fine-tuned classifier (--base-model) on your validation file, without training."""
 
     def validate(self) -> None:
-        if not self.base_model or not self.validation_file:
-            raise ValueError("calibration needs --base-model PATH and --validation-file FILE")
-        given = self.train_file
-        self.train_file = given or self.validation_file  # --data file wants a train file; here it is optional
-        try:
-            super().validate()
-        finally:
-            self.train_file = given
+        validate_calibration(self, super().validate)
 
 
 def _labelled(path: Path, config: CalibrateConfig, ids: dict[str, int]) -> tuple[list[str], list[int], list[int]]:

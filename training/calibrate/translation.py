@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from models.translation.model import load_pretrained_marian
+from training.calibrate import validate_calibration
 from training.core.datafiles import file_record, holdout_split
 from training.core.jobs import start_job
 from training.core.splits import partition
@@ -33,14 +34,7 @@ class CalibrateConfig(TranslationConfig):
     """Calibrate an already fine-tuned MarianMT checkpoint (--base-model) on your validation pairs, without training."""
 
     def validate(self) -> None:
-        if not self.base_model or not self.validation_file:
-            raise ValueError("calibration needs --base-model PATH and --validation-file FILE")
-        given = self.train_file
-        self.train_file = given or self.validation_file  # --data file wants a train file; here it is optional
-        try:
-            super().validate()
-        finally:
-            self.train_file = given
+        validate_calibration(self, super().validate)
 
 
 def load_data(config: CalibrateConfig) -> TranslationData:

