@@ -11,7 +11,8 @@ runs, on the same validation items and each choice before what depends on it:
 1. last-k: each candidate k scores `outputs` under T masks; the serving k is `s.last_k` when fixed, else
    the smallest k whose best PRR (any measure) is within `s.tolerance` of the best candidate's;
 2. τ: `references` scored under T masks at that k, NLL on the τ grid (sequence_quality.TemperatureGrid);
-3. the abstain rule: `outputs` re-scored at (k, τ), then `select_rule(measures, rule_losses, s.target_risk)`.
+3. the abstain rule: `outputs` re-scored at (k, τ), then `select_rule(measures, rule_losses, s.target_risk)`,
+   turned off (threshold None) by `usable_rule` when it keeps less than `s.min_coverage` of validation.
 Returns `Choices(last_k, calibration, report)`; `calibration` is the manifest section models.core.calibration
 reads ({"temperature", "abstain": {"measure", "threshold", "target_risk", ...}}) plus what it was fitted on.
 
@@ -39,6 +40,7 @@ from training.core.sequence_quality import (
     outcome,
     prr_table,
     select_rule,
+    usable_rule,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class ChoiceSettings:
     target_risk: float
     batch_size: int
     seed: int
+    min_coverage: float = 0.5  # below this the uncertainty rule is off (sequence_quality.usable_rule)
 
 
 @dataclass(frozen=True)
@@ -102,18 +105,18 @@ def fit_on_validation(predictor: Any, prompts: Ids, outputs: Ids, references: Id
              ", at the grid's bound" if fit["at_bound"] else "")
     measures = scored_measures(rebuilt(serving, calibration={"temperature": tau}), prompts, outputs, s,
                                "validation: abstain rule")
-    rule = select_rule(measures, rule_losses, s.target_risk)
-    log.info("validation: abstain when %s is past %.4f (coverage %.3f at target %.3f)", rule["measure"],
-             rule["threshold"], rule["coverage"], s.target_risk)
-    if rule["coverage"] == 0.0:
-        log.warning("no threshold meets the target risk %.3f on validation: the rule abstains on every output",
-                    s.target_risk)
+    rule = usable_rule(select_rule(measures, rule_losses, s.target_risk), s.min_coverage)
+    if rule["threshold"] is None:
+        log.warning("validation: abstain rule off: %s", rule["off"])
+    else:
+        log.info("validation: abstain when %s is past %.4f (coverage %.3f at target %.3f)", rule["measure"],
+                 rule["threshold"], rule["coverage"], s.target_risk)
     calibration = {
         "temperature": tau, "mc_samples": s.mc_samples, "mc_last_k": chosen,
         "fitted_on": f"{len(prompts)} validation items outside early stopping's part (last-k, τ, then the rule)",
         "temperature_fit": {k: v for k, v in fit.items() if k != "grid"},
         "abstain": {name: rule[name] for name in ("measure", "threshold", "target_risk", "coverage", "achieved_risk",
-                                                  "prr")} | {"fitted_n": len(prompts)},
+                                                  "prr", "off") if name in rule} | {"fitted_n": len(prompts)},
     }
     report = {"n": len(prompts), "last_k": {"candidates": table, "chosen": chosen, "fixed": s.last_k is not None,
                                             "tolerance": s.tolerance},

@@ -158,3 +158,14 @@ def outcome(abstain: torch.Tensor, losses: torch.Tensor, bad: torch.Tensor | Non
     if bad is not None:
         out["bad_share_all"], out["bad_share_kept"] = mean(bad, torch.ones_like(keep)), mean(bad, keep)
     return out
+
+
+def usable_rule(rule: dict[str, Any], min_coverage: float) -> dict[str, Any]:
+    """`rule` (from select_rule) when it keeps at least `min_coverage` of validation; otherwise the same record
+    with `threshold` None (serving then never abstains for uncertainty) and `off` saying why: a rule that flags
+    most outputs says nothing about any one of them."""
+    if rule["coverage"] >= min_coverage:
+        return rule
+    return {**rule, "threshold": None,
+            "off": f"no measure meets the target risk {rule['target_risk']:.3f} while keeping "
+                   f"{min_coverage:.0%} of validation (best: {rule['measure']} at {rule['coverage']:.1%})"}

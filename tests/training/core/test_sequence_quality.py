@@ -118,3 +118,14 @@ def test_predictions_do_not_depend_on_the_batching(translation: TranslationPredi
     cooler = rebuilt(translation, calibration={"temperature": 2.0}, last_k=1)
     assert cooler.calibration.temperature == 2.0 and cooler.model is translation.model
     assert translation.calibration.temperature == 1.0 and math.isfinite(cooler.describe()["calibration"]["temperature"])
+
+
+def test_a_rule_that_keeps_too_little_of_validation_is_turned_off() -> None:
+    from training.core.sequence_quality import usable_rule
+
+    measures = {"mean_token_entropy": torch.linspace(0.0, 1.0, 50)}
+    losses = torch.full((50,), 0.7)  # every output equally bad: only an empty kept set meets 0.55
+    rule = usable_rule(select_rule(measures, losses, 0.55), min_coverage=0.5)
+    assert rule["threshold"] is None and "0.550" in rule["off"] and "50%" in rule["off"]
+    good = select_rule(measures, torch.linspace(0.0, 1.0, 50), 0.3)  # low entropy = low loss
+    assert usable_rule(good, min_coverage=0.2) is good and good["threshold"] is not None
