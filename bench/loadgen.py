@@ -91,6 +91,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_ready(proc: subprocess.Popen, url: str, timeout_s: float, log_path: Path, what: str) -> None:
+    """Poll `url` until it answers 200; RuntimeError naming `log_path` if `proc` exits or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}; see {log_path}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready within {timeout_s:.0f} s; see {log_path}")
+        time.sleep(0.1)
+
+
 @contextmanager
 def server(artifacts: Path, extra_env: dict[str, str], ready_timeout_s: float, log_path: Path
            ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
@@ -103,18 +119,7 @@ def server(artifacts: Path, extra_env: dict[str, str], ready_timeout_s: float, l
         proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://{LOOPBACK}:{port}"
     try:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready within {ready_timeout_s:.0f} s; see {log_path}")
-            time.sleep(0.1)
+        wait_ready(proc, f"{base}/health/ready", ready_timeout_s, log_path, "server")
         yield proc, base
     finally:
         if proc.poll() is None:

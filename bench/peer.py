@@ -27,15 +27,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-import httpx
-
-from bench.loadgen import HEADER, LOOPBACK, RunResult, free_port, measure, model_facts, ratio, server
+from bench.loadgen import HEADER, LOOPBACK, RunResult, free_port, measure, model_facts, ratio, server, wait_ready
 from bench.texts import reviews
 
 
@@ -51,18 +48,7 @@ def peer(model_dir: Path, batch: int, dtype: str, threads: int | None, log_path:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://{LOOPBACK}:{port}"
     try:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"peer exited with {proc.returncode}; see {log_path}")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"peer not ready within {ready_timeout_s:.0f} s; see {log_path}")
-            time.sleep(0.2)
+        wait_ready(proc, f"{base}/health", ready_timeout_s, log_path, "peer")
         yield base
     finally:
         if proc.poll() is None:

@@ -51,6 +51,18 @@ class Probes:
 
 
 @dataclass(frozen=True)
+class OODSizes:
+    """How many texts each set of a sequence task's fit takes (its `ood_sets`); probes are per kind."""
+
+    bank: int = 2000
+    choice: int = 200
+    threshold: int = 300
+    test: int = 400
+    choice_probes: int = 150
+    test_probes: int = 300
+
+
+@dataclass(frozen=True)
 class OODSets:
     """Texts of one fit (module docstring); `record` says where each set came from, for the manifest."""
 

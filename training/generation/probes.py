@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.core.ood_fit import OODSets
+from training.core.ood_fit import OODSets, OODSizes
 from training.core.ood_probes import POOLS, draw_probes
 from training.core.probes import sentences, shuffle_words
 from training.generation.config import GenerationConfig
@@ -121,18 +121,6 @@ def build_prose_probe_set(
 
 OOD_POOLING = "mean_skip_first"
 CORPUS_KIND = {"austen": "austen", "synthetic": "austen", "shakespeare": "shakespeare", "bible": "bible"}
-
-
-@dataclass(frozen=True)
-class OODSizes:
-    """How many sentences each OOD set takes (module docstring); probes are per kind."""
-
-    bank: int = 2000
-    choice: int = 200
-    threshold: int = 300
-    test: int = 400
-    choice_probes: int = 150
-    test_probes: int = 300
 
 
 def ood_sets(split: ProseSplit, data: str, cache_dir: Path, seed: int, sizes: OODSizes | None = None) -> OODSets:

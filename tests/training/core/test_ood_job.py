@@ -16,11 +16,12 @@ from models.core.predictor import MCRequest, PredictorOptions
 from models.generation.predictor import GenerationPredictor
 from training.core import ood_probes
 from training.core.fetch import FetchError
+from training.core.ood_fit import OODSizes
 from training.core.ood_job import fit_for_job, with_ood
 from training.generation.job import main as generation_main
 from training.ood.__main__ import main as ood_main
 from training.translation.data import load_synthetic_translation
-from training.translation.probes import OODSizes, ood_sets
+from training.translation.probes import ood_sets
 
 _WORDS = {"bible": "unto lord thee thou hath spake israel moses begat", "shakespeare": "thy doth prithee o hark anon",
           "austen": "sister estate fortune ball carriage regiment", "news": "shares index startup software cloud app"}
