@@ -8,10 +8,12 @@ import pytest
 
 from models.core.artifacts import list_artifacts, verify_artifact
 from models.core.predictor import MCRequest, PredictorOptions
+from models.generation.predictor import GenerationPredictor
 from models.sentiment.predictor import SentimentPredictor
 from models.translation.predictor import TranslationPredictor
-from tests.checkpoints import PAIRS, save_classifier, save_marian
+from tests.checkpoints import PAIRS, save_classifier, save_llama, save_marian
 from training.calibrate.__main__ import main
+from training.generation.synthetic import synthetic_documents
 
 TICKETS = Path(__file__).parents[2] / "examples" / "support_tickets.csv"
 LABELS = ("account", "billing", "shipping", "technical")
@@ -75,3 +77,32 @@ def test_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--task", "classification", "--name", "x"])
     assert exited.value.code == 2 and "--base-model" in capsys.readouterr().err
+
+
+def _prose(path: Path) -> Path:
+    path.write_text("\n\n".join(synthetic_documents(seed=3).values()), "utf-8")
+    return path
+
+
+def test_generation_checkpoint_with_dropout_is_calibrated_and_served(tmp_path: Path) -> None:
+    base = save_llama(tmp_path / "llama", dropout=0.1, seed=1)
+    assert main(["--task", "generation", *_common(tmp_path, base, _prose(tmp_path / "val.txt"), "my-lm")]) == 0
+    (artifact,) = list_artifacts(tmp_path / "a", "my-lm")
+    manifest = verify_artifact(artifact)
+    assert manifest.metrics["training"]["steps"] == 0 and manifest.dropout["rate"] == 0.1
+    abstain = manifest.calibration["abstain"]
+    assert manifest.calibration["temperature"] > 0 and abstain["fitted_n"] > 0 and abstain["measure"]
+    assert manifest.data["used_blocks"]["validation_periodic"] == 0  # nothing trained: no early-stopping part
+    assert manifest.data["used_blocks"]["validation_calibration"] > 0 and manifest.data["used_blocks"]["test_prompts"]
+    predictor = GenerationPredictor.load(artifact, PredictorOptions())
+    (out,) = predictor.predict([predictor.prepare("It was a", {"max_new_tokens": 4})], [MCRequest(3, 1)])
+    assert out.uncertainty is not None
+
+
+def test_a_causal_lm_without_dropout_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = save_llama(tmp_path / "llama", dropout=0.0)
+    capsys.readouterr()
+    assert main(["--task", "generation", *_common(tmp_path, base, _prose(tmp_path / "v.txt"), "plain")]) == 1
+    err = capsys.readouterr().err
+    assert "has no dropout" in err and "python -m training.generation --base-model" in err
+    assert not (tmp_path / "a").exists()

@@ -1,4 +1,4 @@
-"""`python -m training.calibrate --task classification|translation --base-model PATH --validation-file FILE
+"""`python -m training.calibrate --task classification|translation|generation --base-model PATH --validation-file FILE
 --name NAME [--test-file FILE] [--train-file FILE] [--output-dir artifacts] [--cache-dir .cache] [--FIELD VALUE ...]`
 
 Wraps an already fine-tuned checkpoint into an artifact without training a step: checks its dropout (a checkpoint
@@ -7,7 +7,9 @@ without any is refused: MC dropout over it would report zero uncertainty), then 
 among the MC modes, τ and the confidence map or the sequence abstain rule), the report on a held-out part (or
 `--test-file`), the manifest and reports through models.core.artifacts.write_artifact. `--train-file` names the
 data the model was fine-tuned on, recorded as the training split (the OOD step of the jobs reads it; for a user's
-files it is skipped, as in the jobs). Every other `--field value` is the task job's config field (`--help`).
+files it is skipped, as in the jobs). Generation also re-calibrates on a built-in corpus (`--data austen` with one
+of our artifacts' `model/` as --base-model: the job's own held-out spans, OOD fitted too; no --validation-file).
+Every other `--field value` is the task job's config field (`--help`).
 Prints the artifact's path; exit status 0, 1 for a bad file or checkpoint (the message says what to fix), 2 for
 bad arguments.
 """
@@ -19,13 +21,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from training.calibrate import classification, translation
+from training.calibrate import classification, generation, translation
 from training.core.cli import job_main
 
 # task → (config class, presets, run(config, preset, output_dir, cache_dir) -> artifact path, extra preset)
 TASKS: dict[str, tuple[type, dict[str, dict[str, Any]], Callable[..., Path]]] = {
     "classification": (classification.CalibrateConfig, classification.PRESETS, classification.run),
     "translation": (translation.CalibrateConfig, translation.PRESETS, translation.run),
+    "generation": (generation.CalibrateConfig, generation.PRESETS, generation.run),
 }
 
 

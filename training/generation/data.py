@@ -85,7 +85,8 @@ def load_text_files(files: TextFiles) -> tuple[Corpus, ProseSplit]:
     documents = {files.train.name if one_document else f"{files.train.name}, line {line}": text
                  for line, text in read["train"].items()}
     fractions = {name: fraction for name, fraction in (("validation", files.validation_fraction),
-                                                       ("test", files.test_fraction)) if name not in read}
+                                                       ("test", files.test_fraction))
+                 if name not in read and fraction > 0}  # 0: that split is not wanted (calibration's validation)
     held = {name: list(read[name].values()) for name in ("validation", "test") if name in read}
     if not fractions:
         split = ProseSplit({"train": list(documents.values()), **held}, (), 0.0, 0.0, files.seed, "given files")

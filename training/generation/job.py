@@ -96,6 +96,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         # last-1 / 2 / 6 gave sentence OOD AUROC of MI 0.860 / 0.851 / 0.818 and equal token-error AUROCs,
         # and last-1 is the cheapest; the report still compares 2 and 6.
         "mc_last_k": 1, "compare_last_k": (2, 6), "ood": True,
+        # SmolLM2-135M's greedy next token misses the true one on 68 % of validation continuation tokens: the
+        # default 0.55 was met only by keeping 2 % of validation prompts (so the rule was off). 0.65 asks the rule
+        # for what it can deliver on this model: fewer misses among the prompts it keeps.
+        "target_risk": 0.65,
     },
     "full": {
         "epochs": 2, "batch_size": 16, "lr": 5e-5, "block_size": 256, "bf16": True, "eval_every": 500,
