@@ -31,11 +31,11 @@ def load_predictor(artifact_dir: Path, options: PredictorOptions) -> Predictor:
     """Load the artifact at `artifact_dir` with the loader of its manifest's task and `options.backend`.
     Raises ArtifactError (unknown task, or no such backend for the task)."""
     manifest = read_manifest(artifact_dir)
-    loader = LOADERS.get(manifest.task)
+    loader = LOADERS.get(manifest.predictor_task)
     if loader is None:
         raise ArtifactError(f"{artifact_dir}: no predictor for task {manifest.task!r}; known: {sorted(LOADERS)}")
     if options.backend != "torch":
-        loader = BACKEND_LOADERS.get((manifest.task, options.backend))
+        loader = BACKEND_LOADERS.get((manifest.predictor_task, options.backend))
         if loader is None:
             raise ArtifactError(f"no {options.backend!r} backend for task {manifest.task!r}; "
                                 f"available: {sorted(BACKEND_LOADERS)}")

@@ -22,18 +22,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.core.artifacts import ArtifactError, list_artifacts, read_manifest, resolve_artifact
+from models.core.artifacts import (
+    ArtifactError,
+    canonical_task,
+    list_artifacts,
+    read_manifest,
+    resolve_artifact,
+)
 from service.settings import Settings
 
 TRAINING_STATUS = ".training.json"
-# Request and manifest task names that mean another task (the issue's name for the sentiment task's kind).
-TASK_ALIASES = {"classification": "sentiment"}
-
-
-def canonical_task(task: str) -> str:
-    """`task` with aliases folded (`classification` → `sentiment`)."""
-    return TASK_ALIASES.get(task, task)
-
 
 def _complete(root: Path, name: str) -> bool:
     return bool(list_artifacts(root, name))

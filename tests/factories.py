@@ -42,7 +42,7 @@ def make_tiny_sentiment_artifact(
     tokenizer = train_wordpiece_tokenizer(CORPUS, vocab_size=200)
     model = build_tiny_classifier(len(tokenizer), labels, num_layers=num_layers, dropout=dropout, seed=seed)
     manifest = Manifest(
-        task="sentiment",
+        task="classification",
         name=name,
         version=new_version_id(),
         model_class=type(model).__name__,

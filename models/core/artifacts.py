@@ -28,6 +28,20 @@ from typing import Any
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_DIR = "model"
+# A manifest's `task` is the model's kind; the sentiment predictor serves every classification model, so the
+# kind `classification` (what jobs write) and the older `sentiment` both name it.
+TASK_ALIASES = {"classification": "sentiment"}
+MANIFEST_TASKS = {"sentiment": "classification"}
+
+
+def canonical_task(task: str) -> str:
+    """The predictor task of a manifest or request task name (`classification` → `sentiment`)."""
+    return TASK_ALIASES.get(task, task)
+
+
+def manifest_task(task: str) -> str:
+    """What a job writes as its manifest's `task` for predictor task `task` (`sentiment` → `classification`)."""
+    return MANIFEST_TASKS.get(task, task)
 REPORTS_DIR = "reports"
 # Weight formats that unpickle arbitrary code on load; an artifact holding one is refused.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -70,7 +84,12 @@ class Manifest:
     @property
     def model_name(self) -> str:
         """The model's name: `name`, or the task's default model (named after the task) when the manifest has none."""
-        return self.name or self.task
+        return self.name or canonical_task(self.task)
+
+    @property
+    def predictor_task(self) -> str:
+        """The task of the predictor that serves this artifact (`task` with aliases folded)."""
+        return canonical_task(self.task)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

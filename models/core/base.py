@@ -73,7 +73,7 @@ class BasePredictor:
                  options: PredictorOptions) -> None:
         self.manifest = manifest
         self.options = options
-        self.name = self.task
+        self.name = manifest.model_name
         self.version = manifest.version
         self.default_mc_samples = int(manifest.default_mc_samples)
         self.tokenizer = tokenizer

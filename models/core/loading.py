@@ -16,7 +16,7 @@ def load_verified(artifact_dir: Path, task: str, model_class: Any) -> tuple[Mani
     """Verify `artifact_dir` (checksums, no pickle), check it holds `task`, and load its model with
     `model_class.from_pretrained` (safetensors only) and its tokenizer. Raises ArtifactError."""
     manifest = verify_artifact(artifact_dir)
-    if manifest.task != task:
+    if manifest.predictor_task != task:
         raise ArtifactError(f"{artifact_dir}: task {manifest.task!r} is not {task!r}")
     model_dir = Path(artifact_dir) / MODEL_DIR
     try:

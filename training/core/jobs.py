@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from models.core.artifacts import Manifest, library_versions, new_version_id
+from models.core.artifacts import Manifest, library_versions, manifest_task, new_version_id
 from models.core.device import resolve_device
 from training.core import reports
 from training.core.config import TrainConfig
@@ -50,7 +50,8 @@ def start_job(config: TrainConfig, task: str, preset: str, cache_dir: Path, devi
 
 def job_manifest(task: str, preset: str, config: TrainConfig, model: nn.Module, **sections: Any) -> Manifest:
     """The artifact's manifest (models.core.artifacts.Manifest) with the shared fields filled in."""
-    return Manifest(task=task, name=config.name or task, version=new_version_id(), model_class=type(model).__name__,
+    return Manifest(task=manifest_task(task), name=config.name or task, version=new_version_id(),
+                    model_class=type(model).__name__,
                     libraries=library_versions(), training_config={"preset": preset, **config.to_dict()},
                     **sections)
 

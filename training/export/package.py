@@ -57,7 +57,8 @@ def describe_package(predictor: SentimentPredictor, fmt: str) -> dict[str, Any]:
     """The package.json body (module docstring)."""
     tokenizer, rates = predictor.tokenizer, predictor.rates.live(predictor.sites)
     return {
-        "task": predictor.task, "version": predictor.version, "format": fmt, "opset": OPSET if fmt == "onnx" else None,
+        "task": predictor.task, "name": predictor.name, "version": predictor.version, "format": fmt,
+        "opset": OPSET if fmt == "onnx" else None,
         "labels": predictor.labels,
         "preprocessing": {"max_length": predictor.max_input_tokens, "head_tokens": predictor.head_tokens,
                           "truncation": "head+tail", "cls_token_id": tokenizer.cls_token_id,
@@ -85,7 +86,7 @@ def write_package(artifact: Path, output_dir: Path, fmt: str, *, quantize: str |
     predictor = load_predictor(Path(artifact), PredictorOptions(device="cpu", dtype="float32"))
     if not isinstance(predictor, SentimentPredictor):
         raise ValueError(f"{predictor.task}: only classification (sentiment) has a device graph")
-    target = Path(output_dir) / f"{predictor.task}-{predictor.version}-{fmt}"
+    target = Path(output_dir) / f"{predictor.name}-{predictor.version}-{fmt}"
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)

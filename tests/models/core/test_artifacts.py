@@ -23,7 +23,7 @@ from tests.factories import make_tiny_sentiment_artifact
 def test_round_trip_lists_every_file_with_checksum(tmp_path: Path) -> None:
     art = make_tiny_sentiment_artifact(tmp_path)
     manifest = verify_artifact(art)
-    assert manifest.task == "sentiment" and manifest.labels == ["negative", "positive"]
+    assert manifest.task == "classification" and manifest.labels == ["negative", "positive"]
     assert "model/model.safetensors" in manifest.files
     assert all(len(digest) == 64 for digest in manifest.files.values())
     assert resolve_artifact(tmp_path, "sentiment") == art
@@ -126,6 +126,17 @@ def test_wrong_task_for_loader(tmp_path: Path) -> None:
         load_predictor(art, PredictorOptions())
     with pytest.raises(ArtifactError, match="is not 'sentiment'"):
         SentimentPredictor.load(art, PredictorOptions())
+
+
+def test_classification_and_the_older_sentiment_kind_load_the_same_predictor_under_their_own_name(
+        tmp_path: Path) -> None:
+    art = make_tiny_sentiment_artifact(tmp_path, name="tickets")
+    assert SentimentPredictor.load(art, PredictorOptions()).name == "tickets"
+    raw = json.loads((art / MANIFEST_NAME).read_text())
+    raw["task"] = "sentiment"  # what artifacts written before the kinds were named say
+    (art / MANIFEST_NAME).write_text(json.dumps(raw))
+    predictor = load_predictor(art, PredictorOptions())
+    assert isinstance(predictor, SentimentPredictor) and predictor.describe()["name"] == "tickets"
 
 
 def test_a_derived_version_sorts_after_its_source_within_the_same_second() -> None:

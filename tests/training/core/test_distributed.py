@@ -94,7 +94,7 @@ def test_torchrun_two_processes_write_one_valid_artifact(task: str, tmp_path: Pa
     done = subprocess.run(command, cwd=ROOT, env=_child_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     (artifact,) = list_artifacts(tmp_path / "artifacts", task)
-    assert verify_artifact(artifact).task == task
+    assert verify_artifact(artifact).predictor_task == task
     assert [p.name for p in (tmp_path / "artifacts" / task).iterdir()] == [artifact.name]  # no stray staging dirs
     assert done.stdout.split() == [str(artifact)]  # rank 0 alone prints the path
     assert "[rank 0]" in done.stderr and "INFO [rank 1]" not in done.stderr  # rank 0 alone logs progress

@@ -37,7 +37,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_example_trains_a_named_multiclass_model_that_serves_its_own_labels(artifact: Path) -> None:
     manifest = verify_artifact(artifact)
     assert artifact.parent.name == "support-tickets" and manifest.name == "support-tickets"
-    assert manifest.task == "sentiment" and manifest.labels == LABELS
+    assert manifest.task == "classification" and manifest.labels == LABELS
     source = manifest.data["sources"][0]
     assert source["splits"] == {"train": 156, "validation": 52, "test": 52}
     assert source["labels"]["test"] == dict.fromkeys(LABELS, 13)  # stratified: every label in every split

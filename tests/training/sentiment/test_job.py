@@ -22,7 +22,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_artifact_verifies_and_has_every_section(artifact: Path) -> None:
     manifest = verify_artifact(artifact)
-    assert manifest.task == "sentiment" and manifest.labels == ["negative", "positive"]
+    assert manifest.task == "classification" and manifest.labels == ["negative", "positive"]
     assert manifest.default_mc_samples == 20
     calibration = manifest.calibration
     assert calibration["mc_samples"] == 20
