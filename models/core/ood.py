@@ -9,7 +9,9 @@ and saved in the artifact beside the model, and scores a new input's features in
   with outsized activations), then L2-normalised (`pool`).
 - methods: "knn_cosine": 1 − cosine similarity to the k-th nearest feature of a stored bank of training inputs
   (Sun et al. 2022); "mahalanobis": squared Mahalanobis distance to one Gaussian fitted on the bank, covariance
-  shrunk towards its mean variance (Lee et al. 2018, without classes so every task can use it).
+  shrunk towards its mean variance (Lee et al. 2018, without classes so every task can use it); "token_bigram":
+  no hidden state at all, the input's mean per-token negative log-likelihood under a bigram density of the
+  training inputs' token ids (models/core/token_density.py; `scores_of_ids`, `layer` unused).
 - length term: the distance minus `length_coef` × ln(input tokens). Short inputs' pooled features lie further from
   any bank than long ones' (fewer tokens average out less), so a raw distance ranks a short in-domain input (a
   one-sentence review) with short out-of-domain ones; the fit (training/core/ood_fit.py) estimates the slope of
@@ -19,7 +21,8 @@ and saved in the artifact beside the model, and scores a new input's features in
 
 Files in an artifact: `ood/ood.json` (method, layer, pooling, k, length_coef (absent = 0), threshold, what it was
 fitted on) and
-`ood/stats.safetensors` (knn_cosine: "bank" [N, d]; mahalanobis: "mean" [d], "precision" [d, d]), both listed in
+`ood/stats.safetensors` (knn_cosine: "bank" [N, d]; mahalanobis: "mean" [d], "precision" [d, d]; token_bigram: the
+counts of models/core/token_density.py, its λ and α under "bigram" in ood.json), both listed in
 the manifest's sha256 file list. `load_detector` returns None when an artifact has neither file (older artifacts
 serve `ood_score` null) and raises ArtifactError for anything malformed; no pickle anywhere.
 """
@@ -37,14 +40,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from models.core import token_density
 from models.core.artifacts import ArtifactError, Manifest
 
 OOD_DIR = "ood"
 CONFIG_FILE = f"{OOD_DIR}/ood.json"
 STATS_FILE = f"{OOD_DIR}/stats.safetensors"
-METHODS = ("knn_cosine", "mahalanobis")
+METHODS = ("knn_cosine", "mahalanobis", "token_bigram")
+TOKEN_METHODS = ("token_bigram",)  # scored on the input's token ids, not on features
 POOLINGS = ("mean", "mean_skip_first")
-_TENSORS = {"knn_cosine": ("bank",), "mahalanobis": ("mean", "precision")}
+_TENSORS = {"knn_cosine": ("bank",), "mahalanobis": ("mean", "precision"), "token_bigram": token_density.TENSORS}
 REASONS = ("out_of_distribution", "uncertain")
 
 
@@ -139,6 +144,7 @@ class OODDetector:
     k: int = 1
     info: dict[str, Any] = field(default_factory=dict)
     length_coef: float = 0.0
+    bigram: dict[str, float] = field(default_factory=dict)  # token_bigram: {"lam", "alpha"}
 
     def __post_init__(self) -> None:
         problems = _problems(self.method, self.layer, self.threshold, self.pooling, self.k, self.tensors)
@@ -149,17 +155,39 @@ class OODDetector:
             raise ValueError("; ".join(problems))
 
     @property
+    def uses_tokens(self) -> bool:
+        """True when the detector scores token ids (`scores_of_ids`) rather than features (`scores`)."""
+        return self.method in TOKEN_METHODS
+
+    @property
     def feature_dim(self) -> int:
-        return int(self.tensors["bank" if self.method == "knn_cosine" else "mean"].shape[-1])
+        """The feature dimension it scores (token_bigram: the vocabulary size)."""
+        name = {"knn_cosine": "bank", "mahalanobis": "mean"}.get(self.method, "unigram")
+        return int(self.tensors[name].shape[-1])
 
     def to(self, device: torch.device | str) -> OODDetector:
-        """The same detector with its tensors on `device` (where the model's features are)."""
+        """The same detector with its tensors on `device` (where the model's features are; token counts stay on
+        the CPU, where the ids are)."""
+        if self.uses_tokens:
+            return self
         return OODDetector(self.method, self.layer, self.threshold, {n: t.to(device) for n, t in self.tensors.items()},
-                           self.pooling, self.k, self.info, self.length_coef)
+                           self.pooling, self.k, self.info, self.length_coef, self.bigram)
+
+    def density(self) -> token_density.TokenBigram:
+        """The bigram density of a token_bigram detector."""
+        return token_density.TokenBigram(self.tensors, **self.bigram)
+
+    def scores_of_ids(self, ids: Sequence[Sequence[int]]) -> list[float]:
+        """`ood_score` of each input from its served token ids (token_bigram), length term and threshold as
+        `scores`."""
+        raw = self.density().nll(ids)
+        return (length_adjusted(raw, [len(x) for x in ids], self.length_coef) / self.threshold).tolist()
 
     def scores(self, features: torch.Tensor, lengths: Sequence[int] | None = None) -> list[float]:
         """`ood_score` of each row of `features` [B, d] whose input had `lengths[i]` tokens: length-adjusted
         distance / threshold (> 1 = out of distribution). `lengths` may be None only when `length_coef` is 0."""
+        if self.uses_tokens:
+            raise ValueError("a token_bigram detector scores token ids (scores_of_ids), not features")
         if features.shape[-1] != self.feature_dim:
             raise ValueError(f"features have dimension {features.shape[-1]}, the detector {self.feature_dim}")
         raw = distances(self.method, self.tensors, features, self.k)
@@ -169,7 +197,8 @@ class OODDetector:
         """The JSON half of the saved detector (also what `describe` shows)."""
         return {"method": self.method, "layer": self.layer, "pooling": self.pooling, "k": self.k,
                 "length_coef": self.length_coef, "threshold": self.threshold, "feature_dim": self.feature_dim,
-                "score": "distance / threshold; > 1 = out_of_distribution",
+                "score": "distance / threshold; > 1 = out_of_distribution", **({"bigram": self.bigram} if self.bigram
+                                                                               else {}),
                 **({"info": self.info} if self.info else {})}
 
     def save(self, directory: Path) -> None:
@@ -194,6 +223,8 @@ def _problems(method: Any, layer: Any, threshold: Any, pooling: Any, k: Any,
         out.append(f"pooling {pooling!r} is not one of {POOLINGS}")
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         out.append(f"k {k!r} is not an integer >= 1")
+    if method in TOKEN_METHODS:
+        return [*out, *token_density.problems(tensors)]
     wanted = _TENSORS[method]
     if set(tensors) != set(wanted):
         return [*out, f"tensors {sorted(tensors)}, expected {sorted(wanted)}"]
@@ -235,7 +266,8 @@ def load_detector(artifact_dir: Path, manifest: Manifest) -> OODDetector | None:
         detector = OODDetector(method=config.get("method"), layer=config.get("layer"),
                                threshold=config.get("threshold"), tensors=dict(tensors),
                                pooling=config.get("pooling", "mean"), k=config.get("k", 1),
-                               info=config.get("info") or {}, length_coef=config.get("length_coef", 0.0))
+                               info=config.get("info") or {}, length_coef=config.get("length_coef", 0.0),
+                               bigram=config.get("bigram") or {})
     except (ValueError, TypeError) as exc:
         raise ArtifactError(f"{where}: {exc}") from exc
     if config.get("feature_dim", detector.feature_dim) != detector.feature_dim:

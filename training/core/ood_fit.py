@@ -2,8 +2,9 @@
 
 `fit_ood(predictor, sets, settings)` → (detector, report), on data each job supplies (`OODSets`):
 1. features of every text, from the predictor's own `ood_features` (the deterministic pass the server takes them
-   from), at every candidate layer;
-2. statistics of every (method, layer) candidate from the `bank` (training inputs only), and the slope of its
+   from), at every candidate layer, and the served token ids;
+2. statistics of every (method, layer) candidate from the `bank` (training inputs only; "token_bigram": the token
+   pairs of `corpus`, every training input when the job gives it, else the bank), and the slope of its
    in-domain `choice` distances on ln(tokens); each candidate is tried with a length term of every fraction in
    `settings.length_fractions` of that slope (0 = the raw distance; only a slope < 0, distance falling with length,
    is corrected; models/core/ood.py says why);
@@ -27,7 +28,16 @@ from typing import Any
 
 import torch
 
-from models.core.ood import METHODS, OODDetector, distances, fit_statistics, flag_threshold, length_adjusted
+from models.core.ood import (
+    METHODS,
+    TOKEN_METHODS,
+    OODDetector,
+    distances,
+    fit_statistics,
+    flag_threshold,
+    length_adjusted,
+)
+from models.core.token_density import TokenBigram
 from training.core.predicting import prepare_all
 from training.core.progress import ProgressLog
 from training.core.uncertainty_stats import ood_auroc
@@ -73,6 +83,7 @@ class OODSets:
     test: list[str]
     test_probes: Probes
     parameters: dict[str, Any] = field(default_factory=dict)  # `prepare` parameters (sentiment: none)
+    corpus: list[str] | None = None  # training inputs the token density counts (None: the bank)
     record: dict[str, Any] = field(default_factory=dict)
     test_groups: list[str] | None = None  # aligned with `test`: in-domain kinds reported apart ("review", "snippet")
 
@@ -89,12 +100,15 @@ class OODSettings:
     max_flag_rate: float = 0.05
     batch_size: int = 32
     length_fractions: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)  # of the length slope (models/core/ood.py)
+    # token_bigram's interpolation weight λ and add-α unigram smoothing: on the translation quick artifact's
+    # validation probes λ 0.5 / 0.7 / 0.9 gave AUROC 0.974 / 0.976 / 0.978 (flat), λ 0 (unigram alone) 0.923.
+    bigram: tuple[float, float] = (0.7, 0.5)
 
 
 def features_of(predictor: Any, texts: Sequence[str], parameters: dict[str, Any], s: OODSettings,
-                phase: str) -> tuple[dict[int, torch.Tensor], torch.Tensor, list[int]]:
-    """(pooled features [n, d] per layer, token counts [n], the indices of those n texts) of the texts `prepare`
-    accepts (refused ones, over the token limit, are left out, and logged)."""
+                phase: str) -> tuple[dict[int, torch.Tensor], torch.Tensor, list[int], list[tuple[int, ...]]]:
+    """(pooled features [n, d] per layer, token counts [n], the indices of those n texts, their served token ids)
+    of the texts `prepare` accepts (refused ones, over the token limit, are left out, and logged)."""
     items, kept = prepare_all(predictor, texts, parameters)
     if len(kept) < len(texts):
         log.info("%s: %d of %d texts refused by prepare (over the token limit), left out", phase,
@@ -110,7 +124,7 @@ def features_of(predictor: Any, texts: Sequence[str], parameters: dict[str, Any]
             progress.update(len(index))
     inverse = torch.argsort(torch.tensor(order)) if order else torch.zeros(0, dtype=torch.long)
     return ({layer: torch.cat(parts)[inverse] if parts else torch.zeros(0) for layer, parts in chunks.items()},
-            torch.tensor([item.n_tokens for item in items], dtype=torch.long), kept)
+            torch.tensor([item.n_tokens for item in items], dtype=torch.long), kept, [item.input_ids for item in items])
 
 
 def _auroc(in_domain: torch.Tensor, out: torch.Tensor) -> float:
@@ -148,18 +162,23 @@ def fit_ood(predictor: Any, sets: OODSets, s: OODSettings) -> tuple[OODDetector,
         raise ValueError(f"OOD sets {empty} are empty")
     extracted = {name: features_of(predictor, texts, sets.parameters, s, f"ood/{name}")
                  for name, texts in named.items()}
-    detector, report = fit_from_features(extracted, sets, s)
+    density = None
+    if any(method in TOKEN_METHODS for method in s.methods):
+        ids = prepare_all(predictor, sets.corpus or sets.bank, sets.parameters)[0]
+        density = TokenBigram.fit([item.input_ids for item in ids], len(predictor.tokenizer), *s.bigram)
+    detector, report = fit_from_features(extracted, sets, s, density)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return detector, report
 
 
-Extracted = dict[str, tuple[dict[int, torch.Tensor], torch.Tensor, list[int]]]
+Extracted = dict[str, tuple[dict[int, torch.Tensor], torch.Tensor, list[int], list[tuple[int, ...]]]]
 
 
-def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings) -> tuple[OODDetector, dict[str, Any]]:
+def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings,
+                      density: TokenBigram | None = None) -> tuple[OODDetector, dict[str, Any]]:
     """Steps 2-5 of the module docstring on `features_of`'s output per set name (bank, choice, threshold,
     choice_probes, test, test_probes): what `fit_ood` runs after extracting them, and an experiment can rerun on
-    saved features."""
+    saved features. `density`: the fitted token_bigram candidate (None: not a candidate)."""
     named = ("bank", "choice", "threshold", "choice_probes", "test", "test_probes")
     feats = {name: got[0] for name, got in extracted.items()}
     lengths = {name: got[1] for name, got in extracted.items()}
@@ -169,39 +188,52 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings) -> tu
     groups = [(sets.test_groups or ["in_domain"] * len(sets.test))[i] for i in extracted["test"][2]]
     candidates: dict[str, dict[str, Any]] = {}
     best: tuple[float, float, int, int] | None = None
-    chosen: tuple[str, str, int, float, dict[str, torch.Tensor]] | None = None
+    chosen: tuple[str, str, int, float, dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
+    # (name, method, layer, method rank, statistics, raw distance per set) of every candidate before its length term
+    sources = []
     for layer in s.layers:
         for rank, method in enumerate(s.methods):
+            if method in TOKEN_METHODS:
+                continue
             stats = fit_statistics(method, feats["bank"][layer])
-            raw = {name: distances(method, stats, feats[name][layer], s.k) for name in named if name != "bank"}
-            slope = length_slope(raw["choice"], lengths["choice"])  # in-domain validation texts only
-            # Only a distance that falls with length is corrected (the short-input effect); otherwise raw alone.
-            for fraction in (s.length_fractions if slope < 0 else (0.0,)):
-                coef = fraction * slope if fraction else 0.0
-                d = {name: length_adjusted(v, lengths[name].tolist(), coef) for name, v in raw.items()}
-                choice_in, choice_out, test_in, test_out = d["choice"], d["choice_probes"], d["test"], d["test_probes"]
-                validation = _auroc(choice_in, choice_out)
-                name = f"{method}/layer_{layer}" + (f"/length_{fraction:g}" if fraction else "")
-                candidates[name] = {
-                    "method": method, "layer": layer, "length_fraction": fraction, "length_coef": coef,
-                    "validation_auroc": validation,
-                    "validation_auroc_by_kind": {kind: _auroc(choice_in, out) for kind, out in
-                                                 _by_kind(choice_out, choice_kinds).items()},
-                    "test_auroc": _auroc(test_in, test_out),
-                    "test_auroc_by_kind": {kind: _auroc(test_in, out) for kind, out in
-                                           _by_kind(test_out, test_kinds).items()},
-                }
-                key = (validation, -fraction, -layer, -rank)  # ties: no length term, the lower layer, method order
-                if best is None or key > best:
-                    best, chosen = key, (name, method, layer, coef, stats)
+            sources.append((f"{method}/layer_{layer}", method, layer, rank, stats,
+                            {name: distances(method, stats, feats[name][layer], s.k) for name in named[1:]}))
+    if density is not None:
+        sources.append(("token_bigram", "token_bigram", 0, list(s.methods).index("token_bigram"),
+                        dict(density.tensors), {name: density.nll(extracted[name][3]) for name in named[1:]}))
+    for base, method, layer, rank, stats, raw in sources:
+        slope = length_slope(raw["choice"], lengths["choice"])  # in-domain validation texts only
+        # Only a distance that falls with length is corrected (the short-input effect); otherwise raw alone.
+        for fraction in (s.length_fractions if slope < 0 else (0.0,)):
+            coef = fraction * slope if fraction else 0.0
+            d = {name: length_adjusted(v, lengths[name].tolist(), coef) for name, v in raw.items()}
+            choice_in, choice_out, test_in, test_out = d["choice"], d["choice_probes"], d["test"], d["test_probes"]
+            validation = _auroc(choice_in, choice_out)
+            name = base + (f"/length_{fraction:g}" if fraction else "")
+            candidates[name] = {
+                "method": method, "layer": layer, "length_fraction": fraction, "length_coef": coef,
+                "validation_auroc": validation,
+                "validation_auroc_by_kind": {kind: _auroc(choice_in, out) for kind, out in
+                                             _by_kind(choice_out, choice_kinds).items()},
+                "test_auroc": _auroc(test_in, test_out),
+                "test_auroc_by_kind": {kind: _auroc(test_in, out) for kind, out in
+                                       _by_kind(test_out, test_kinds).items()},
+            }
+            key = (validation, -fraction, -layer, -rank)  # ties: no length term, the lower layer, method order
+            if best is None or key > best:
+                best, chosen = key, (name, method, layer, coef, stats, raw)
     assert chosen is not None
-    name, method, layer, coef, stats = chosen
-    threshold = flag_threshold(length_adjusted(distances(method, stats, feats["threshold"][layer], s.k),
-                                               lengths["threshold"].tolist(), coef), s.max_flag_rate)
+    name, method, layer, coef, stats, raw = chosen
+    threshold = flag_threshold(length_adjusted(raw["threshold"], lengths["threshold"].tolist(), coef),
+                               s.max_flag_rate)
+    bigram = {"lam": density.lam, "alpha": density.alpha} if density is not None and method in TOKEN_METHODS else {}
     detector = OODDetector(method=method, layer=layer, threshold=threshold, tensors=stats, pooling=s.pooling,
-                           k=s.k, info={"fitted_on": sets.record, "max_flag_rate": s.max_flag_rate}, length_coef=coef)
+                           k=s.k, info={"fitted_on": sets.record, "max_flag_rate": s.max_flag_rate}, length_coef=coef,
+                           bigram=bigram)
 
     def scored(set_name: str) -> torch.Tensor:
+        if detector.uses_tokens:
+            return torch.tensor(detector.scores_of_ids(extracted[set_name][3]))
         return torch.tensor(detector.scores(feats[set_name][layer], lengths[set_name].tolist()))
 
     flags = {set_name: scored(set_name) > 1.0 for set_name in ("threshold", "test")}

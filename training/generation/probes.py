@@ -142,8 +142,9 @@ def ood_sets(split: ProseSplit, data: str, cache_dir: Path, seed: int, sizes: OO
               "probes": {"kinds": list(kinds), "choice_per_kind": n.choice_probes, "test_per_kind": n.test_probes,
                          "seed": seed},
               "sentence": "8-40 words, from the corpus' own held-out spans", "pooling": OOD_POOLING}
+    record["corpus"] = {"split": "train", "sentences": len(held["train"]), "for": "token_bigram"}
     return OODSets(bank=bank, choice=validation[:half], threshold=validation[half:], choice_probes=choice_probes,
-                   test=test, test_probes=test_probes, record=record)
+                   test=test, test_probes=test_probes, record=record, corpus=held["train"])
 
 
 def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = None) -> OODSets:

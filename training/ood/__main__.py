@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from models.core.ood import METHODS
 from models.core.predictor import PredictorOptions
 from models.registry import LOADERS
 from training.core.ood_artifact import write_with_ood
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     parser.add_argument("--output-dir", type=Path, default=Path("artifacts"), help="root the new version goes to")
     parser.add_argument("--layers", default=None, help="candidate hidden-state layers, comma list (default: all)")
-    parser.add_argument("--methods", default="knn_cosine,mahalanobis", help="candidate methods, comma list")
+    parser.add_argument("--methods", default=",".join(METHODS), help="candidate methods, comma list")
     parser.add_argument("--k", type=int, default=10, help="the k of kNN (k-th nearest training feature)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)

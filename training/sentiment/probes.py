@@ -76,11 +76,13 @@ def ood_sets(train_texts: list[str], calibration_texts: list[str], test_texts: l
         "probes": {"kinds": list(PROBE_KINDS), "choice_per_kind": sizes.choice_probes,
                    "test_per_kind": sizes.test_probes, "seed": seed},
         "snippet": "first sentence of 6-40 words of a review",
+        "corpus": {"split": "train", "reviews": len(train_texts), "for": "token_bigram"},
     }
     return OODSets(bank=bank_reviews + bank_snippets, choice=choice_reviews + choice_snippets,
                    threshold=threshold_reviews + threshold_snippets, choice_probes=choice_probes,
                    test=test_reviews + test_snippets, test_probes=test_probes, record=record,
-                   test_groups=["review"] * len(test_reviews) + ["snippet"] * len(test_snippets))
+                   test_groups=["review"] * len(test_reviews) + ["snippet"] * len(test_snippets),
+                   corpus=list(train_texts))  # the token density counts every training review
 
 
 def job_ood_sets(config: SentimentConfig, data: ClassificationData, subsets: Subsets, cache_dir: Path,

@@ -90,7 +90,9 @@ def ood_sets(data: TranslationData, cache_dir: Path, seed: int, sizes: OODSizes 
                                         choice_set.kinds + ["german"] * len(german_choice)),
                    test=rng.sample(sources["test"], min(n.test, len(sources["test"]))),
                    test_probes=Probes(test_set.texts + german_test, test_set.kinds + ["german"] * len(german_test)),
-                   record=record)
+                   record={**record, "corpus": {"side": "source", "split": "train", "verses": len(sources["train"]),
+                                                "for": "token_bigram"}},
+                   corpus=list(sources["train"]))
 
 
 def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = None) -> OODSets:

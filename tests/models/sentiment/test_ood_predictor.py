@@ -53,7 +53,7 @@ def test_fit_choose_threshold_and_serve_at_every_t(artifact: Path, tmp_path: Pat
                                                                                                   None)
     detector, report = fit_ood(predictor, _sets(), OODSettings(layers=[0, 1, 2], k=3))
     assert report["validation_flag_rate"] <= 0.05 and report["test"]["auroc"] > 0.9
-    plain_names = {f"{m}/layer_{n}" for m in ("knn_cosine", "mahalanobis") for n in (0, 1, 2)}
+    plain_names = {f"{m}/layer_{n}" for m in ("knn_cosine", "mahalanobis") for n in (0, 1, 2)} | {"token_bigram"}
     assert {name.split("/length_")[0] for name in report["candidates"]} == plain_names  # plus length-term variants
     assert set(report["table"]["all"]) == plain_names | {report["chosen"]["candidate"]}
     assert detector.length_coef == report["chosen"]["length_coef"] <= 0.0
@@ -71,6 +71,21 @@ def test_fit_choose_threshold_and_serve_at_every_t(artifact: Path, tmp_path: Pat
     full = SentimentPredictor.load(new, PredictorOptions(mc_last_k=3))
     assert [p.ood_score for p in full.predict(items, [MCRequest(4, 7)] * 2)] == pytest.approx(
         [p.ood_score for p in served.predict(items, [MCRequest(0, 7)] * 2)], abs=1e-5)
+
+
+def test_a_token_bigram_detector_is_fitted_saved_and_served_from_the_ids(artifact: Path, tmp_path: Path) -> None:
+    predictor = SentimentPredictor.load(artifact, PredictorOptions())
+    detector, report = fit_ood(predictor, _sets(), OODSettings(layers=[0], methods=("token_bigram",)))
+    assert detector.uses_tokens and report["chosen"]["candidate"].startswith("token_bigram")
+    assert report["test"]["auroc"] > 0.9 and report["validation_flag_rate"] <= 0.05
+    served = SentimentPredictor.load(write_with_ood(artifact, tmp_path, detector, report), PredictorOptions())
+    assert served.ood is not None and served.ood.bigram == {"lam": 0.7, "alpha": 0.5}
+    items = [served.prepare(FILMS[1], {}), served.prepare(OTHER[1], {})]
+    for samples in (0, 4):
+        near, far = served.predict(items, [MCRequest(samples, 3)] * 2)
+        assert near.ood_score < 1.0 < far.ood_score and (far.abstain_reason, near.out_of_distribution) == (
+            "out_of_distribution", False)
+    assert served.describe()["ood"]["method"] == "token_bigram"
 
 
 def test_uncertain_reason_when_in_distribution(artifact: Path) -> None:
