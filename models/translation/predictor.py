@@ -9,7 +9,10 @@ Per batch (items share decoding parameters, see `batch_key`):
    row) and reports their mean pairwise chrF (`sampling_chrf`, D-Lex-Sim style; high = samples agree).
 `score` runs step 2 alone on given outputs (a reference, or a decode to re-score under other MC settings):
 the training evaluation's only scoring path, so its reports measure what the server returns.
-"Full" MC here is decoder-full: the encoder always runs once without dropout (`describe` says so).
+One code path serves both architectures: what differs (encoder, decoders, the scoring pass, what last-k counts) is
+the ops object of the model's type (models/translation/ops.py: Marian, the recurrent model). Marian's "full" MC is
+decoder-full: its encoder always runs once without dropout; the recurrent model's last-k may reach into its encoder
+(`describe` names the mode either way).
 
 Manifest sections used: `preprocessing` {"max_input_tokens", "max_new_tokens" (cap), "default_max_new_tokens"},
 `dropout` {"mc_sites", "mc_last_k"}, `calibration` {"temperature", "abstain": {"measure", "threshold"}}.
@@ -24,8 +27,7 @@ from dataclasses import fields
 from typing import Any, ClassVar
 
 import torch
-from transformers import MarianMTModel, PreTrainedTokenizerBase
-from transformers.modeling_outputs import BaseModelOutput
+from transformers import AutoModelForSeq2SeqLM, MarianMTModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from models.core.artifacts import Manifest
 from models.core.base import BasePredictor
@@ -45,16 +47,9 @@ from models.core.predictor import (
     TranslationPrediction,
     served_samples,
 )
-from models.translation.mc import (
-    MarianDropoutRates,
-    decoder_hidden,
-    encode,
-    encode_with_features,
-    num_decoder_layers,
-    project,
-    stochastic_greedy_decode,
-)
 from models.translation.measures import measures_of, scored_output
+from models.translation.ops import Encoded, ops_for
+from models.translation.rnn import RnnMTModel
 
 TASK = "translation"
 MODES = ("scoring", "sampling")
@@ -66,13 +61,16 @@ class TranslationPredictor(BasePredictor):
     """Predictor protocol implementation for the translation task (models/core/predictor.py)."""
 
     task: ClassVar[str] = TASK
-    model_class = MarianMTModel
+    model_class = (MarianMTModel, RnnMTModel)
+    load_class = AutoModelForSeq2SeqLM  # the config's model_type picks the class (rnn.py registers its own)
     default_sites = frozenset({"hidden"})
     abstain_measures = frozenset(f.name for f in fields(SequenceUncertainty))
     layers_word = "decoder-layers"
 
-    def __init__(self, model: MarianMTModel, tokenizer: PreTrainedTokenizerBase, manifest: Manifest,
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, manifest: Manifest,
                  options: PredictorOptions) -> None:
+        self.ops = ops_for(model)  # before the base class counts layers and checks the sites
+        self.supported_sites = self.ops.supported_sites  # type: ignore[misc]
         super().__init__(model, tokenizer, manifest, options)
         config = self.model.config
         self.pad_id, self.eos_id = int(config.pad_token_id), int(config.eos_token_id)
@@ -87,10 +85,10 @@ class TranslationPredictor(BasePredictor):
                                           self.max_new_tokens_cap)
 
     def _count_layers(self) -> int:
-        return num_decoder_layers(self.model)
+        return self.ops.num_layers(self.model)
 
-    def _dropout_rates(self) -> MarianDropoutRates:
-        return MarianDropoutRates.of(self.model)
+    def _dropout_rates(self) -> Any:
+        return self.ops.rates(self.model)
 
     # -- parameters ---------------------------------------------------------------------------------
 
@@ -135,15 +133,15 @@ class TranslationPredictor(BasePredictor):
         with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
             input_ids, mask = pad_ids([item.input_ids for item in items], self.pad_id, self.device)
             layers = [self.ood.layer] if self.ood is not None else []
-            states, features = encode_with_features(self.model, input_ids, mask, layers,
-                                                    self.ood.pooling if self.ood is not None else "mean")
+            enc, features = self.ops.encode(self.model, input_ids, mask, layers,
+                                            self.ood.pooling if self.ood is not None else "mean")
             outcomes = self._ood_outcomes(features.get(layers[0]) if layers else None, items)
-            outputs = self._decode(states, mask, max_new_tokens, num_beams)
+            outputs = [tokens or [self.eos_id]
+                       for tokens in self.ops.decode(self.model, enc, max_new_tokens, num_beams)]
             wanted = [i for i, (item, r) in enumerate(zip(items, requests, strict=True))
                       if r.mc_samples > 0 or item.parameters["return_tokens"]]
-            scored = self._score(requests, states, mask, outputs, wanted)
-            samples = (self._sample(requests, states, mask, max_new_tokens)
-                       if mode == "sampling" else [None] * len(items))
+            scored = self._score(requests, enc, outputs, wanted)
+            samples = self._sample(requests, enc, max_new_tokens) if mode == "sampling" else [None] * len(items)
         return [
             self._prediction(item, request, output, score, sampled, outcome)
             for item, request, output, score, sampled, outcome in zip(items, requests, outputs, scored, samples,
@@ -157,41 +155,18 @@ class TranslationPredictor(BasePredictor):
         requests = [MCRequest(served_samples(r.mc_samples), r.seed) for r in requests]
         with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
             input_ids, mask = pad_ids(sources, self.pad_id, self.device)
-            states = encode(self.model, input_ids, mask)
-            scored = self._score(requests, states, mask, [list(o) for o in outputs], list(range(len(sources))))
+            enc, _ = self.ops.encode(self.model, input_ids, mask)
+            scored = self._score(requests, enc, [list(o) for o in outputs], list(range(len(sources))))
         out = []
         for request, score in zip(requests, scored, strict=True):
             assert score is not None  # every item was chosen
             out.append(scored_output(score, request.mc_samples, self.calibration))
         return out
 
-    def _decode(self, states: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, num_beams: int) -> list[list[int]]:
-        generated = self.model.generate(
-            encoder_outputs=BaseModelOutput(last_hidden_state=states),
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            num_beams=num_beams,
-            do_sample=False,
-            use_cache=True,
-            forced_eos_token_id=None,  # a cut-off output must say so (finish_reason "length"), not fake an end
-        )
-        outputs = []
-        for row in generated[:, 1:].tolist():  # position 0 is <s>
-            tokens: list[int] = []
-            for token in row:
-                if token == self.pad_id:
-                    break
-                tokens.append(token)
-                if token == self.eos_id:
-                    break
-            outputs.append(tokens or [self.eos_id])
-        return outputs
-
     def _score(
         self,
         requests: Sequence[MCRequest],
-        states: torch.Tensor,
-        mask: torch.Tensor,
+        enc: Encoded,
         outputs: list[list[int]],
         chosen: list[int],
     ) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
@@ -208,21 +183,19 @@ class TranslationPredictor(BasePredictor):
             counts.append(1 + requests[i].mc_samples)
         decoder_inputs, _ = pad_ids([[self.start_id, *outputs[i][:-1]] for i in chosen], self.pad_id, self.device)
         index = torch.tensor(chosen, device=self.device)
-        hidden = decoder_hidden(self.model, states.index_select(0, index), mask.index_select(0, index),
-                                decoder_inputs, seeds, counts, self.last_k, self.sites)
+        hidden = self.ops.hidden(self.model, enc.select(index), decoder_inputs, seeds, counts, self.last_k, self.sites)
         # Project only the real positions of each item's rows, packed: no vocabulary work on padding.
         lengths = [len(outputs[i]) for i in chosen]
         packed = torch.cat([rows[:, :n].reshape(-1, rows.shape[-1])
                             for rows, n in zip(torch.split(hidden, counts), lengths, strict=True)])
         # Stays on the model's device: the [rows, n, V] reductions run there (models/core/sequence_uncertainty.py).
-        log_probs_all = torch.log_softmax(project(self.model, packed) / self.calibration.temperature, dim=-1)
+        log_probs_all = torch.log_softmax(self.ops.project(self.model, packed) / self.calibration.temperature, dim=-1)
         sizes = [count * n for count, n in zip(counts, lengths, strict=True)]
         for i, flat, count, n in zip(chosen, torch.split(log_probs_all, sizes), counts, lengths, strict=True):
             result[i] = (flat.view(count, n, -1), torch.tensor(outputs[i], device=self.device))
         return result
 
-    def _sample(self, requests: Sequence[MCRequest], states: torch.Tensor, mask: torch.Tensor,
-                max_new_tokens: int) -> list[list[str] | None]:
+    def _sample(self, requests: Sequence[MCRequest], enc: Encoded, max_new_tokens: int) -> list[list[str] | None]:
         chosen = [i for i, r in enumerate(requests) if r.mc_samples > 0]
         result: list[list[str] | None] = [None] * len(requests)
         if not chosen:
@@ -233,8 +206,8 @@ class TranslationPredictor(BasePredictor):
             seeds.extend(mix_seed(requests[i].seed, _SAMPLING_SALT + t) for t in range(requests[i].mc_samples))
             counts.append(requests[i].mc_samples)
         index = torch.tensor(chosen, device=self.device)
-        decoded = stochastic_greedy_decode(self.model, states.index_select(0, index), mask.index_select(0, index),
-                                           seeds, counts, self.last_k, self.sites, max_new_tokens)
+        decoded = self.ops.sample(self.model, enc.select(index), seeds, counts, self.last_k, self.sites,
+                                  max_new_tokens)
         start = 0
         for i, count in zip(chosen, counts, strict=True):
             rows = decoded[start: start + count]
@@ -269,25 +242,24 @@ class TranslationPredictor(BasePredictor):
         )
 
     def ood_feature_layers(self) -> int:  # OOD features (models/core/ood.py): the encoder's states of the source
-        return len(self.model.model.encoder.layers) + 1  # 0 = embeddings .. the encoder's output
+        return self.ops.feature_layers(self.model)
+
+    def _ood_feature_dim(self) -> int:
+        return self.ops.feature_dim(self.model)
 
     def ood_features(self, items: Sequence[PreparedItem], layers: Sequence[int],
                      pooling: str = "mean") -> dict[int, torch.Tensor]:
         with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
             input_ids, mask = pad_ids([item.input_ids for item in items], self.pad_id, self.device)
-            return encode_with_features(self.model, input_ids, mask, layers, pooling)[1]
+            return self.ops.encode(self.model, input_ids, mask, layers, pooling)[1]
 
     def _warmup_parameters(self) -> dict[str, Any]:
         return {"max_new_tokens": min(8, self.max_new_tokens_cap), "return_tokens": True}
 
     def _task_facts(self) -> dict[str, Any]:
         return {
-            "num_layers": {"encoder": len(self.model.model.encoder.layers), "decoder": self.num_layers},
+            **self.ops.facts(self.model, self.last_k),  # architecture, num_layers, mc scope and mode
             "vocab_size": len(self.tokenizer),
             "decoding": {"max_new_tokens_cap": self.max_new_tokens_cap, "default_max_new_tokens":
                          self.default_max_new_tokens, "max_num_beams": MAX_BEAMS, "uncertainty_modes": list(MODES)},
-            # "full" would claim the encoder too: it always runs once without dropout.
-            "mc": {"scope": "decoder (encoder runs once, deterministic)",
-                   "mode": "decoder-full" if self.last_k >= self.num_layers
-                   else f"last-{min(self.last_k, self.num_layers)}-decoder-layers"},
         }

@@ -36,7 +36,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # No periodic validation part: every validation block is a candidate prompt for the choices. The target risk
     # is the generation job's quick one (training/generation/job.py says why).
     "quick": {"data": "file", "eval_blocks": 0, "calibration_prompts": 200, "compare_last_k": (1, 2),
-              "target_risk": 0.65, "num_threads": 2},
+              "target_risk": 0.65, "ood": True, "num_threads": 2},
     "tiny": {"data": "file", "eval_blocks": 0, "block_size": 32, "test_blocks": 8, "token_eval_blocks": 4,
              "probes_per_kind": 6, "mc_samples": 4, "max_input_tokens": 64, "max_new_tokens": 32,
              "default_max_new_tokens": 16, "eval_dtype": "float32", "compare_last_k": (1,), "progress": False,

@@ -107,6 +107,19 @@ def plot_training_curves(path: Path, history: Mapping[str, Any], metric: str) ->
     return _save(fig, path)
 
 
+def plot_learning_curves(path: Path, runs: Mapping[str, Mapping[str, Any]], key: str, ylabel: str) -> Path:
+    """Validation `key` against training wall-clock (minutes), one line per run (name → history with `evals`
+    holding `train_seconds` and `key`): how settings compare at the same budget on the machine that ran them."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for name, history in runs.items():
+        evals = [e for e in history.get("evals", []) if key in e]
+        ax.plot([e["train_seconds"] / 60 for e in evals], [e[key] for e in evals], "o-", label=name)
+    ax.set(xlabel="training wall-clock (min)", ylabel=ylabel, title=f"learning curve: validation {key}")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_risk_coverage(path: Path, curves: Mapping[str, Mapping[str, Sequence[float]]], target_risk: float | None,
                        ylabel: str = "selective risk (error rate)", title: str = "risk-coverage") -> Path:
     """Selective risk against coverage, one line per measure (name → {coverage, risk}); `ylabel` names the

@@ -42,18 +42,30 @@ def collate_pairs(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[i
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels, "decoder_input_ids": decoder_inputs}
 
 
+def drop_tokens(ids: Sequence[int], rate: float, unk_id: int, rng: random.Random) -> list[int]:
+    """`ids` with each token but the last (`</s>`) replaced by `unk_id` with probability `rate`."""
+    return [unk_id if i < len(ids) - 1 and rng.random() < rate else token for i, token in enumerate(ids)]
+
+
 class PairBatches(LengthGroupedBatches):
     """LengthGroupedBatches over (source ids, target ids) pairs (grouped by source length) yielding
-    `collate_pairs` dicts."""
+    `collate_pairs` dicts; with `token_dropout` each batch's sources have that share of their tokens replaced by
+    `unk_id`, drawn from (seed, epoch, batch number) so a run is reproducible."""
 
     def __init__(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], batch_size: int,
-                 pad_id: int, start_id: int, seed: int) -> None:
+                 pad_id: int, start_id: int, seed: int, token_dropout: float = 0.0, unk_id: int = 3) -> None:
         super().__init__(sources, targets, batch_size, pad_id, seed)  # type: ignore[arg-type]
-        self.start_id = start_id
+        if not 0.0 <= token_dropout < 1.0:
+            raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
+        self.start_id, self.token_dropout, self.unk_id = start_id, token_dropout, unk_id
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:  # type: ignore[override]
-        for index in self.batch_indices():
-            yield collate_pairs([self.ids[i] for i in index], [self.labels[i] for i in index],  # type: ignore[misc]
+        for number, index in enumerate(self.batch_indices()):
+            sources = [self.ids[i] for i in index]
+            if self.token_dropout:
+                rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{number}")
+                sources = [drop_tokens(ids, self.token_dropout, self.unk_id, rng) for ids in sources]
+            yield collate_pairs(sources, [self.labels[i] for i in index],  # type: ignore[misc]
                                 self.pad_id, self.start_id)
 
 

@@ -33,6 +33,19 @@ class TranslationConfig(TrainConfig):
     test_fraction: float = field(default=0.1, metadata={
         "help": "file: share of --train-file held out for test when no --test-file"})
     model: str = field(default="quick", metadata={"help": "architecture sizes", "choices": tuple(PRESET_SIZES)})
+    arch: str = field(default="transformer", metadata={
+        "help": "transformer: Marian-style; rnn: bidirectional recurrent encoder, attention decoder, variational "
+                "dropout (models/translation/rnn.py); sizes from --model's preset unless the rnn_* fields",
+        "choices": ("transformer", "rnn")})
+    rnn_cell: str = field(default="gru", metadata={"help": "rnn: recurrent cell", "choices": ("gru", "lstm")})
+    rnn_hidden: int | None = field(default=None, metadata={"help": "rnn: hidden size (even; the encoder has half "
+                                                                   "per direction; none: the preset's)"})
+    rnn_layers: int | None = field(default=None, metadata={"help": "rnn: layers of encoder and of decoder (none: "
+                                                                   "the preset's)"})
+    rnn_embed: int | None = field(default=None, metadata={"help": "rnn: embedding size, shared by source, target "
+                                                                  "and output (none: the preset's)"})
+    rnn_recurrent_dropout: float | None = field(default=None, metadata={
+        "help": "rnn: variational dropout on the recurrent state; none = dropout"})
     source_code: str = field(default="4", metadata={"help": "bible: source translation code (4 = WEB)"})
     target_code: str = field(default="s", metadata={"help": "bible: target translation code (s = Schlachter)"})
     max_length_ratio: float = field(default=2.0, metadata={"help": "drop pairs whose char lengths differ more"})
@@ -46,6 +59,11 @@ class TranslationConfig(TrainConfig):
     attention_dropout: float | None = field(default=None,
                                             metadata={"help": "attention-probability dropout; none = dropout"})
     activation_dropout: float | None = field(default=None, metadata={"help": "FFN activation dropout; none = dropout"})
+    token_dropout: float = field(default=0.0, metadata={
+        "help": "training: share of source subword tokens replaced by <unk> (token dropout; Sennrich & Zhang 2019's "
+                "word dropout per subword), drawn per batch from (seed, epoch, batch)"})
+    curve_pairs: int = field(default=100, metadata={
+        "help": "periodic-validation pairs decoded greedily at each validation for the chrF learning curve (0: off)"})
     max_input_tokens: int = field(default=128, metadata={"help": "source tokens incl. </s> (training cuts, serving "
                                                                  "and evaluation refuse longer)"})
     max_new_tokens: int = field(default=160, metadata={"help": "cap on generated tokens"})
@@ -83,6 +101,11 @@ class TranslationConfig(TrainConfig):
         if min(self.max_input_tokens, self.max_new_tokens, self.max_target_tokens) < 2:
             raise ValueError("max_input_tokens, max_new_tokens and max_target_tokens must be >= 2")
         validate_sites(self.mc_sites)
+        if self.arch == "rnn" and (self.base_model or set(self.mc_sites) != {"hidden"}):
+            raise ValueError("--arch rnn trains from scratch (no --base-model) and has only the hidden MC sites")
+        if not 0.0 <= self.token_dropout < 1.0 or self.curve_pairs < 0:
+            raise ValueError(f"token_dropout must be in [0, 1) and curve_pairs >= 0, got {self.token_dropout}, "
+                             f"{self.curve_pairs}")
         if not 0.0 < self.target_risk < 1.0:
             raise ValueError(f"target_risk must be in (0, 1), got {self.target_risk}")
         validate_files(self)

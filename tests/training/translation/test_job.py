@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from models.core.artifacts import list_artifacts, verify_artifact
 from models.core.calibration import LOW_IS_UNCERTAIN
@@ -13,7 +14,7 @@ from models.core.predictor import MCRequest, PredictorOptions
 from models.translation.predictor import TranslationPredictor
 from training.core.config import make_config
 from training.core.sequence_quality import MEASURES
-from training.translation.batches import IGNORE, collate_pairs
+from training.translation.batches import IGNORE, PairBatches, collate_pairs
 from training.translation.data import load_synthetic_translation
 from training.translation.job import PRESETS, TranslationConfig, held_out_parts, main
 from training.translation.probes import KINDS, build_probe_set, modern_sentences, shuffle_words
@@ -142,6 +143,11 @@ def test_reports_are_written(artifact: Path) -> None:
     assert metrics["history"]["losses"] and metrics["quality"]["greedy"]["bleu_signature"].startswith("nrefs:1")
     assert (reports / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (reports / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"  # every measure's curve on test
+    # the learning curve: greedy validation chrF at every periodic validation, against training wall-clock
+    evals = metrics["history"]["evals"]
+    assert len(evals) >= 2 and all(0 <= e["chrf"] <= 100 and e["train_seconds"] >= 0 for e in evals)
+    assert evals[-1]["chrf"] > evals[0]["chrf"]  # the tiny model learns its toy grammar while training
+    assert (reports / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert (artifact / "model" / "model.safetensors").is_file() and (artifact / "model" / "tokenizer.json").is_file()
 
 
@@ -151,6 +157,20 @@ def test_bad_arguments_exit_with_usage() -> None:
     assert info.value.code == 2
     with pytest.raises(ValueError, match="unknown dropout sites"):
         make_config(TranslationConfig, PRESETS["tiny"], {"mc_sites": ("everything",)})
+
+
+def test_token_dropout_is_reproducible_keeps_the_end_and_drops_about_its_rate() -> None:
+    sources = [[10 + i for i in range(n)] + [2] for n in range(5, 45)]
+    targets = [[7, 2]] * len(sources)
+    batches = PairBatches(sources, targets, 8, 0, 1, seed=3, token_dropout=0.25, unk_id=3)
+    first, again = list(batches), list(batches)
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, again, strict=True))
+    ids = torch.cat([b["input_ids"][b["attention_mask"].bool()] for b in first])
+    assert 0.18 < float((ids == 3).double().mean()) < 0.32
+    ends = [row[mask.bool()][-1] for b in first for row, mask in zip(b["input_ids"], b["attention_mask"], strict=True)]
+    assert all(int(end) == 2 for end in ends)  # </s> is never dropped
+    plain = list(PairBatches(sources, targets, 8, 0, 1, seed=3))
+    assert not any(bool((b["input_ids"] == 3).any()) for b in plain)
 
 
 def test_collate_pairs_shifts_labels_behind_the_start_token() -> None:
