@@ -47,9 +47,11 @@ def test_translation_checkpoint_is_calibrated_and_served_without_training(tmp_pa
     base = save_marian(tmp_path / "opus-mt-tiny")
     validation = tmp_path / "validation.tsv"
     validation.write_text("source\ttarget\n" + "".join(f"{s}\t{t}\n" for s, t in PAIRS * 2), "utf-8")
-    assert main(["--task", "translation", *_common(tmp_path, base, validation, "phrasebook")]) == 0
+    assert main(["--task", "translation", *_common(tmp_path, base, validation, "phrasebook"),
+                 "--source-language", "en", "--target-language", "fr"]) == 0
     (artifact,) = list_artifacts(tmp_path / "a", "phrasebook")
     manifest = verify_artifact(artifact)
+    assert (manifest.preprocessing["source_language"], manifest.preprocessing["target_language"]) == ("en", "fr")
     assert manifest.calibration["temperature"] > 0 and manifest.metrics["training"]["steps"] == 0
     predictor = TranslationPredictor.load(artifact, PredictorOptions())
     (out,) = predictor.predict([predictor.prepare("the cat is old", {"max_new_tokens": 6})], [MCRequest(3, 1)])

@@ -27,6 +27,10 @@ class TranslationConfig(TrainConfig):
     validation_file: str | None = field(default=None, metadata={"help": "file: validation pairs (same format)"})
     test_file: str | None = field(default=None, metadata={"help": "file: test pairs, read once for the report"})
     source_column: str = field(default="source", metadata={"help": "file: the JSONL key (TSV header) of the source"})
+    source_language: str = field(default="en", metadata={"help": "the source language's code, recorded in the "
+                                                                 "manifest (bible: en)"})
+    target_language: str = field(default="de", metadata={"help": "the target language's code, recorded in the "
+                                                                 "manifest (bible: de)"})
     target_column: str = field(default="target", metadata={"help": "file: the JSONL key (TSV header) of the target"})
     validation_fraction: float = field(default=0.1, metadata={
         "help": "file: share of --train-file held out for validation when no --validation-file"})

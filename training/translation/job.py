@@ -181,8 +181,8 @@ def build_manifest(config: TranslationConfig, preset: str, model: nn.Module, dat
         data={"sources": [data.source, tokenizer_record], "splits": data.sizes(), "used": used,
               "held_out_books": data.source.get("held_out_books", {})},
         preprocessing={"max_input_tokens": config.max_input_tokens, "max_new_tokens": config.max_new_tokens,
-                       "default_max_new_tokens": config.max_new_tokens, "source_language": "en",
-                       "target_language": "de",
+                       "default_max_new_tokens": config.max_new_tokens,
+                       "source_language": config.source_language, "target_language": config.target_language,
                        "token_conventions": {"specials": {t: i for i, t in enumerate(SPECIAL_TOKENS)},
                                              "source_suffix": "</s>", "decoder_start": "<s>",
                                              "pre_tokenizer": "byte-level", "normalizer": "NFC"}
