@@ -6,9 +6,10 @@ without any is refused: MC dropout over it would report zero uncertainty), then 
 (training/<task>/job.finish) on the user's validation file: every choice on its own disjoint part of it (last-k
 among the MC modes, τ and the confidence map or the sequence abstain rule), the report on a held-out part (or
 `--test-file`), the manifest and reports through models.core.artifacts.write_artifact. `--train-file` names the
-data the model was fine-tuned on, recorded as the training split (the OOD step of the jobs reads it; for a user's
-files it is skipped, as in the jobs). Generation also re-calibrates on a built-in corpus (`--data austen` with one
-of our artifacts' `model/` as --base-model: the job's own held-out spans, OOD fitted too; no --validation-file).
+data the model was fine-tuned on, recorded as the training split; the quick preset's OOD step (the jobs' own,
+training/core/ood_job.py) describes it, and is skipped without it. Generation also re-calibrates on a built-in
+corpus (`--data austen` with one of our artifacts' `model/` as --base-model: the job's own held-out spans, OOD
+fitted too; no --validation-file).
 Every other `--field value` is the task job's config field (`--help`).
 Prints the artifact's path; exit status 0, 1 for a bad file or checkpoint (the message says what to fix), 2 for
 bad arguments.

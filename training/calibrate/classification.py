@@ -28,7 +28,7 @@ from training.sentiment.job import finish
 log = logging.getLogger(__name__)
 TASK = "sentiment"  # the classification task's predictor (models/sentiment)
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"data": "file"},
+    "quick": {"data": "file", "ood": True},  # OOD needs --train-file (training/core/ood_job.py)
     "tiny": {"data": "file", "mc_samples": 5, "calibration_folds": 3, "max_length": 48,
              "head_tokens": 12, "eval_dtype": "float32", "progress": False, "num_threads": 1},
 }

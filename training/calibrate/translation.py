@@ -22,7 +22,7 @@ from training.translation.job import finish, fit_to_positions
 log = logging.getLogger(__name__)
 TASK = "translation"
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"data": "file", "test_limit": None, "eval_subset": 0},
+    "quick": {"data": "file", "test_limit": None, "eval_subset": 0, "ood": True},  # OOD needs --train-file
     "tiny": {"data": "file", "test_limit": None, "eval_subset": 0, "mc_samples": 4, "probes_per_kind": 8,
              "sampling_samples": 0, "max_new_tokens": 24, "eval_batch_size": 16, "eval_dtype": "float32",
              "progress": False, "num_threads": 1},

@@ -133,7 +133,7 @@ def ood_sets(split: ProseSplit, data: str, cache_dir: Path, seed: int, sizes: OO
     validation = rng.sample(held["validation"], min(n.choice + n.threshold, len(held["validation"])))
     half = min(n.choice, len(validation) // 2)
     test = rng.sample(held["test"], min(n.test, len(held["test"])))
-    kinds = tuple(kind for kind in POOLS if kind != CORPUS_KIND[data])
+    kinds = tuple(kind for kind in POOLS if kind != CORPUS_KIND.get(data))  # a user's file: every kind
     choice_probes, test_probes = draw_probes(cache_dir, kinds, n.choice_probes, n.test_probes, seed)
     record = {"bank": {"split": "train", "sentences": len(bank)},
               "choice": {"split": "validation", "sentences": half},

@@ -14,9 +14,11 @@ import pytest
 from models.core.artifacts import verify_artifact
 from models.core.predictor import MCRequest, PredictorOptions
 from models.generation.predictor import GenerationPredictor
+from models.sentiment.predictor import SentimentPredictor
+from tests.factories import make_tiny_sentiment_artifact
 from training.core import ood_probes
 from training.core.fetch import FetchError
-from training.core.ood_fit import OODSizes
+from training.core.ood_fit import OODSets, OODSizes, Probes
 from training.core.ood_job import fit_for_job, with_ood
 from training.generation.job import main as generation_main
 from training.ood.__main__ import main as ood_main
@@ -76,7 +78,6 @@ def test_the_switch_and_its_skips() -> None:
         raise AssertionError("sets built although the fit is off")
 
     assert fit_for_job(_Config(False, "imdb"), None, never) is None
-    assert fit_for_job(_Config(True, "file"), None, never) is None  # a user's data: the built-in probes may be in it
 
     def unavailable() -> None:
         raise FetchError("no network")
@@ -95,3 +96,23 @@ def test_translation_sets_are_disjoint_and_repeatable(tmp_path: Path, offline_pr
     assert not set(sets.choice) & set(sets.threshold)
     assert sets.test_probes.counts() == {"shakespeare": 8, "austen": 8, "news": 8, "german": 8}
     assert not set(sets.choice_probes.texts) & set(sets.test_probes.texts)
+
+
+def test_a_users_files_are_fitted_and_a_probe_kind_like_them_is_named(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    films = [f"the film {w} was {a} and the acting {b}" for w in ("plot", "cast", "story", "score", "ending")
+             for a in ("dull", "great", "fine", "awful") for b in ("moved me", "bored me", "worked")]
+    other = [f"{x} {y} {z} qqq zzz" for x in ("zebra", "quartz", "xylophone") for y in ("jumps", "orbits", "melts")
+             for z in ("tomorrow", "sideways", "loudly", "twice")]
+    predictor = SentimentPredictor.load(make_tiny_sentiment_artifact(tmp_path, num_layers=2), PredictorOptions())
+    # "reviews" probes are the user's own kind of text: no score can tell them apart
+    probes = lambda a, b: Probes(other[a:b] + films[a:b], ["nonsense"] * (b - a) + ["reviews"] * (b - a))  # noqa: E731
+    sets = OODSets(bank=films[:30], choice=films[30:40], threshold=films[40:50], choice_probes=probes(0, 10),
+                   test=films[50:60], test_probes=probes(10, 30))
+    with caplog.at_level("WARNING"):
+        fitted = fit_for_job(_Config(True, "file"), predictor, lambda: sets)
+    assert fitted is not None and fitted[1]["weak_probe_kinds"] == ["reviews"]
+    assert "['reviews'] look like your validation inputs" in caplog.text
+    no_training = OODSets(bank=[], choice=sets.choice, threshold=sets.threshold, choice_probes=sets.choice_probes,
+                          test=sets.test, test_probes=sets.test_probes)
+    assert fit_for_job(_Config(True, "file"), predictor, lambda: no_training) is None  # calibrate, no --train-file
