@@ -16,7 +16,9 @@ position does not depend on the batch or on padding (attention-probability masks
 key length, as in models/sentiment/mc.py).
 
 The layer maths mirrors transformers' MarianDecoderLayer (post-LayerNorm); a test checks it against the
-library's eval forward, so a transformers change that breaks the mirror fails loudly.
+library's eval forward, so a transformers change that breaks the mirror fails loudly. Dropout in the encoder
+(last-k beyond the decoder's layers, "whole-model") is models/translation/mc_encoder.py: it runs the encoder per
+row and hands this module R rows of encoder states with counts of 1.
 """
 
 from __future__ import annotations
@@ -86,12 +88,12 @@ def encode_with_features(model: nn.Module, input_ids: torch.Tensor, attention_ma
     return out.last_hidden_state, features
 
 
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     rows, length, dim = x.shape
     return x.view(rows, length, heads, dim // heads).transpose(1, 2)
 
 
-def _attend(
+def attend(
     attn: nn.Module,
     x: torch.Tensor,
     k: torch.Tensor,
@@ -103,7 +105,7 @@ def _attend(
 ) -> torch.Tensor:
     """Attention output (after out_proj) [rows, Lq, d]. `key_mask` None = causal self-attention."""
     rows, length, dim = x.shape
-    q = _heads(attn.q_proj(x), attn.num_heads)
+    q = split_heads(attn.q_proj(x), attn.num_heads)
     if drop is not None and p > 0:
         scores = (q @ k.transpose(-1, -2)) * attn.scaling
         if key_mask is None:
@@ -169,18 +171,20 @@ def decoder_hidden(
 
         # self-attention (causal)
         sa = layer.self_attn
-        out = _attend(sa, h, _heads(sa.k_proj(h), sa.num_heads), _heads(sa.v_proj(h), sa.num_heads), None,
-                      d, rates.attention, _site(i, 0))
+        out = attend(sa, h, split_heads(sa.k_proj(h), sa.num_heads), split_heads(sa.v_proj(h), sa.num_heads),
+                     None, d, rates.attention, _site(i, 0))
         if d is not None:
             out = d.dropout(out, rates.hidden, _site(i, 1))
         h = layer.self_attn_layer_norm(h + out)
 
-        # cross-attention: keys/values from the deterministic encoder states, B rows, expanded by indexing
+        # cross-attention: keys/values projected once per encoder row (B items, or R rows when the encoder ran per
+        # row: mc_encoder passes counts of 1), expanded by indexing, never recomputed per sample
         ca = layer.encoder_attn
-        k_enc, v_enc = _heads(ca.k_proj(encoder_states), ca.num_heads), _heads(ca.v_proj(encoder_states), ca.num_heads)
+        k_enc = split_heads(ca.k_proj(encoder_states), ca.num_heads)
+        v_enc = split_heads(ca.v_proj(encoder_states), ca.num_heads)
         if expanded:
             k_enc, v_enc = k_enc.index_select(0, index), v_enc.index_select(0, index)
-        out = _attend(ca, h, k_enc, v_enc, mask, d, rates.attention, _site(i, 2))
+        out = attend(ca, h, k_enc, v_enc, mask, d, rates.attention, _site(i, 2))
         if d is not None:
             out = d.dropout(out, rates.hidden, _site(i, 3))
         h = layer.encoder_attn_layer_norm(h + out)

@@ -1,10 +1,13 @@
 """The architecture-specific half of the translation predictor: one ops object per architecture, chosen by the
 model's type (`ops_for`), so models/translation/predictor.py serves both with one code path.
 
-- `MarianOps` ("transformer"): models/translation/mc.py (decoder scoring, stochastic greedy decode) and
-  `model.generate` (greedy or beam, KV cache) for the deterministic decode; last-k counts decoder layers.
-- `RnnOps` ("rnn"): models/translation/rnn_mc.py and rnn_decode.py; last-k counts decoder then encoder layers, so
-  k above the decoder's layers drops out in the encoder too (rnn_mc's docstring).
+- `MarianOps` ("transformer"): models/translation/mc.py (decoder scoring, stochastic greedy decode),
+  mc_encoder.py (the same when last-k reaches the encoder) and `model.generate` (greedy or beam, KV cache) for the
+  deterministic decode.
+- `RnnOps` ("rnn"): models/translation/rnn_mc.py and rnn_decode.py.
+In both, last-k counts decoder then encoder layers (`num_layers` = both): k ≤ decoder layers keeps the encoder once
+per item without dropout; a larger k drops out in the top encoder layers too, which then run once per MC row;
+k = all layers is "whole-model" (mc_encoder's and rnn_mc's docstrings).
 Both take and return the same shapes: an `Encoded` batch, hidden states [R, Ly, d] of R rows (item i owns
 counts[i] consecutive rows of the row seeds, None = deterministic), float32 logits, token lists without <s>.
 """
@@ -21,7 +24,7 @@ from transformers import MarianMTModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from models.core.dropout import SITES
-from models.translation import mc, rnn_decode, rnn_mc
+from models.translation import mc, mc_encoder, rnn_decode, rnn_mc
 from models.translation.rnn import RnnMTModel, project
 
 Seeds = Sequence[int | None]
@@ -42,13 +45,16 @@ class Encoded:
 
 
 class MarianOps:
-    """The transformer (MarianMTModel): decoder-side MC, the encoder always runs once without dropout."""
+    """The transformer (MarianMTModel): last-k over decoder then encoder layers (models/translation/mc_encoder.py)."""
 
     architecture: ClassVar[str] = "transformer"
     supported_sites: ClassVar[frozenset[str]] = SITES
 
     def num_layers(self, model: nn.Module) -> int:
-        return mc.num_decoder_layers(model)
+        return mc_encoder.num_layers(model)
+
+    def layer_counts(self, model: nn.Module) -> tuple[int, int]:
+        return mc_encoder.layer_counts(model)
 
     def rates(self, model: nn.Module) -> mc.MarianDropoutRates:
         return mc.MarianDropoutRates.of(model)
@@ -83,14 +89,16 @@ class MarianOps:
 
     def hidden(self, model: nn.Module, enc: Encoded, decoder_inputs: torch.Tensor, seeds: Seeds,
                counts: Sequence[int], last_k: int, sites: frozenset[str]) -> torch.Tensor:
-        return mc.decoder_hidden(model, enc.states, enc.mask, decoder_inputs, seeds, counts, last_k, sites)
+        return mc_encoder.model_hidden(model, enc.states, enc.mask, enc.input_ids, decoder_inputs, seeds, counts,
+                                       last_k, sites)
 
     def project(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         return mc.project(model, hidden)
 
     def sample(self, model: nn.Module, enc: Encoded, seeds: Seeds, counts: Sequence[int], last_k: int,
                sites: frozenset[str], max_new_tokens: int) -> list[list[int]]:
-        return mc.stochastic_greedy_decode(model, enc.states, enc.mask, seeds, counts, last_k, sites, max_new_tokens)
+        return mc_encoder.stochastic_greedy_decode(model, enc.states, enc.mask, enc.input_ids, seeds, counts, last_k,
+                                                   sites, max_new_tokens)
 
     def feature_layers(self, model: nn.Module) -> int:  # 0 = embeddings .. the encoder's output
         return len(model.model.encoder.layers) + 1
@@ -99,13 +107,16 @@ class MarianOps:
         return int(model.config.d_model)
 
     def facts(self, model: nn.Module, last_k: int) -> dict[str, Any]:
-        layers = self.num_layers(model)
+        (enc, dec), k = self.layer_counts(model), min(last_k, self.num_layers(model))
+        encoder_live = k > dec
         return {
             "architecture": self.architecture,
-            "num_layers": {"encoder": len(model.model.encoder.layers), "decoder": layers},
-            # "full" would claim the encoder too: it always runs once without dropout.
-            "mc": {"scope": "decoder (encoder runs once, deterministic)",
-                   "mode": "decoder-full" if last_k >= layers else f"last-{min(last_k, layers)}-decoder-layers"},
+            "num_layers": {"encoder": enc, "decoder": dec},
+            "mc": {"scope": "encoder and decoder (encoder per MC row)" if encoder_live
+                   else "decoder (encoder runs once, deterministic)",
+                   "mode": mc_encoder.mode(model, k),
+                   # the "sampling" mode's decodes drop out where the scoring pass does
+                   "sampling": "same last-k as scoring" + (" (encoder per row)" if encoder_live else "")},
         }
 
 
@@ -117,6 +128,9 @@ class RnnOps:
 
     def num_layers(self, model: nn.Module) -> int:
         return rnn_mc.num_layers(model)
+
+    def layer_counts(self, model: nn.Module) -> tuple[int, int]:
+        return int(model.config.encoder_layers), int(model.config.decoder_layers)
 
     def rates(self, model: nn.Module) -> rnn_mc.RnnDropoutRates:
         return rnn_mc.RnnDropoutRates.of(model)

@@ -10,9 +10,10 @@ Per batch (items share decoding parameters, see `batch_key`):
 `score` runs step 2 alone on given outputs (a reference, or a decode to re-score under other MC settings):
 the training evaluation's only scoring path, so its reports measure what the server returns.
 One code path serves both architectures: what differs (encoder, decoders, the scoring pass, what last-k counts) is
-the ops object of the model's type (models/translation/ops.py: Marian, the recurrent model). Marian's "full" MC is
-decoder-full: its encoder always runs once without dropout; the recurrent model's last-k may reach into its encoder
-(`describe` names the mode either way).
+the ops object of the model's type (models/translation/ops.py: Marian, the recurrent model). In both, last-k counts
+decoder then encoder layers: k ≤ decoder layers keeps the encoder once per item without dropout (k = decoder layers is
+"decoder-full"), a larger k drops out in the top encoder layers too, run per MC row, and k = all layers is
+"whole-model" (`describe` names the mode).
 
 Manifest sections used: `preprocessing` {"max_input_tokens", "max_new_tokens" (cap), "default_max_new_tokens"},
 `dropout` {"mc_sites", "mc_last_k"}, `calibration` {"temperature", "abstain": {"measure", "threshold"}}.
@@ -117,11 +118,15 @@ class TranslationPredictor(BasePredictor):
         return (p["max_new_tokens"], p["num_beams"], p["uncertainty_mode"])
 
     def cost(self, item: PreparedItem, request: MCRequest) -> int:
-        # Encoder tokens + decoder tokens (beams) + the scoring rows' share of the decoder (last-k of L).
+        # Encoder tokens + decoder tokens (beams) + the scoring rows' share: the decoder's top min(k, D) of D layers
+        # per output token, and, when k reaches the encoder, its live k − D of E layers per source token and row.
         out = item.parameters["max_new_tokens"]
         samples = request.mc_samples
-        k = min(self.last_k, self.num_layers)
-        scoring = out * (self.num_layers + k * samples) // self.num_layers if samples else 0
+        enc, dec = self.ops.layer_counts(self.model)
+        k = min(self.last_k, enc + dec)
+        scoring = 0
+        if samples:
+            scoring = out * (dec + min(k, dec) * samples) // dec + item.n_tokens * max(0, k - dec) * samples // enc
         sampling = out * samples if item.parameters["uncertainty_mode"] == "sampling" else 0
         return max(1, item.n_tokens + out * item.parameters["num_beams"] + scoring + sampling)
 

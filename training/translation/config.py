@@ -75,7 +75,8 @@ class TranslationConfig(TrainConfig):
     num_beams: int = field(default=4, metadata={"help": "beam size of the beam-search evaluation"})
     mc_samples: int = field(default=10, metadata={"help": "T: MC samples at serving and evaluation"})
     mc_last_k: int | None = field(default=None, metadata={
-        "help": "stochastic top decoder layers (none: chosen on validation among compare_last_k and all)"})
+        "help": "stochastic top layers, decoder first, then encoder (none: chosen on validation among "
+                "compare_last_k and all layers, the whole model)"})
     mc_sites: tuple[str, ...] = field(default=("hidden",), metadata={"help": "dropouts live at MC time"})
     sampling_samples: int = field(default=5,
                                   metadata={"help": "sampling-mode decodes per input in evaluation (0: off)"})
@@ -85,7 +86,7 @@ class TranslationConfig(TrainConfig):
     target_risk: float = field(default=0.15, metadata={"help": "abstain rule: largest share of bad translations "
                                                              "among the kept ones (on validation)"})
     compare_last_k: tuple[int, ...] = field(default=(1, 2), metadata={
-        "help": "last-k candidates scored on validation besides decoder-full (mc_last_k none: the choice)"})
+        "help": "last-k candidates scored on validation besides the whole model (mc_last_k none: the choice)"})
     last_k_tolerance: float = field(default=0.02, metadata={
         "help": "choose the smallest last-k whose best validation PRR is within this of the best one's"})
     calibration_size: int = field(default=300, metadata={

@@ -168,7 +168,7 @@ def build_manifest(config: TranslationConfig, preset: str, model: nn.Module, dat
                    tokenizer: PreTrainedTokenizerBase, parts: dict[str, list[tuple[str, str]]]) -> Manifest:
     """The artifact's manifest (models.core.artifacts.Manifest; docs/architecture.md §3) without its evaluation:
     the in-memory predictor is built from it, then `finish` adds calibration, the chosen last-k and metrics."""
-    layers = (ops := ops_for(model)).num_layers(model)  # what last-k counts (transformer: decoder layers)
+    layers = (ops := ops_for(model)).num_layers(model)  # what last-k counts: decoder, then encoder layers
     used = {"train": min(len(data.splits["train"]), config.train_limit or len(data.splits["train"])),
             **{name: len(pairs) for name, pairs in parts.items()}}
     tokenizer_record = {"role": "tokenizer", "name": "joint byte-level BPE", "vocab_size": len(tokenizer),

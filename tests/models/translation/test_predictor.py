@@ -219,3 +219,24 @@ def test_one_sample_is_served_as_deterministic(predictor: TranslationPredictor) 
 def test_describe_names_decoder_full_mc(artifact: Path) -> None:
     full = TranslationPredictor.load(artifact, PredictorOptions()).describe()["mc"]
     assert full["mode"] == "decoder-full" and "encoder runs once" in full["scope"]
+
+
+def test_whole_model_mc_through_the_predictor(artifact: Path) -> None:
+    # The tiny artifact: 1 encoder + 2 decoder layers, its manifest's last-k 2 (decoder-full). num_layers counts both.
+    full = TranslationPredictor.load(artifact, PredictorOptions())
+    whole = TranslationPredictor.load(artifact, PredictorOptions(mc_last_k=3))
+    assert full.num_layers == whole.num_layers == 3 and full.last_k == 2
+    facts = whole.describe()
+    assert facts["num_layers"] == {"encoder": 1, "decoder": 2} and facts["mc"]["mode"] == "whole-model"
+    assert facts["mc"]["scope"].startswith("encoder and decoder")
+    items = [whole.prepare(t, {"uncertainty_mode": "sampling"}) for t in TEXTS]
+    requests = [MCRequest(3, 7 + i) for i in range(len(items))]
+    a, b = whole.predict(items, requests), whole.predict(items, requests)
+    assert a == b, "seeded whole-model MC reproduces"
+    decoder_only = full.predict(items, requests)
+    assert [p.translation for p in a] == [p.translation for p in decoder_only], "MC never changes the decode"
+    assert all(p.uncertainty is not None and p.uncertainty.sampling_chrf is not None for p in a)
+    assert [p.uncertainty.mc_log_prob_mean for p in a] != [p.uncertainty.mc_log_prob_mean for p in decoder_only]
+    # The encoder's rows cost: the whole model admits less per batch than decoder-full.
+    assert whole.cost(items[1], MCRequest(8, 0)) > full.cost(items[1], MCRequest(8, 0))
+    assert whole.cost(items[1], MCRequest(0, 0)) == full.cost(items[1], MCRequest(0, 0))

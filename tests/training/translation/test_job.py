@@ -48,7 +48,8 @@ def test_artifact_verifies_and_has_every_section(artifact: Path) -> None:
     assert manifest.training_config["preset"] == "tiny" and manifest.training_config["label_smoothing"] == 0.1
     dropout = manifest.dropout
     assert dropout["sites"] == {"hidden": 0.1, "attention": 0.1, "activation": 0.1}
-    assert dropout["mc_sites"] == ["hidden"] and dropout["mc_last_k"] == dropout["num_layers"] == 1
+    # last-k counts decoder then encoder layers (1 + 1): validation chose decoder-full (1) or the whole model (2)
+    assert dropout["mc_sites"] == ["hidden"] and dropout["num_layers"] == 2 and dropout["mc_last_k"] in (1, 2)
     pre = manifest.preprocessing
     assert pre["max_input_tokens"] == 128 and pre["max_new_tokens"] == 24
     assert pre["token_conventions"]["specials"] == {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
@@ -59,7 +60,9 @@ def test_artifact_verifies_and_has_every_section(artifact: Path) -> None:
     # collapse guard: different sources get different translations
     assert metrics["distinct_output_ratio"] > 0.5 and metrics["collapsed"] is False
     unc = metrics["uncertainty"]
-    assert unc["mc"]["mode"] == "decoder-full" and unc["mc"]["temperature"] == manifest.calibration["temperature"]
+    assert unc["mc"]["mode"] == {1: "decoder-full", 2: "whole-model"}[dropout["mc_last_k"]]
+    assert set(metrics["validation"]["last_k"]["candidates"]) == {"1", "2"}
+    assert unc["mc"]["temperature"] == manifest.calibration["temperature"]
     assert unc["probe_counts"] == {"in_domain": 40, "shuffled": 8, "german": 8, "modern": 8}
     assert set(unc["prr"]) == set(MEASURES) == set(unc["correlation_with_sentence_chrf"]) == set(unc["ood_auroc"])
     assert all(-1.0 <= value <= 1.0 for value in unc["prr"].values())  # defined: the test chrF varies
