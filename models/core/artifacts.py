@@ -28,6 +28,9 @@ from typing import Any
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_DIR = "model"
+REPORTS_DIR = "reports"
+# Weight formats that unpickle arbitrary code on load; an artifact holding one is refused.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # A manifest's `task` is the model's kind; the sentiment predictor serves every classification model, so the
 # kind `classification` (what jobs write) and the older `sentiment` both name it.
 TASK_ALIASES = {"classification": "sentiment"}
@@ -42,9 +45,6 @@ def canonical_task(task: str) -> str:
 def manifest_task(task: str) -> str:
     """What a job writes as its manifest's `task` for predictor task `task` (`sentiment` → `classification`)."""
     return MANIFEST_TASKS.get(task, task)
-REPORTS_DIR = "reports"
-# Weight formats that unpickle arbitrary code on load; an artifact holding one is refused.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 class ArtifactError(RuntimeError):
