@@ -121,6 +121,19 @@ def attend(
     return attn.out_proj(context.transpose(1, 2).reshape(rows, length, dim))
 
 
+def feed_forward(layer: nn.Module, h: torch.Tensor, drop: MaskSource | None, rates: MarianDropoutRates,
+                 activation_site: int, output_site: int) -> torch.Tensor:
+    """A Marian layer's post-LayerNorm feed-forward block (encoder and decoder alike), with the FFN activation and
+    output dropouts at the given sites when `drop` is not None."""
+    ff = layer.activation_fn(layer.fc1(h))
+    if drop is not None:
+        ff = drop.dropout(ff, rates.activation, activation_site)
+    ff = layer.fc2(ff)
+    if drop is not None:
+        ff = drop.dropout(ff, rates.hidden, output_site)
+    return layer.final_layer_norm(h + ff)
+
+
 def decoder_hidden(
     model: nn.Module,
     encoder_states: torch.Tensor,
@@ -189,14 +202,7 @@ def decoder_hidden(
             out = d.dropout(out, rates.hidden, _site(i, 3))
         h = layer.encoder_attn_layer_norm(h + out)
 
-        # feed-forward
-        ff = layer.activation_fn(layer.fc1(h))
-        if d is not None:
-            ff = d.dropout(ff, rates.activation, _site(i, 4))
-        ff = layer.fc2(ff)
-        if d is not None:
-            ff = d.dropout(ff, rates.hidden, _site(i, 5))
-        h = layer.final_layer_norm(h + ff)
+        h = feed_forward(layer, h, d, rates, _site(i, 4), _site(i, 5))
 
     if not expanded:
         h = h.index_select(0, index)

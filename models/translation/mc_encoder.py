@@ -113,13 +113,7 @@ def encoder_rows(
             out = d.dropout(out, rates.hidden, encoder_site(i, 1))
         h = layer.self_attn_layer_norm(h + out)
 
-        ff = layer.activation_fn(layer.fc1(h))
-        if d is not None:
-            ff = d.dropout(ff, rates.activation, encoder_site(i, 2))
-        ff = layer.fc2(ff)
-        if d is not None:
-            ff = d.dropout(ff, rates.hidden, encoder_site(i, 3))
-        h = layer.final_layer_norm(h + ff)
+        h = mc.feed_forward(layer, h, d, rates, encoder_site(i, 2), encoder_site(i, 3))
         if h.dtype == torch.float16 and not torch.isfinite(h).all():  # the library's fp16 overflow guard
             limit = torch.finfo(h.dtype).max - 1000
             h = h.clamp(-limit, limit)
