@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -109,6 +110,9 @@ class Manifest:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
+VERSION_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]+")
+
+
 def new_version_id(now: datetime | None = None, after: str | None = None) -> str:
     """Sortable, unique version id: UTC timestamp plus a short random suffix. With `after` (the version a new
     one derives from) the id sorts after it even within the same second, since the newest id is served."""
@@ -149,7 +153,8 @@ def write_artifact(root: Path, manifest: Manifest, write_files: Callable[[Path],
 
     `write_files(staging_dir)` writes the model, tokenizer and reports; then every file is hashed into
     `manifest.files`, the manifest is written (temp file + rename), and the staging directory is renamed
-    into place. On any exception the staging directory is removed and the error re-raised.
+    into place, under a version id that sorts after every existing one of that name (the newest is served).
+    On any exception the staging directory is removed and the error re-raised.
     """
     task_dir = Path(root) / manifest.model_name
     final = task_dir / manifest.version
@@ -163,6 +168,11 @@ def write_artifact(root: Path, manifest: Manifest, write_files: Callable[[Path],
         if unsafe:
             raise ArtifactError(f"refusing to write pickle-format files: {[p.name for p in unsafe]}")
         manifest.files = {p.relative_to(staging).as_posix(): sha256_file(p) for p in _files_under(staging)}
+        # The newest id is served: one written within the same second as an earlier one must still sort after it.
+        newest = max((p.name for p in list_artifacts(root, manifest.model_name)), default=None)
+        if newest is not None and newest >= manifest.version and VERSION_ID.fullmatch(newest):
+            manifest.version = new_version_id(after=newest)
+            final = task_dir / manifest.version
         tmp = staging / f"{MANIFEST_NAME}.tmp"
         with tmp.open("w", encoding="utf-8") as handle:
             handle.write(manifest.to_json())

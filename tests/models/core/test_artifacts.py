@@ -1,6 +1,7 @@
 """Artifact round trip and every refusal: missing, half-written, corrupt, pickle, wrong task, no dropout."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from models.core.artifacts import (
     ArtifactError,
     Manifest,
     list_artifacts,
+    read_manifest,
     resolve_artifact,
     verify_artifact,
     write_artifact,
@@ -149,3 +151,16 @@ def test_a_derived_version_sorts_after_its_source_within_the_same_second() -> No
     derived = [new_version_id(now, after=source) for _ in range(20)]
     assert all(d > source for d in derived)
     assert new_version_id(datetime(2026, 1, 2, tzinfo=UTC), after=source).startswith("20260102T000000Z-")
+
+
+def test_a_version_written_within_the_same_second_as_the_newest_still_sorts_after_it(tmp_path: Path) -> None:
+    first = make_tiny_sentiment_artifact(tmp_path, seed=0)
+    later = Manifest(**{**read_manifest(first).__dict__, "version": first.name.split("-")[0] + "-000000", "files": {}})
+
+    def copy_model(staging: Path) -> None:
+        shutil.copytree(first / "model", staging / "model")
+
+    second = write_artifact(tmp_path, later, copy_model)  # its id as drawn sorts before the served one
+    assert second.name > first.name and read_manifest(second).version == second.name
+    assert resolve_artifact(tmp_path, "sentiment") == second
+    verify_artifact(second)
