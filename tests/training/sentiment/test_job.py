@@ -115,3 +115,25 @@ def test_bad_arguments_exit_with_usage() -> None:
     with pytest.raises(SystemExit) as info:
         main(["--preset", "tiny", "--mc-samples", "1"])
     assert info.value.code == 2
+
+
+def test_levers_rebuild_the_job_parts_and_choose_on_validation(artifact: Path, tmp_path: Path) -> None:
+    from training.sentiment.levers import main as levers_main
+    from training.sentiment.levers import plan, set_inference_rate
+
+    config, data, subsets = plan(artifact, tmp_path / "cache")
+    manifest = verify_artifact(artifact)
+    assert len(subsets.selection_modes) == manifest.data["choices"]["mc_last_k"]["n"]  # the job's own part
+    out = tmp_path / "levers.json"
+    assert levers_main(["--artifact", str(artifact), "--cache-dir", str(tmp_path / "cache"), "--rates", "0.1,0.3",
+                        "--json-out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert {"deterministic/msp", "mc_last_1_p0.1/mutual_information", "mc_last_1_p0.3/mutual_information"} <= set(rows)
+    assert not any(name.startswith("hybrid/") for name in rows)  # the tiny preset fits no OOD detector
+    assert report["choice"] == max(rows, key=lambda name: rows[name]["validation_auroc"])
+    # a higher inference rate draws other masks: the MC measures change
+    assert rows["mc_last_1_p0.1/mutual_information"] != rows["mc_last_1_p0.3/mutual_information"]
+    predictor = SentimentPredictor.load(artifact, PredictorOptions())
+    set_inference_rate(predictor.model, 0.3)
+    assert predictor.model.config.hidden_dropout_prob == 0.3 and predictor.rates.hidden == 0.1
