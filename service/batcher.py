@@ -3,11 +3,11 @@
 Contract:
 - `check_capacity(n)` is called *before* tokenising: it raises `QueueFullError` (429, with a Retry-After
   estimate) when `n` more items would not fit in `max_queue`, or when the queue with them would take
-  longer than `wait_budget_s` to drain (`queue_seconds`: the batches the queue forms × the measured time
-  per batch, service/admission.py; under overload a FIFO queue longer than the request timeout makes every
-  request time out after using the model); `LimitError` (422) when `n` could never fit, and
-  `UnavailableError` (503) once the batcher is closing. Before any batch has run there is no measurement,
-  so only `max_queue` bounds the queue; a lone request (empty queue) is always let in.
+  longer than `wait_budget_s` to drain (`queue_seconds`: what is left of the running batch plus the batches
+  the queue forms × the measured time per batch, service/admission.py; under overload a FIFO queue longer
+  than the request timeout makes every request time out after using the model); `LimitError` (422) when `n`
+  could never fit, and `UnavailableError` (503) once the batcher is closing. Before any batch has run there
+  is no measurement, so only `max_queue` bounds the queue; a lone request (empty queue) is always let in.
 - `submit(items, requests)` queues the items (a client list counts item by item) and returns their
   predictions in order. Cancelling the awaiting task (timeout, client gone) cancels its items' futures,
   and cancelled items are dropped before their batch runs.
@@ -87,6 +87,10 @@ class Batcher:
         # the event loop's own work between batches (HTTP, JSON) and not idle gaps.
         self.batch_time = BatchTimeModel()
         self._last_finished = float("-inf")
+        # The batch on the executor now (its summed cost, 0 when none, and its start): what is left of it is
+        # part of every queued item's wait, so admission counts it.
+        self._running_cost = 0
+        self._running_started = 0.0
         # Smoothed cost of a submitted item: the guess for items not yet tokenised at admission.
         self._item_cost = 0.0
         self._wait_budget_s = wait_budget_s
@@ -138,11 +142,17 @@ class Batcher:
 
     # --- intake --------------------------------------------------------------------------------------
     def queue_seconds(self, n_items: int = 0) -> float:
-        """Estimated seconds to drain the queue plus `n_items` more (0 before any batch was measured)."""
+        """Estimated seconds to finish the running batch and drain the queue plus `n_items` more (0 before any
+        batch was measured)."""
         # New items are not tokenised yet: they count at the usual item cost, in batches of their own
         # (they may well join a queued batch; counting them apart errs towards refusing).
         extra = [(_NEW_ITEMS, max(1, round(self._item_cost)))] * n_items
-        return self.batch_time.drain_seconds(pack([(e.key, e.cost) for e in self._pending] + extra, self.limits))
+        in_flight = 0.0
+        if self._running_cost:
+            elapsed = self._clock() - self._running_started
+            in_flight = max(0.0, self.batch_time.seconds(self._running_cost) - elapsed)
+        return in_flight + self.batch_time.drain_seconds(
+            pack([(e.key, e.cost) for e in self._pending] + extra, self.limits))
 
     def retry_after_s(self, n_items: int) -> float:
         """Seconds until roughly `n_items` more would be admitted: the drain time over the budget, or
@@ -248,6 +258,7 @@ class Batcher:
         started = self._clock()
         waits = [started - entry.enqueued for entry in live]
         self._running = len(live)
+        self._running_cost, self._running_started = sum(entry.cost for entry in live), started
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(self._executor, partial(
@@ -277,7 +288,7 @@ class Batcher:
                 else:
                     entry.future.set_result(result)
         finally:
-            self._running = 0
+            self._running = self._running_cost = 0
             finished = self._clock()
             elapsed = finished - started
             busy_since = max(self._last_finished, min(entry.enqueued for entry in live))

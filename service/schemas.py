@@ -15,9 +15,10 @@ OOD_SCORE = (
     "Out-of-distribution score of the input: the distance of its features (a mean-pooled hidden state of the model's "
     "own deterministic pass) to the training data's, or its tokens' mean negative log-likelihood under a bigram "
     "density of the training inputs (the artifact's detector, chosen on validation), divided by the threshold fitted "
-    "on validation so that at most 5 % of in-domain validation inputs exceed it. Dimensionless; higher = less like the training data; > 1 = "
-    "`out_of_distribution`. Computed at every mc_samples, 0 included; null when the model has no OOD statistics. "
-    "It says whether the input is like what the model was trained on, not whether this answer is right.")
+    "on validation so that at most 5 % of in-domain validation inputs exceed it. Dimensionless; higher = less like "
+    "the training data; > 1 = `out_of_distribution`. Computed at every mc_samples, 0 included; null when the model "
+    "has no OOD statistics. It says whether the input is like what the model was trained on, not whether this answer "
+    "is right.")
 ABSTAIN = (
     "True when the prediction should not be trusted: the input is out of distribution, or the calibrated uncertainty "
     "passes the model's abstain threshold (chosen on validation for a target risk; needs mc_samples ≥ 2). "
