@@ -47,10 +47,10 @@ async def test_requests_beyond_the_wait_budget_get_429_before_the_queue_is_full(
         fake.started.clear()
         running = asyncio.ensure_future(batcher.submit([item("held")], [DET]))
         await wait_event(fake.started)
-        queued = [asyncio.ensure_future(batcher.submit([item(f"q{i}")], [DET])) for i in range(3)]
-        await until(lambda: batcher.queued_items == 3)  # 3 s of work ahead: exactly the budget
+        queued = [asyncio.ensure_future(batcher.submit([item(f"q{i}")], [DET])) for i in range(2)]
+        await until(lambda: batcher.queued_items == 2)  # the held batch's 1 s + 2 s queued: exactly the budget
         with pytest.raises(QueueFullError, match="over the 3 s budget") as refused:
-            batcher.check_capacity(1)  # a fourth would wait ~4 s: refused although the queue holds 100
+            batcher.check_capacity(1)  # a third would wait ~4 s: refused although the queue holds 100
         assert refused.value.retry_after_s >= 1
         fake.gate.set()
         await asyncio.gather(running, *queued)
