@@ -36,6 +36,7 @@ from models.core.predictor import PredictorOptions, PreparedItem
 from models.sentiment.encoders import family_of
 from models.sentiment.predictor import SentimentPredictor
 from training.core.classification_metrics import uncertainty_scores
+from training.core.progress import ProgressLog
 from training.sentiment.config import SentimentConfig
 from training.sentiment.data import plan_subsets
 from training.sentiment.job import DATASETS
@@ -67,19 +68,21 @@ def aurocs(scores: dict[str, torch.Tensor], errors: torch.Tensor) -> dict[str, f
     return {name: float(metrics.misclassification_auroc(s, errors)) for name, s in scores.items()}
 
 
-def ood_scores(predictor: SentimentPredictor, ids: Sequence[Sequence[int]]) -> torch.Tensor:
+def ood_scores(predictor: SentimentPredictor, ids: Sequence[Sequence[int]], phase: str) -> torch.Tensor:
     """The served OOD score of each review (its detector's normalised distance), from the deterministic pass."""
     detector = predictor.ood
     assert detector is not None
     items = [PreparedItem(text="", input_ids=tuple(i), n_tokens=len(i)) for i in ids]
     out: list[float] = []
-    for start in range(0, len(items), 32):
-        batch = items[start: start + 32]
-        if detector.uses_tokens:
-            out += detector.scores_of_ids([item.input_ids for item in batch])
-        else:
-            features = predictor.ood_features(batch, [detector.layer])[detector.layer].float().cpu()
-            out += detector.scores(features, [item.n_tokens for item in batch])
+    with ProgressLog(f"{phase}/ood_score", len(items), unit="reviews") as progress:
+        for start in range(0, len(items), 32):
+            batch = items[start: start + 32]
+            if detector.uses_tokens:
+                out += detector.scores_of_ids([item.input_ids for item in batch])
+            else:
+                features = predictor.ood_features(batch, [detector.layer])[detector.layer].float().cpu()
+                out += detector.scores(features, [item.n_tokens for item in batch])
+            progress.update(len(batch))
     return torch.tensor(out, dtype=torch.float64)
 
 
@@ -95,7 +98,7 @@ def evaluate(predictor: SentimentPredictor, data: Encoded, rates: Sequence[float
     table: dict[str, dict[str, float]] = {"deterministic/msp": {"auroc": aurocs({"m": msp}, det_errors)["m"],
                                                                 "cost": 1.0}}
     if predictor.ood is not None:  # the hybrid needs the artifact's detector
-        ood = ood_scores(predictor, data.ids)
+        ood = ood_scores(predictor, data.ids, phase)
         for alpha in ALPHAS:
             blend = alpha * rank(msp) + (1 - alpha) * rank(ood)
             table[f"hybrid/alpha_{alpha:g}"] = {"auroc": aurocs({"m": blend}, det_errors)["m"], "cost": 1.0}

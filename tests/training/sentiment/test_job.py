@@ -137,3 +137,21 @@ def test_levers_rebuild_the_job_parts_and_choose_on_validation(artifact: Path, t
     predictor = SentimentPredictor.load(artifact, PredictorOptions())
     set_inference_rate(predictor.model, 0.3)
     assert predictor.model.config.hidden_dropout_prob == 0.3 and predictor.rates.hidden == 0.1
+
+
+def test_levers_blend_msp_with_the_ood_score_when_the_artifact_has_a_detector(artifact: Path, tmp_path: Path) -> None:
+    from tests.models.sentiment.test_ood_predictor import _sets
+    from training.core.ood_artifact import write_with_ood
+    from training.core.ood_fit import OODSettings, fit_ood
+    from training.sentiment.levers import main as levers_main
+
+    detector, report = fit_ood(SentimentPredictor.load(artifact, PredictorOptions()), _sets(),
+                               OODSettings(layers=[0, 1], k=3))
+    with_ood = write_with_ood(artifact, tmp_path / "a", detector, report)
+    out = tmp_path / "levers.json"
+    assert levers_main(["--artifact", str(with_ood), "--cache-dir", str(tmp_path / "cache"), "--rates", "0.1",
+                        "--json-out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {f"hybrid/alpha_{a:g}" for a in (0, 0.5, 1)} <= set(rows)
+    # α = 1 ranks by 1 − MSP alone: the same AUROC as the baseline
+    assert rows["hybrid/alpha_1"]["test_auroc"] == pytest.approx(rows["deterministic/msp"]["test_auroc"])
