@@ -29,6 +29,19 @@ DEFAULT_MC_SITES = frozenset({"hidden", "head"})
 _MASK64 = (1 << 63) - 1
 
 
+def row_index(counts: Sequence[int], device: torch.device | str) -> torch.Tensor:
+    """The item of each of R = Σ counts rows [R] (item i owns `counts[i]` consecutive rows): the index that expands
+    per-item tensors to per-row ones."""
+    return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(list(counts), device=device))
+
+
+def check_rows(items: int, counts: Sequence[int], row_seeds: Sequence[int | None]) -> None:
+    """ValueError unless `counts` has one entry per input item and sums to the number of row seeds."""
+    if len(counts) != items or sum(counts) != len(row_seeds):
+        raise ValueError(f"{len(counts)} items / {sum(counts)} rows do not match {items} inputs and "
+                         f"{len(row_seeds)} row seeds")
+
+
 def mix_seed(seed: int, salt: int) -> int:
     """A well-spread 63-bit seed from (seed, salt) (splitmix64 finaliser), stable across processes."""
     z = (seed * 0x9E3779B97F4A7C15 + salt * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) & ((1 << 64) - 1)

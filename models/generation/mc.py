@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from models.core.dropout import MaskSource
+from models.core.dropout import MaskSource, check_rows, row_index
 
 SUPPORTED_SITES = frozenset({"hidden"})
 
@@ -75,11 +75,9 @@ def top_layers(
         raise RuntimeError("top_layers expects model.eval(); MC dropout is applied explicitly")
     layers = model.model.layers
     k = min(max(1, last_k), len(layers))
-    if len(counts) != hidden.shape[0] or sum(counts) != len(row_seeds):
-        raise ValueError(f"{len(counts)} items / {sum(counts)} rows do not match states {tuple(hidden.shape)} "
-                         f"and {len(row_seeds)} row seeds")
+    check_rows(hidden.shape[0], counts, row_seeds)
     device = hidden.device
-    index = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(list(counts), device=device))
+    index = row_index(counts, device)
     h = hidden.index_select(0, index)
     row_mask = mask.index_select(0, index)
     attn_mask = _attention_mask(row_mask)

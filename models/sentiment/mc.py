@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.core.dropout import MaskSource, mix_seed, validate_sites
+from models.core.dropout import MaskSource, mix_seed, row_index, validate_sites
 from models.core.ood import pool
 from models.sentiment import generic
 from models.sentiment.encoders import DropoutRates, Family, LayerView, family_of
@@ -78,8 +78,7 @@ class _Rows:
     """Tracks whether activations are still per item (B rows) or already per sample (R rows)."""
 
     def __init__(self, counts: list[int], device: torch.device) -> None:
-        self.index = torch.repeat_interleave(torch.arange(len(counts), device=device),
-                                             torch.tensor(counts, device=device))
+        self.index = row_index(counts, device)
         self.expanded = False
 
     def expand(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.core.dropout import MaskSource, validate_sites
+from models.core.dropout import MaskSource, check_rows, row_index, validate_sites
 from models.core.ood import pool
 
 EMBEDDINGS_SITE = 0
@@ -151,9 +151,7 @@ def decoder_hidden(
         raise RuntimeError("decoder_logits expects model.eval(); MC dropout is applied explicitly")
     if last_k < 1:
         raise ValueError(f"last_k must be >= 1, got {last_k}")
-    if len(counts) != decoder_input_ids.shape[0] or sum(counts) != len(row_seeds):
-        raise ValueError(f"{len(counts)} items / {sum(counts)} rows do not match inputs "
-                         f"{tuple(decoder_input_ids.shape)} and {len(row_seeds)} row seeds")
+    check_rows(decoder_input_ids.shape[0], counts, row_seeds)
     sites = validate_sites(sites)
     decoder = model.model.decoder
     layers = decoder.layers
@@ -163,7 +161,7 @@ def decoder_hidden(
     device = decoder_input_ids.device
     drop = MaskSource(row_seeds, device)
     stochastic = drop.any_stochastic and rates.any
-    index = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(list(counts), device=device))
+    index = row_index(counts, device)
     expanded = False
     enc_mask = encoder_mask.bool()
 
@@ -247,7 +245,7 @@ def stochastic_greedy_decode(
     config = model.config
     start, eos, pad = config.decoder_start_token_id, config.eos_token_id, config.pad_token_id
     rows = len(row_seeds)
-    index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(list(counts))).to(encoder_states.device)
+    index = row_index(counts, encoder_states.device)
     states, mask = encoder_states.index_select(0, index), encoder_mask.index_select(0, index)
     ids = torch.full((rows, 1), start, dtype=torch.long, device=encoder_states.device)
     done = torch.zeros(rows, dtype=torch.bool, device=ids.device)

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from models.core.dropout import MaskSource, validate_sites
+from models.core.dropout import MaskSource, check_rows, row_index, validate_sites
 from models.translation import mc
 
 ENCODER_SITE_BASE = 1 << 20  # above 1 + 6 · decoder layers for any real Marian: encoder masks never reuse a seed
@@ -84,13 +84,13 @@ def encoder_rows(
     Call under torch.inference_mode(); the model must be in eval mode (checked)."""
     if model.training:
         raise RuntimeError("encoder_rows expects model.eval(); MC dropout is applied explicitly")
-    _check_rows(input_ids.shape[0], row_seeds, counts)
+    check_rows(input_ids.shape[0], counts, row_seeds)
     encoder = model.model.encoder
     layers = encoder.layers
     rates = mc.MarianDropoutRates.of(model).live(validate_sites(sites))
     device = input_ids.device
     drop = MaskSource(row_seeds, device)
-    index = _row_index(counts, device)
+    index = row_index(counts, device)
     key_mask = attention_mask.bool()
 
     h = encoder.embed_tokens(input_ids) * encoder.embed_scale
@@ -182,18 +182,9 @@ def _encoder_per_row(
         return None
     if input_ids is None:
         raise ValueError(f"last_k {last_k} drops out in the encoder: the source input_ids are needed")
-    _check_rows(encoder_states.shape[0], row_seeds, counts)
+    check_rows(encoder_states.shape[0], counts, row_seeds)
     states = encoder_rows(model, input_ids, encoder_mask, row_seeds, counts, live, sites,
                           embeddings=last_k >= num_layers(model))
-    index = _row_index(counts, encoder_states.device)
+    index = row_index(counts, encoder_states.device)
     return states, encoder_mask.index_select(0, index), index
 
-
-def _row_index(counts: Sequence[int], device: torch.device) -> torch.Tensor:
-    return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(list(counts), device=device))
-
-
-def _check_rows(items: int, row_seeds: Sequence[int | None], counts: Sequence[int]) -> None:
-    if len(counts) != items or sum(counts) != len(row_seeds):
-        raise ValueError(f"{len(counts)} items / {sum(counts)} rows do not match {items} inputs and "
-                         f"{len(row_seeds)} row seeds")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.core.dropout import MaskSource, validate_sites
+from models.core.dropout import MaskSource, check_rows, row_index, validate_sites
 from models.core.ood import pool
 from models.translation.rnn import Memory, RnnMTModel, decoder_layers, encoder_layers, make_memory, mask_specs
 
@@ -101,9 +101,7 @@ def _check(model: nn.Module, last_k: int, items: int, counts: Sequence[int], row
         raise RuntimeError("RNN MC scoring expects model.eval(); MC dropout is applied explicitly")
     if last_k < 1:
         raise ValueError(f"last_k must be >= 1, got {last_k}")
-    if len(counts) != items or sum(counts) != len(row_seeds):
-        raise ValueError(f"{len(counts)} items / {sum(counts)} rows do not match {items} inputs and "
-                         f"{len(row_seeds)} row seeds")
+    check_rows(items, counts, row_seeds)
 
 
 def row_memory(model: RnnMTModel, encoder_states: torch.Tensor, encoder_mask: torch.Tensor,
@@ -112,7 +110,7 @@ def row_memory(model: RnnMTModel, encoder_states: torch.Tensor, encoder_mask: to
     """(memory, masks, index, first live decoder layer) of R rows. The memory has R rows when the encoder is live
     (re-encoded per row from `input_ids`), B rows otherwise (the decoder expands it by `index`)."""
     device = encoder_states.device
-    index = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(list(counts), device=device))
+    index = row_index(counts, device)
     live = live_from(model, min(last_k, num_layers(model)))
     masks = row_masks(model, MaskSource(row_seeds, device), live, sites, encoder_states)
     if masks and live[0] < model.config.encoder_layers:

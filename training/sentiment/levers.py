@@ -32,7 +32,7 @@ from torch import nn
 
 import training.core.scoring as metrics
 from models.core.artifacts import read_manifest
-from models.core.predictor import PredictorOptions, PreparedItem
+from models.core.predictor import MCRequest, PredictorOptions, PreparedItem
 from models.sentiment.encoders import family_of
 from models.sentiment.predictor import SentimentPredictor
 from training.core.classification_metrics import uncertainty_scores
@@ -69,19 +69,13 @@ def aurocs(scores: dict[str, torch.Tensor], errors: torch.Tensor) -> dict[str, f
 
 
 def ood_scores(predictor: SentimentPredictor, ids: Sequence[Sequence[int]], phase: str) -> torch.Tensor:
-    """The served OOD score of each review (its detector's normalised distance), from the deterministic pass."""
-    detector = predictor.ood
-    assert detector is not None
+    """The served `ood_score` of each review: the server's own deterministic predict (T = 0) in batches of 32."""
     items = [PreparedItem(text="", input_ids=tuple(i), n_tokens=len(i)) for i in ids]
     out: list[float] = []
     with ProgressLog(f"{phase}/ood_score", len(items), unit="reviews") as progress:
         for start in range(0, len(items), 32):
             batch = items[start: start + 32]
-            if detector.uses_tokens:
-                out += detector.scores_of_ids([item.input_ids for item in batch])
-            else:
-                features = predictor.ood_features(batch, [detector.layer])[detector.layer].float().cpu()
-                out += detector.scores(features, [item.n_tokens for item in batch])
+            out += [p.ood_score for p in predictor.predict(batch, [MCRequest(0, 0)] * len(batch))]
             progress.update(len(batch))
     return torch.tensor(out, dtype=torch.float64)
 
@@ -94,7 +88,7 @@ def evaluate(predictor: SentimentPredictor, data: Encoded, rates: Sequence[float
     det_logits, det_seconds = collect_logits(model, data, predictor.tokenizer.pad_token_id, DETERMINISTIC, s, phase)
     det_probs = torch.softmax(det_logits.double(), dim=-1)
     det_errors = det_probs.mean(dim=1).argmax(dim=1) != data.labels
-    msp = 1.0 - det_probs.mean(dim=1).max(dim=1).values
+    msp = uncertainty_scores(det_probs)["one_minus_confidence"]
     table: dict[str, dict[str, float]] = {"deterministic/msp": {"auroc": aurocs({"m": msp}, det_errors)["m"],
                                                                 "cost": 1.0}}
     if predictor.ood is not None:  # the hybrid needs the artifact's detector
