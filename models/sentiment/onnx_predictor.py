@@ -44,7 +44,9 @@ BACKEND = "onnxruntime"
 def cpu_session(model: bytes | Path, threads: int) -> Any:
     """An onnxruntime CPU session of `model` (bytes or a path) with `threads` intra-op threads, sequential
     execution (one stream of work, as the service's single inference thread expects) and every graph
-    optimisation on (GELU, LayerNorm and MatMul+Add fusions, constant folding)."""
+    optimisation on (GELU, LayerNorm and MatMul+Add fusions, constant folding). Idle intra-op threads sleep
+    instead of spinning: in the server, on 2 cores, spinning took 175 % CPU where sleeping took 157 %, for the same
+    throughput, and the cores are shared with the event loop."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -52,6 +54,7 @@ def cpu_session(model: bytes | Path, threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 

@@ -66,6 +66,8 @@ def test_onnxruntime_predictor_answers_as_the_torch_predictor(artifact: Path) ->
     reference = load_predictor(artifact, PredictorOptions(dtype="float32"))
     onnx = load_predictor(artifact, PredictorOptions(dtype="float32", backend="onnxruntime"))
     assert onnx.describe()["backend"]["name"] == "onnxruntime"
+    # Idle intra-op threads must sleep (cpu_session says why).
+    assert onnx.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     texts = ["a wonderful film", "terrible and boring", "an average movie with some good moments", "loved it"]
     requests = [MCRequest(8, 1), MCRequest(0, 2), MCRequest(20, 3), MCRequest(1, 4)]
     items = [reference.prepare(text, {}) for text in texts]
