@@ -14,6 +14,7 @@ gets the same torch threads and compute dtype as ours reports. Needs the `bench`
     python -m bench.peer --artifacts-dir artifacts --requests 1500 --concurrency 32 --json-out bench/results/peer.json
 
 Short check that everything starts (minutes): `python -m bench.peer --requests 100 --time-limit 30`.
+`--rounds 3` repeats the five runs and reports each ratio's median and its per-round values.
 Ours on another backend: `--server-env NLP_BACKEND=onnxruntime` (applies to every run of ours).
 """
 
@@ -24,6 +25,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,15 +62,14 @@ def peer(model_dir: Path, batch: int, dtype: str, threads: int | None, log_path:
                 proc.wait()
 
 
-async def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
-    texts = reviews(512, seed=args.seed)
-    extra = dict(item.split("=", 1) for item in args.server_env)
+async def one_round(args: argparse.Namespace, workdir: Path, texts: list[str], extra: dict[str, str],
+                    label: str) -> tuple[dict[str, object], dict[str, float], list[RunResult]]:
+    """The five runs of the module docstring, one after another; returns (our model's facts, the ratios, runs)."""
     c, n, limit = args.concurrency, args.requests, args.time_limit
     runs: list[RunResult] = []
-    print(HEADER, flush=True)
 
-    async def run(base: str, label: str, mc_samples: int | None) -> RunResult:
-        result = await measure(base, label, texts, c, n, limit, mc_samples)
+    async def run(base: str, name: str, mc_samples: int | None) -> RunResult:
+        result = await measure(base, f"{name}{label}", texts, c, n, limit, mc_samples)
         runs.append(result)
         print(result.row(), flush=True)
         return result
@@ -97,12 +98,31 @@ async def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, object
     }
     ratios["batching gain ours / LitServe (target >= 1.0)"] = ratio(
         ratios["batching gain ours (batched / batch 1, T=0)"], ratios["batching gain LitServe (batched / batch 1)"])
-    print(f"\nours: {json.dumps(facts)}; peer dtype {dtype}, threads {threads or 'torch default'}")
-    for name, value in ratios.items():
-        print(f"{name:<62} {value:6.2f}x")
-    return {"model": facts, "ratios": ratios,
-            "runs": [{**asdict(r), "latencies": None, "throughput": r.throughput, "p95_ms": r.percentile_ms(95)}
-                     for r in runs]}
+    facts = {**facts, "peer": {"dtype": dtype, "threads": threads or "torch default"}}
+    return facts, ratios, runs
+
+
+async def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    """`--rounds` rounds of `one_round`; with more than one, each ratio's median over the rounds is the result
+    (a shared CPU drifts by ±10 % between runs minutes apart: one round can land on either side of a target)."""
+    texts = reviews(512, seed=args.seed)
+    extra = dict(item.split("=", 1) for item in args.server_env)
+    print(HEADER, flush=True)
+    rounds = []
+    for index in range(args.rounds):
+        label = f" #{index + 1}" if args.rounds > 1 else ""
+        facts, ratios, runs = await one_round(args, workdir, texts, extra, label)
+        rounds.append({"ratios": ratios, "runs": [{**asdict(r), "latencies": None, "throughput": r.throughput,
+                                                   "p95_ms": r.percentile_ms(95)} for r in runs]})
+    medians = {name: statistics.median(r["ratios"][name] for r in rounds) for name in rounds[0]["ratios"]}
+    print(f"\nours: {json.dumps(facts)}")
+    width = 62
+    print(f"{'ratio':<{width}} {'median' if args.rounds > 1 else '':>7}"
+          + ("  per round" if args.rounds > 1 else ""))
+    for name, value in medians.items():
+        per_round = "  " + " ".join(f"{r['ratios'][name]:.2f}" for r in rounds) if args.rounds > 1 else ""
+        print(f"{name:<{width}} {value:6.2f}x{per_round}")
+    return {"model": facts, "ratios": medians, "rounds": rounds}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     parser.add_argument("--server-env", action="append", default=[], metavar="NLP_X=value",
                         help="extra setting of our server, repeatable; NLP_TORCH_THREADS also sets the peer's")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the five runs; the ratios are their medians over the rounds")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     with tempfile.TemporaryDirectory(prefix="nlp-peer-") as tmp:
         try:
             results = asyncio.run(run_bench(args, Path(tmp)))

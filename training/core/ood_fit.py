@@ -11,7 +11,10 @@
 3. the choice: the candidate with the largest AUROC of in-domain `choice` texts (validation) against the `choice`
    probes (validation-side probes; ties: no length term, the lower layer, then the order of `settings.methods`);
 4. the flag threshold on the `threshold` texts (validation, disjoint from `choice`): at most `max_flag_rate` of
-   them flagged, by construction (models/core/ood.flag_threshold);
+   them flagged, by construction (models/core/ood.flag_threshold); with `threshold_groups` (e.g. the held-out
+   book of each verse), at most that share of EVERY group of `min_group` texts or more (the largest of the
+   groups' thresholds): in-domain text varies by source too, and a pooled quantile holds only for the mix of
+   sources validation happens to have;
 5. the report, read once on test: AUROC of in-domain test texts against each probe kind for every candidate
    (`table`: probe kind × measure, rounded: every method/layer without the length term, and the chosen one), and
    the chosen detector's flag rate on the test texts and on each probe kind.
@@ -86,6 +89,7 @@ class OODSets:
     corpus: list[str] | None = None  # training inputs the token density counts (None: the bank)
     record: dict[str, Any] = field(default_factory=dict)
     test_groups: list[str] | None = None  # aligned with `test`: in-domain kinds reported apart ("review", "snippet")
+    threshold_groups: list[str] | None = None  # aligned with `threshold`: each group's flag rate is bounded (step 4)
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class OODSettings:
     pooling: str = "mean"
     max_flag_rate: float = 0.05
     batch_size: int = 32
+    min_group: int = 40  # smallest threshold group whose own quantile counts (step 4); smaller ones count pooled
     length_fractions: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)  # of the length slope (models/core/ood.py)
     # token_bigram's interpolation weight λ and add-α unigram smoothing: on the translation quick artifact's
     # validation probes λ 0.5 / 0.7 / 0.9 gave AUROC 0.974 / 0.976 / 0.978 (flat), λ 0 (unigram alone) 0.923.
@@ -141,6 +146,18 @@ def probe_table(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, fl
     kinds = dict.fromkeys(kind for c in candidates.values() for kind in c["test_auroc_by_kind"])
     table = {kind: {name: round(c["test_auroc_by_kind"][kind], 4) for name, c in candidates.items()} for kind in kinds}
     return {**table, "all": {name: round(c["test_auroc"], 4) for name, c in candidates.items()}}
+
+
+def group_threshold(distances: torch.Tensor, groups: Sequence[str], max_flag_rate: float,
+                    min_group: int) -> tuple[float, dict[str, float]]:
+    """(threshold, each counted group's own threshold): the largest of `flag_threshold` over the groups of
+    `min_group` texts or more and over all texts pooled, so no such group, nor the whole set, has more than
+    `max_flag_rate` of its distances above it. One group: the pooled threshold."""
+    if len(groups) != distances.numel():
+        raise ValueError(f"{distances.numel()} distances but {len(groups)} groups")
+    own = {group: flag_threshold(values, max_flag_rate) for group, values in _by_kind(distances, groups).items()
+           if values.numel() >= min_group}
+    return max([flag_threshold(distances, max_flag_rate), *own.values()]), own
 
 
 def length_slope(distance: torch.Tensor, lengths: torch.Tensor) -> float:
@@ -224,8 +241,9 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings,
                 best, chosen = key, (name, method, layer, coef, stats, raw)
     assert chosen is not None
     name, method, layer, coef, stats, raw = chosen
-    threshold = flag_threshold(length_adjusted(raw["threshold"], lengths["threshold"].tolist(), coef),
-                               s.max_flag_rate)
+    threshold_groups = [(sets.threshold_groups or ["all"] * len(sets.threshold))[i] for i in extracted["threshold"][2]]
+    adjusted = length_adjusted(raw["threshold"], lengths["threshold"].tolist(), coef)
+    threshold, group_thresholds = group_threshold(adjusted, threshold_groups, s.max_flag_rate, s.min_group)
     bigram = {"lam": density.lam, "alpha": density.alpha} if density is not None and method in TOKEN_METHODS else {}
     detector = OODDetector(method=method, layer=layer, threshold=threshold, tensors=stats, pooling=s.pooling,
                            k=s.k, info={"fitted_on": sets.record, "max_flag_rate": s.max_flag_rate}, length_coef=coef,
@@ -247,9 +265,11 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings,
         "chosen": {"candidate": name, "method": method, "layer": layer, "pooling": s.pooling, "k": s.k,
                    "length_fraction": candidates[name]["length_fraction"], "length_coef": coef, "threshold": threshold,
                    "validation_auroc": candidates[name]["validation_auroc"],
+                   "threshold_by_group": group_thresholds,
                    "rule": "largest validation AUROC (in-domain choice texts vs choice probes) over method × layer × "
                            "length fraction; the length slope on the in-domain choice texts; threshold: at most "
-                           f"{s.max_flag_rate:.0%} of the validation threshold texts flagged"},
+                           f"{s.max_flag_rate:.0%} of the validation threshold texts flagged"
+                           + (f", and of each group of >= {s.min_group} of them" if sets.threshold_groups else "")},
         "test": {"auroc_by_kind": candidates[name]["test_auroc_by_kind"], "auroc": candidates[name]["test_auroc"],
                  "auroc_by_in_domain_group_and_kind": by_group,
                  "flag_rate": {"in_domain": float(flags["test"].double().mean()),
@@ -257,6 +277,8 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings,
                                   for g, f in _by_kind(flags["test"], groups).items()},
                                **{kind: float(f.double().mean()) for kind, f in probe_flags.items()}}},
         "validation_flag_rate": float(flags["threshold"].double().mean()),
+        "validation_flag_rate_by_group": {g: float(f.double().mean())
+                                          for g, f in _by_kind(flags["threshold"], threshold_groups).items()},
         "table": probe_table({n: c for n, c in candidates.items() if not c["length_fraction"] or n == name}),
         "candidates": candidates,
         "n": {name: int(next(iter(f.values())).shape[0]) for name, f in feats.items()},

@@ -66,17 +66,21 @@ VERSE_SIZES = OODSizes(choice=300, threshold=400)  # verses are short: more of t
 
 def ood_sets(data: TranslationData, cache_dir: Path, seed: int, sizes: OODSizes | None = None) -> OODSets:
     """The translation model's OOD sets (what the job fits at its end and `artifact_ood_sets` re-cuts): bank =
-    English source verses it was trained on; choice and threshold = disjoint validation verses (held-out books);
-    test = test verses. Probes: Shakespeare lines, Austen sentences, news templates (training/core/ood_probes.py)
-    and German held-out verses as source (validation targets for choice, test targets for the report); none is in
-    the training text. The same `data` and `seed` give the same sets."""
+    English source verses it was trained on; choice and threshold = disjoint validation verses (held-out books;
+    the threshold bounds the flag rate of each book, training/core/ood_fit.py step 4); test = test verses, reported
+    by book. Probes: Shakespeare lines, Austen sentences, news templates (training/core/ood_probes.py) and German
+    held-out verses as source (validation targets for choice, test targets for the report); none is in the
+    training text. The same `data` and `seed` give the same sets."""
     n = sizes or VERSE_SIZES
     rng = random.Random(seed)
     sources = {name: [s for s, _ in pairs] for name, pairs in data.splits.items()}
-    validation = rng.sample(sources["validation"], min(n.choice + n.threshold, len(sources["validation"])))
+    # indices, not texts, so each verse keeps its book (sampling positions draws the same verses either way)
+    validation = rng.sample(range(len(sources["validation"])), min(n.choice + n.threshold, len(sources["validation"])))
     targets = {name: [t for _, t in data.splits[name]] for name in ("validation", "test")}
     german_choice = rng.sample(targets["validation"], min(n.choice_probes, len(targets["validation"])))
     german_test = rng.sample(targets["test"], min(n.test_probes, len(targets["test"])))
+    bank = rng.sample(sources["train"], min(n.bank, len(sources["train"])))
+    test = rng.sample(range(len(sources["test"])), min(n.test, len(sources["test"])))
     choice_set, test_set = draw_probes(cache_dir, OOD_PROBE_KINDS, n.choice_probes, n.test_probes, seed)
     record = {"bank": {"split": "train", "verses": n.bank, "side": "source"},
               "choice": {"split": "validation", "verses": n.choice},
@@ -84,15 +88,29 @@ def ood_sets(data: TranslationData, cache_dir: Path, seed: int, sizes: OODSizes 
               "test": {"split": "test", "verses": n.test},
               "probes": {"kinds": [*OOD_PROBE_KINDS, "german"], "choice_per_kind": n.choice_probes,
                          "test_per_kind": n.test_probes, "seed": seed}}
-    return OODSets(bank=rng.sample(sources["train"], min(n.bank, len(sources["train"]))),
-                   choice=validation[:n.choice], threshold=validation[n.choice:],
+    return OODSets(bank=bank,
+                   choice=[sources["validation"][i] for i in validation[:n.choice]],
+                   threshold=[sources["validation"][i] for i in validation[n.choice:]],
                    choice_probes=Probes(choice_set.texts + german_choice,
                                         choice_set.kinds + ["german"] * len(german_choice)),
-                   test=rng.sample(sources["test"], min(n.test, len(sources["test"]))),
+                   test=[sources["test"][i] for i in test],
                    test_probes=Probes(test_set.texts + german_test, test_set.kinds + ["german"] * len(german_test)),
                    record={**record, "corpus": {"side": "source", "split": "train", "verses": len(sources["train"]),
                                                 "for": "token_bigram"}},
-                   corpus=list(sources["train"]))
+                   corpus=list(sources["train"]),
+                   threshold_groups=book_groups(data, "validation", validation[n.choice:]),
+                   test_groups=book_groups(data, "test", test))
+
+
+def book_groups(data: TranslationData, split: str, index: list[int]) -> list[str] | None:
+    """The held-out book name of each verse `index` of `split` (the OOD threshold's groups, the report's in-domain
+    groups); None when the data has no verse references (a user's files)."""
+    references = data.references.get(split)
+    if not references:
+        return None
+    held_out = data.source.get("held_out_books", {}).get(split, [])
+    names = {book["number"]: book["name"] for book in held_out}
+    return [names.get(references[i][0], f"book {references[i][0]}") for i in index]
 
 
 def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = None) -> OODSets:

@@ -21,7 +21,7 @@ from models.core.ood import (
     load_detector,
     pool,
 )
-from training.core.ood_fit import length_slope
+from training.core.ood_fit import group_threshold, length_slope
 
 
 def _cluster(n: int, seed: int, centre: torch.Tensor, spread: float = 0.05) -> torch.Tensor:
@@ -61,6 +61,21 @@ def test_threshold_flags_at_most_the_rate_by_construction(rate: float) -> None:
     flagged = int((values > threshold).sum())
     assert flagged <= int(rate * len(values))
     assert flagged >= int(rate * len(values)) - 40  # ties may only keep it lower, never past the rate
+
+
+def test_a_group_threshold_bounds_every_large_group_and_the_whole() -> None:
+    gen = torch.Generator().manual_seed(5)
+    easy, hard, tiny = torch.rand(300, generator=gen), 0.3 + torch.rand(60, generator=gen), torch.full((5,), 9.0)
+    values = torch.cat([easy, hard, tiny])
+    groups = ["easy"] * 300 + ["hard"] * 60 + ["tiny"] * 5
+    threshold, own = group_threshold(values, groups, 0.05, min_group=40)
+    assert set(own) == {"easy", "hard"}  # "tiny" is under min_group: it only counts in the pooled quantile
+    assert threshold == max(own["hard"], flag_threshold(values, 0.05)) > flag_threshold(values, 0.05)
+    for part in (easy, hard, values):
+        assert int((part > threshold).sum()) <= int(0.05 * len(part))
+    assert group_threshold(values, ["all"] * len(values), 0.05, 40)[0] == flag_threshold(values, 0.05)
+    with pytest.raises(ValueError, match="groups"):
+        group_threshold(values, groups[:-1], 0.05, 40)
 
 
 def test_abstain_reason_puts_out_of_distribution_first() -> None:

@@ -96,6 +96,11 @@ def test_translation_sets_are_disjoint_and_repeatable(tmp_path: Path, offline_pr
     assert not set(sets.choice) & set(sets.threshold)
     assert sets.test_probes.counts() == {"shakespeare": 8, "austen": 8, "news": 8, "german": 8}
     assert not set(sets.choice_probes.texts) & set(sets.test_probes.texts)
+    # each threshold and test verse carries its held-out book (the threshold bounds each book's flag rate)
+    by_text = {source: book for split in ("validation", "test")
+               for (source, _), (book, _, _) in zip(data.splits[split], data.references[split], strict=True)}
+    assert sets.threshold_groups == [str(by_text[text]) for text in sets.threshold] == ["5"] * 15
+    assert sets.test_groups == [str(by_text[text]) for text in sets.test] == ["6"] * 20
 
 
 def test_a_users_files_are_fitted_and_a_probe_kind_like_them_is_named(tmp_path: Path,
