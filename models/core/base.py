@@ -110,11 +110,12 @@ class BasePredictor:
     def attach_ood(self, detector: OODDetector | None) -> None:
         """Serve `detector`'s OOD score with every prediction (None: none). Raises ArtifactError when its layer
         or feature dimension does not fit this model."""
-        if detector is not None and detector.uses_tokens:
-            if detector.feature_dim != len(self.tokenizer):
-                raise ArtifactError(f"{self.name} {self.version}: OOD token statistics over {detector.feature_dim} "
+        if detector is not None and detector.method in ("token_bigram", "hybrid"):
+            vocab = detector.density().vocab_size
+            if vocab != len(self.tokenizer):
+                raise ArtifactError(f"{self.name} {self.version}: OOD token statistics over {vocab} "
                                     f"ids, but the tokenizer has {len(self.tokenizer)}")
-        elif detector is not None:
+        if detector is not None and not detector.uses_tokens:
             layers, dim = self.ood_feature_layers(), self._ood_feature_dim()
             if detector.layer >= layers or detector.feature_dim != dim:
                 raise ArtifactError(f"{self.name} {self.version}: OOD statistics of layer {detector.layer} and "
@@ -163,8 +164,7 @@ class BasePredictor:
         detector's length term), (None, False) without a detector."""
         if self.ood is None or (features is None and not self.ood.uses_tokens):
             return [(None, False)] * len(items)
-        scores = (self.ood.scores_of_ids([item.input_ids for item in items]) if self.ood.uses_tokens
-                  else self.ood.scores(features, [item.n_tokens for item in items]))
+        scores = self.ood.score_items(features, [item.input_ids for item in items])
         return [(score, score > 1.0) for score in scores]
 
     def _task_facts(self) -> dict[str, Any]:

@@ -11,7 +11,10 @@ and saved in the artifact beside the model, and scores a new input's features in
   (Sun et al. 2022); "mahalanobis": squared Mahalanobis distance to one Gaussian fitted on the bank, covariance
   shrunk towards its mean variance (Lee et al. 2018, without classes so every task can use it); "token_bigram":
   no hidden state at all, the input's mean per-token negative log-likelihood under a bigram density of the
-  training inputs' token ids (models/core/token_density.py; `scores_of_ids`, `layer` unused).
+  training inputs' token ids (models/core/token_density.py; `scores_of_ids`, `layer` unused); "hybrid": both
+  kinds of evidence, w · (length-adjusted feature distance) / s_f + (1 − w) · (bigram NLL) / s_b, `hybrid` =
+  {"feature_method", "weight" w, "scales" [s_f, s_b]} with the scales the in-domain validation standard deviations,
+  so neither term dominates by its units (what one says of register, the other says of meaning).
 - length term: the distance minus `length_coef` × ln(input tokens). Short inputs' pooled features lie further from
   any bank than long ones' (fewer tokens average out less), so a raw distance ranks a short in-domain input (a
   one-sentence review) with short out-of-domain ones; the fit (training/core/ood_fit.py) estimates the slope of
@@ -22,7 +25,7 @@ and saved in the artifact beside the model, and scores a new input's features in
 Files in an artifact: `ood/ood.json` (method, layer, pooling, k, length_coef (absent = 0), threshold, what it was
 fitted on) and
 `ood/stats.safetensors` (knn_cosine: "bank" [N, d]; mahalanobis: "mean" [d], "precision" [d, d]; token_bigram: the
-counts of models/core/token_density.py, its λ and α under "bigram" in ood.json), both listed in
+counts of models/core/token_density.py, its λ and α under "bigram" in ood.json; hybrid: both), both listed in
 the manifest's sha256 file list. `load_detector` returns None when an artifact has neither file (older artifacts
 serve `ood_score` null) and raises ArtifactError for anything malformed; no pickle anywhere.
 """
@@ -42,84 +45,26 @@ from safetensors.torch import load_file, save_file
 
 from models.core import token_density
 from models.core.artifacts import ArtifactError, Manifest
+from models.core.ood_methods import (
+    FEATURE_METHODS,
+    POOLINGS,
+    distances,
+    fit_statistics,
+    flag_threshold,
+    length_adjusted,
+    pool,
+)
+
+__all__ = ["METHODS", "OODDetector", "abstain_decision", "distances", "fit_statistics", "flag_threshold",
+           "length_adjusted", "load_detector", "pool"]
 
 OOD_DIR = "ood"
 CONFIG_FILE = f"{OOD_DIR}/ood.json"
 STATS_FILE = f"{OOD_DIR}/stats.safetensors"
-METHODS = ("knn_cosine", "mahalanobis", "token_bigram")
-TOKEN_METHODS = ("token_bigram",)  # scored on the input's token ids, not on features
-POOLINGS = ("mean", "mean_skip_first")
+METHODS = (*FEATURE_METHODS, "token_bigram", "hybrid")
+TOKEN_METHODS = ("token_bigram",)  # scored on the input's token ids alone, not on features
 _TENSORS = {"knn_cosine": ("bank",), "mahalanobis": ("mean", "precision"), "token_bigram": token_density.TENSORS}
 REASONS = ("out_of_distribution", "uncertain")
-
-
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
-    """L2-normalised mean of `hidden` [B, L, d] over the positions where `mask` [B, L] is true, float32 [B, d].
-    "mean_skip_first" leaves out each row's first real position when the row has more than one."""
-    keep = mask.bool()
-    if pooling == "mean_skip_first":
-        first = keep.int().argmax(dim=1)
-        later = keep.clone()
-        rows = torch.arange(keep.shape[0], device=keep.device)
-        later[rows, first] = False
-        keep = torch.where(later.any(dim=1, keepdim=True), later, keep)
-    elif pooling != "mean":
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    weights = keep.to(torch.float32)[..., None]
-    summed = (hidden.float() * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
-    return torch.nn.functional.normalize(summed, dim=-1)
-
-
-def distances(method: str, tensors: Mapping[str, torch.Tensor], features: torch.Tensor, k: int) -> torch.Tensor:
-    """Raw distance [B] (float32) of L2-normalised `features` [B, d] to the fitted statistics (module docstring)."""
-    x = features.float()
-    if method == "knn_cosine":
-        bank = tensors["bank"]
-        similarity = x @ bank.to(x.device).T  # [B, N]
-        return 1.0 - similarity.topk(min(k, bank.shape[0]), dim=1).values[:, -1]
-    if method == "mahalanobis":
-        centred = x - tensors["mean"].to(x.device)
-        return ((centred @ tensors["precision"].to(x.device)) * centred).sum(dim=1)
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-
-
-def length_adjusted(raw: torch.Tensor, lengths: Sequence[int] | None, coef: float) -> torch.Tensor:
-    """`raw` distances [B] minus `coef` × ln(tokens) of each input (module docstring); `raw` when coef is 0.
-    Raises ValueError when the lengths are missing or do not match."""
-    if coef == 0.0:
-        return raw
-    if lengths is None or len(lengths) != raw.shape[0]:
-        raise ValueError(f"{raw.shape[0]} distances but lengths {lengths!r}")
-    logs = torch.tensor(lengths, dtype=torch.float32, device=raw.device).clamp_min(1.0).log()
-    return raw - coef * logs
-
-
-def fit_statistics(method: str, bank: torch.Tensor, shrinkage: float = 1e-3) -> dict[str, torch.Tensor]:
-    """The tensors `distances` needs, from training features `bank` [N, d] (L2-normalised). Mahalanobis: mean and
-    the inverse of the covariance + `shrinkage` × its mean variance × I (computed in float64; N < d stays
-    invertible)."""
-    if bank.ndim != 2 or bank.shape[0] < 2:
-        raise ValueError(f"need a [N >= 2, d] feature bank, got {tuple(bank.shape)}")
-    if method == "knn_cosine":
-        return {"bank": bank.float().contiguous()}
-    if method == "mahalanobis":
-        x = bank.double()
-        mean = x.mean(dim=0)
-        covariance = torch.cov((x - mean).T)
-        covariance += shrinkage * covariance.diagonal().mean() * torch.eye(x.shape[1], dtype=x.dtype)
-        return {"mean": mean.float(), "precision": torch.linalg.inv(covariance).float().contiguous()}
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-
-
-def flag_threshold(in_domain: torch.Tensor, max_flag_rate: float) -> float:
-    """The smallest observed distance t such that at most floor(`max_flag_rate` × n) of the in-domain distances
-    are > t: flagging `distance > t` flags at most that share of these inputs, by construction."""
-    values = torch.sort(in_domain.double().flatten()).values
-    n = values.numel()
-    if n == 0:
-        raise ValueError("no in-domain distances to fit a threshold on")
-    allowed = math.floor(max_flag_rate * n)
-    return float(values[n - allowed - 1])
 
 
 def abstain_decision(out_of_distribution: bool, uncertain: bool) -> tuple[bool, str | None]:
@@ -144,10 +89,13 @@ class OODDetector:
     k: int = 1
     info: dict[str, Any] = field(default_factory=dict)
     length_coef: float = 0.0
-    bigram: dict[str, float] = field(default_factory=dict)  # token_bigram: {"lam", "alpha"}
+    bigram: dict[str, float] = field(default_factory=dict)  # token_bigram, hybrid: {"lam", "alpha"}
+    hybrid: dict[str, Any] = field(default_factory=dict)  # hybrid: {"feature_method", "weight", "scales"}
 
     def __post_init__(self) -> None:
         problems = _problems(self.method, self.layer, self.threshold, self.pooling, self.k, self.tensors)
+        if self.method == "hybrid":
+            problems += _hybrid_problems(self.hybrid, self.tensors)
         if not isinstance(self.length_coef, (int, float)) or isinstance(self.length_coef, bool) \
                 or not math.isfinite(self.length_coef):
             problems.append(f"length_coef {self.length_coef!r} is not a finite number")
@@ -160,22 +108,43 @@ class OODDetector:
         return self.method in TOKEN_METHODS
 
     @property
+    def feature_method(self) -> str:
+        """The hidden-state method it scores features with (the method itself, or a hybrid's feature part)."""
+        return str(self.hybrid.get("feature_method", self.method))
+
+    @property
     def feature_dim(self) -> int:
         """The feature dimension it scores (token_bigram: the vocabulary size)."""
-        name = {"knn_cosine": "bank", "mahalanobis": "mean"}.get(self.method, "unigram")
+        name = {"knn_cosine": "bank", "mahalanobis": "mean"}.get(self.feature_method, "unigram")
         return int(self.tensors[name].shape[-1])
 
     def to(self, device: torch.device | str) -> OODDetector:
-        """The same detector with its tensors on `device` (where the model's features are; token counts stay on
-        the CPU, where the ids are)."""
+        """The same detector with its feature statistics on `device` (where the model's features are; token counts
+        stay on the CPU, where the ids are)."""
         if self.uses_tokens:
             return self
-        return OODDetector(self.method, self.layer, self.threshold, {n: t.to(device) for n, t in self.tensors.items()},
-                           self.pooling, self.k, self.info, self.length_coef, self.bigram)
+        moved = {n: t if n in token_density.TENSORS else t.to(device) for n, t in self.tensors.items()}
+        return OODDetector(self.method, self.layer, self.threshold, moved, self.pooling, self.k, self.info,
+                           self.length_coef, self.bigram, self.hybrid)
 
     def density(self) -> token_density.TokenBigram:
-        """The bigram density of a token_bigram detector."""
-        return token_density.TokenBigram(self.tensors, **self.bigram)
+        """The bigram density of a token_bigram or hybrid detector."""
+        return token_density.TokenBigram({n: self.tensors[n] for n in token_density.TENSORS}, **self.bigram)
+
+    def score_items(self, features: torch.Tensor | None, ids: Sequence[Sequence[int]]) -> list[float]:
+        """`ood_score` of each input from what the serving pass has: its pooled features [B, d] (None for
+        token_bigram) and its served token ids, whatever the method."""
+        if self.uses_tokens:
+            return self.scores_of_ids(ids)
+        if features is None:
+            raise ValueError(f"a {self.method} detector needs the inputs' features")
+        lengths = [len(x) for x in ids]
+        if self.method != "hybrid":
+            return self.scores(features, lengths)
+        weight, (feature_scale, token_scale) = self.hybrid["weight"], self.hybrid["scales"]
+        feature = torch.tensor(self.scores(features, lengths)) * self.threshold  # the length-adjusted distance
+        raw = weight * feature / feature_scale + (1.0 - weight) * self.density().nll(ids) / token_scale
+        return (raw / self.threshold).tolist()
 
     def scores_of_ids(self, ids: Sequence[Sequence[int]]) -> list[float]:
         """`ood_score` of each input from its served token ids (token_bigram), length term and threshold as
@@ -190,16 +159,16 @@ class OODDetector:
             raise ValueError("a token_bigram detector scores token ids (scores_of_ids), not features")
         if features.shape[-1] != self.feature_dim:
             raise ValueError(f"features have dimension {features.shape[-1]}, the detector {self.feature_dim}")
-        raw = distances(self.method, self.tensors, features, self.k)
+        raw = distances(self.feature_method, self.tensors, features, self.k)
         return (length_adjusted(raw, lengths, self.length_coef) / self.threshold).tolist()
 
     def config(self) -> dict[str, Any]:
         """The JSON half of the saved detector (also what `describe` shows)."""
         return {"method": self.method, "layer": self.layer, "pooling": self.pooling, "k": self.k,
                 "length_coef": self.length_coef, "threshold": self.threshold, "feature_dim": self.feature_dim,
-                "score": "distance / threshold; > 1 = out_of_distribution", **({"bigram": self.bigram} if self.bigram
-                                                                               else {}),
-                **({"info": self.info} if self.info else {})}
+                "score": "distance / threshold; > 1 = out_of_distribution",
+                **{name: value for name, value in (("bigram", self.bigram), ("hybrid", self.hybrid),
+                                                   ("info", self.info)) if value}}
 
     def save(self, directory: Path) -> None:
         """Write `ood/ood.json` and `ood/stats.safetensors` under `directory` (an artifact's staging dir)."""
@@ -225,6 +194,8 @@ def _problems(method: Any, layer: Any, threshold: Any, pooling: Any, k: Any,
         out.append(f"k {k!r} is not an integer >= 1")
     if method in TOKEN_METHODS:
         return [*out, *token_density.problems(tensors)]
+    if method == "hybrid":  # _hybrid_problems checks its two parts
+        return out
     wanted = _TENSORS[method]
     if set(tensors) != set(wanted):
         return [*out, f"tensors {sorted(tensors)}, expected {sorted(wanted)}"]
@@ -240,6 +211,21 @@ def _problems(method: Any, layer: Any, threshold: Any, pooling: Any, k: Any,
         if mean.ndim != 1 or tuple(precision.shape) != (mean.shape[0], mean.shape[0]):
             out.append(f"mean {tuple(mean.shape)} and precision {tuple(precision.shape)} do not match")
     return out
+
+
+def _hybrid_problems(hybrid: Mapping[str, Any], tensors: Mapping[str, Any]) -> list[str]:
+    method, weight, scales = hybrid.get("feature_method"), hybrid.get("weight"), hybrid.get("scales")
+    if method not in FEATURE_METHODS:
+        return [f"hybrid feature_method {method!r} is not one of {FEATURE_METHODS}"]
+    out = []
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0.0 < weight < 1.0:
+        out.append(f"hybrid weight {weight!r} is not in (0, 1)")
+    if not isinstance(scales, (list, tuple)) or len(scales) != 2 or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in scales):
+        out.append(f"hybrid scales {scales!r} are not two finite numbers > 0")
+    features = {n: t for n, t in tensors.items() if n not in token_density.TENSORS}
+    tokens = {n: t for n, t in tensors.items() if n in token_density.TENSORS}
+    return [*out, *_problems(method, 0, 1.0, "mean", 1, features), *token_density.problems(tokens)]
 
 
 def load_detector(artifact_dir: Path, manifest: Manifest) -> OODDetector | None:
@@ -267,7 +253,7 @@ def load_detector(artifact_dir: Path, manifest: Manifest) -> OODDetector | None:
                                threshold=config.get("threshold"), tensors=dict(tensors),
                                pooling=config.get("pooling", "mean"), k=config.get("k", 1),
                                info=config.get("info") or {}, length_coef=config.get("length_coef", 0.0),
-                               bigram=config.get("bigram") or {})
+                               bigram=config.get("bigram") or {}, hybrid=config.get("hybrid") or {})
     except (ValueError, TypeError) as exc:
         raise ArtifactError(f"{where}: {exc}") from exc
     if config.get("feature_dim", detector.feature_dim) != detector.feature_dim:

@@ -7,7 +7,8 @@
    pairs of `corpus`, every training input when the job gives it, else the bank), and the slope of its
    in-domain `choice` distances on ln(tokens); each candidate is tried with a length term of every fraction in
    `settings.length_fractions` of that slope (0 = the raw distance; only a slope < 0, distance falling with length,
-   is corrected; models/core/ood.py says why);
+   is corrected; models/core/ood.py says why); with "hybrid" among the methods, the best four hidden-state
+   candidates are also mixed with the bigram NLL (training/core/ood_hybrid.py);
 3. the choice: the candidate with the largest AUROC of in-domain `choice` texts (validation) against the `choice`
    probes (validation-side probes; ties: no length term, the lower layer, then the order of `settings.methods`);
 4. the flag threshold on the `threshold` texts (validation, disjoint from `choice`): at most `max_flag_rate` of
@@ -16,7 +17,8 @@
    groups' thresholds): in-domain text varies by source too, and a pooled quantile holds only for the mix of
    sources validation happens to have;
 5. the report, read once on test: AUROC of in-domain test texts against each probe kind for every candidate
-   (`table`: probe kind × measure, rounded: every method/layer without the length term, and the chosen one), and
+   (`table`: probe kind × measure, rounded: every method/layer without the length term, the best hybrid on
+   validation, and the chosen one), and
    the chosen detector's flag rate on the test texts and on each probe kind.
 Probes are out-of-domain texts labelled by kind; each job builds its own, disjoint from its training text.
 """
@@ -33,14 +35,14 @@ import torch
 
 from models.core.ood import (
     METHODS,
-    TOKEN_METHODS,
     OODDetector,
     distances,
     fit_statistics,
-    flag_threshold,
     length_adjusted,
 )
+from models.core.ood_methods import FEATURE_METHODS, group_threshold, length_slope
 from models.core.token_density import TokenBigram
+from training.core.ood_hybrid import hybrids
 from training.core.predicting import prepare_all
 from training.core.progress import ProgressLog
 from training.core.uncertainty_stats import ood_auroc
@@ -148,27 +150,6 @@ def probe_table(candidates: dict[str, dict[str, Any]]) -> dict[str, dict[str, fl
     return {**table, "all": {name: round(c["test_auroc"], 4) for name, c in candidates.items()}}
 
 
-def group_threshold(distances: torch.Tensor, groups: Sequence[str], max_flag_rate: float,
-                    min_group: int) -> tuple[float, dict[str, float]]:
-    """(threshold, each counted group's own threshold): the largest of `flag_threshold` over the groups of
-    `min_group` texts or more and over all texts pooled, so no such group, nor the whole set, has more than
-    `max_flag_rate` of its distances above it. One group: the pooled threshold."""
-    if len(groups) != distances.numel():
-        raise ValueError(f"{distances.numel()} distances but {len(groups)} groups")
-    own = {group: flag_threshold(values, max_flag_rate) for group, values in _by_kind(distances, groups).items()
-           if values.numel() >= min_group}
-    return max([flag_threshold(distances, max_flag_rate), *own.values()]), own
-
-
-def length_slope(distance: torch.Tensor, lengths: torch.Tensor) -> float:
-    """Least-squares slope of `distance` on ln(`lengths`) (0 when every length is the same)."""
-    x = lengths.double().clamp_min(1.0).log()
-    variance = float(((x - x.mean()) ** 2).sum())
-    if not variance:
-        return 0.0
-    return float(((x - x.mean()) * (distance.double() - distance.double().mean())).sum()) / variance
-
-
 def fit_ood(predictor: Any, sets: OODSets, s: OODSettings) -> tuple[OODDetector, dict[str, Any]]:
     """See module docstring. Raises ValueError when a set is empty."""
     started = time.perf_counter()
@@ -180,7 +161,7 @@ def fit_ood(predictor: Any, sets: OODSets, s: OODSettings) -> tuple[OODDetector,
     extracted = {name: features_of(predictor, texts, sets.parameters, s, f"ood/{name}")
                  for name, texts in named.items()}
     density = None
-    if any(method in TOKEN_METHODS for method in s.methods):
+    if any(method not in FEATURE_METHODS for method in s.methods):  # token_bigram, hybrid
         ids = prepare_all(predictor, sets.corpus or sets.bank, sets.parameters)[0]
         density = TokenBigram.fit([item.input_ids for item in ids], len(predictor.tokenizer), *s.bigram)
     detector, report = fit_from_features(extracted, sets, s, density)
@@ -205,17 +186,36 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings,
     groups = [(sets.test_groups or ["in_domain"] * len(sets.test))[i] for i in extracted["test"][2]]
     candidates: dict[str, dict[str, Any]] = {}
     best: tuple[float, float, int, int] | None = None
-    chosen: tuple[str, str, int, float, dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
-    # (name, method, layer, method rank, statistics, raw distance per set) of every candidate before its length term
-    sources = []
+    # (name, method, layer, length coef, statistics, length-adjusted distance per set, hybrid config)
+    chosen: tuple[str, str, int, float, dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]] | None = None
+    adjusted: dict[str, tuple[str, dict[str, torch.Tensor]]] = {}  # hidden-state candidates, for the hybrids
+
+    def consider(name: str, method: str, layer: int, rank: int, fraction: float, coef: float,
+                 stats: dict[str, torch.Tensor], d: dict[str, torch.Tensor], hybrid: dict[str, Any]) -> None:
+        nonlocal best, chosen
+        choice_in, choice_out, test_in, test_out = d["choice"], d["choice_probes"], d["test"], d["test_probes"]
+        validation = _auroc(choice_in, choice_out)
+        candidates[name] = {
+            "method": method, "layer": layer, "length_fraction": fraction, "length_coef": coef,
+            **({"hybrid": hybrid} if hybrid else {}), "validation_auroc": validation,
+            "validation_auroc_by_kind": {kind: _auroc(choice_in, out) for kind, out in
+                                         _by_kind(choice_out, choice_kinds).items()},
+            "test_auroc": _auroc(test_in, test_out),
+            "test_auroc_by_kind": {kind: _auroc(test_in, out) for kind, out in _by_kind(test_out, test_kinds).items()},
+        }
+        key = (validation, -fraction, -layer, -rank)  # ties: no length term, the lower layer, method order
+        if best is None or key > best:
+            best, chosen = key, (name, method, layer, coef, stats, d, hybrid)
+
+    sources = []  # (name, method, layer, method rank, statistics, raw distance per set) before the length term
     for layer in s.layers:
         for rank, method in enumerate(s.methods):
-            if method in TOKEN_METHODS:
+            if method not in FEATURE_METHODS:
                 continue
             stats = fit_statistics(method, feats["bank"][layer])
             sources.append((f"{method}/layer_{layer}", method, layer, rank, stats,
                             {name: distances(method, stats, feats[name][layer], s.k) for name in named[1:]}))
-    if density is not None:
+    if density is not None and "token_bigram" in s.methods:
         sources.append(("token_bigram", "token_bigram", 0, list(s.methods).index("token_bigram"),
                         dict(density.tensors), {name: density.nll(extracted[name][3]) for name in named[1:]}))
     for base, method, layer, rank, stats, raw in sources:
@@ -224,35 +224,34 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings,
         for fraction in (s.length_fractions if slope < 0 else (0.0,)):
             coef = fraction * slope if fraction else 0.0
             d = {name: length_adjusted(v, lengths[name].tolist(), coef) for name, v in raw.items()}
-            choice_in, choice_out, test_in, test_out = d["choice"], d["choice_probes"], d["test"], d["test_probes"]
-            validation = _auroc(choice_in, choice_out)
             name = base + (f"/length_{fraction:g}" if fraction else "")
-            candidates[name] = {
-                "method": method, "layer": layer, "length_fraction": fraction, "length_coef": coef,
-                "validation_auroc": validation,
-                "validation_auroc_by_kind": {kind: _auroc(choice_in, out) for kind, out in
-                                             _by_kind(choice_out, choice_kinds).items()},
-                "test_auroc": _auroc(test_in, test_out),
-                "test_auroc_by_kind": {kind: _auroc(test_in, out) for kind, out in
-                                       _by_kind(test_out, test_kinds).items()},
-            }
-            key = (validation, -fraction, -layer, -rank)  # ties: no length term, the lower layer, method order
-            if best is None or key > best:
-                best, chosen = key, (name, method, layer, coef, stats, raw)
+            consider(name, method, layer, rank, fraction, coef, stats, d, {})
+            if method in FEATURE_METHODS:
+                adjusted[name] = (method, d)
+    if density is not None and "hybrid" in s.methods and adjusted:
+        ranked = sorted(adjusted, key=lambda n: -candidates[n]["validation_auroc"])
+        bigram = {name: density.nll(extracted[name][3]) for name in named[1:]}
+        for h in hybrids(adjusted, ranked, bigram):
+            part = candidates[h.feature]
+            stats = {**next(src[4] for src in sources if src[0] == h.feature.split("/length_")[0]),
+                     **density.tensors}
+            consider(h.name, "hybrid", part["layer"], list(s.methods).index("hybrid"), part["length_fraction"],
+                     part["length_coef"], stats, h.distances, h.config)
     assert chosen is not None
-    name, method, layer, coef, stats, raw = chosen
+    name, method, layer, coef, stats, chosen_d, hybrid = chosen
+    best_hybrid = max((n for n, c in candidates.items() if "hybrid" in c), default=None,
+                      key=lambda n: candidates[n]["validation_auroc"])  # the table shows it beside its parts
     threshold_groups = [(sets.threshold_groups or ["all"] * len(sets.threshold))[i] for i in extracted["threshold"][2]]
-    adjusted = length_adjusted(raw["threshold"], lengths["threshold"].tolist(), coef)
-    threshold, group_thresholds = group_threshold(adjusted, threshold_groups, s.max_flag_rate, s.min_group)
-    bigram = {"lam": density.lam, "alpha": density.alpha} if density is not None and method in TOKEN_METHODS else {}
+    threshold, group_thresholds = group_threshold(chosen_d["threshold"], threshold_groups, s.max_flag_rate,
+                                                  s.min_group)
+    bigram = {"lam": density.lam, "alpha": density.alpha} if density is not None and method not in FEATURE_METHODS \
+        else {}
     detector = OODDetector(method=method, layer=layer, threshold=threshold, tensors=stats, pooling=s.pooling,
                            k=s.k, info={"fitted_on": sets.record, "max_flag_rate": s.max_flag_rate}, length_coef=coef,
-                           bigram=bigram)
+                           bigram=bigram, hybrid=hybrid)
 
-    def scored(set_name: str) -> torch.Tensor:
-        if detector.uses_tokens:
-            return torch.tensor(detector.scores_of_ids(extracted[set_name][3]))
-        return torch.tensor(detector.scores(feats[set_name][layer], lengths[set_name].tolist()))
+    def scored(set_name: str) -> torch.Tensor:  # through the served detector, as a request is scored
+        return torch.tensor(detector.score_items(feats[set_name].get(layer), extracted[set_name][3]))
 
     flags = {set_name: scored(set_name) > 1.0 for set_name in ("threshold", "test")}
     probe_scores = scored("test_probes")
@@ -279,7 +278,8 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings,
         "validation_flag_rate": float(flags["threshold"].double().mean()),
         "validation_flag_rate_by_group": {g: float(f.double().mean())
                                           for g, f in _by_kind(flags["threshold"], threshold_groups).items()},
-        "table": probe_table({n: c for n, c in candidates.items() if not c["length_fraction"] or n == name}),
+        "table": probe_table({n: c for n, c in candidates.items()
+                              if n in (name, best_hybrid) or not (c["length_fraction"] or "hybrid" in c)}),
         "candidates": candidates,
         "n": {name: int(next(iter(f.values())).shape[0]) for name, f in feats.items()},
         "probe_kinds": {"choice": sets.choice_probes.counts(), "test": sets.test_probes.counts()},

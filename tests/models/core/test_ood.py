@@ -21,7 +21,8 @@ from models.core.ood import (
     load_detector,
     pool,
 )
-from training.core.ood_fit import group_threshold, length_slope
+from models.core.ood_methods import group_threshold, length_slope
+from models.core.token_density import TokenBigram
 
 
 def _cluster(n: int, seed: int, centre: torch.Tensor, spread: float = 0.05) -> torch.Tensor:
@@ -175,3 +176,41 @@ def test_length_slope_and_adjustment() -> None:
     assert length_slope(distance, torch.tensor([7, 7, 7, 7])) == 0.0
     flat = length_adjusted(distance.float(), lengths.tolist(), -0.1)
     assert torch.allclose(flat, torch.full((4,), 0.5), atol=1e-6)
+
+
+def _hybrid(weight: float = 0.5, scales: object = (0.02, 0.5)) -> OODDetector:
+    density = TokenBigram.fit([[1, 2, 3, 4], [1, 2, 3, 5], [2, 3, 4, 5]], vocab_size=8)
+    return OODDetector("hybrid", 0, 2.0, {**fit_statistics("knn_cosine", _cluster(50, 0, CENTRE)), **density.tensors},
+                       k=3, length_coef=-0.01, bigram={"lam": density.lam, "alpha": density.alpha},
+                       hybrid={"feature_method": "knn_cosine", "weight": weight, "scales": list(scales)})
+
+
+def test_a_hybrid_mixes_the_scaled_distance_and_bigram_nll_and_round_trips(tmp_path: Path) -> None:
+    detector = _hybrid()
+    features = torch.cat([_cluster(2, 6, CENTRE), _cluster(2, 7, FAR)])
+    ids = [[1, 2, 3, 4], [1, 2, 3, 4, 5], [7, 6, 7, 6], [6, 0, 7]]  # familiar pairs, then never-seen ones
+    lengths = [len(x) for x in ids]
+    feature = length_adjusted(distances("knn_cosine", detector.tensors, features, 3), lengths, -0.01)
+    nll = TokenBigram({n: detector.tensors[n] for n in ("keys", "counts", "unigram", "context")}).nll(ids)
+    expected = (0.5 * feature / 0.02 + 0.5 * nll / 0.5) / 2.0
+    assert detector.score_items(features, ids) == pytest.approx(expected.tolist(), rel=1e-5)
+    assert max(detector.score_items(features, ids)[:2]) < min(detector.score_items(features, ids)[2:])
+    with pytest.raises(ValueError, match="features"):
+        detector.score_items(None, ids)
+    detector.save(tmp_path)
+    loaded = load_detector(tmp_path, _manifest_for(tmp_path))
+    assert loaded is not None and loaded.config() == detector.config() and loaded.feature_dim == CENTRE.numel()
+    assert loaded.score_items(features, ids) == pytest.approx(detector.score_items(features, ids))
+
+
+@pytest.mark.parametrize("change", [{"weight": 1.0}, {"scales": [0.1]}, {"scales": [0.1, -1.0]},
+                                    {"feature_method": "token_bigram"}], ids=str)
+def test_a_malformed_hybrid_is_refused(tmp_path: Path, change: dict[str, object]) -> None:
+    _hybrid().save(tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    _rewrite_config(tmp_path, hybrid={**config["hybrid"], **change})
+    with pytest.raises(ArtifactError, match="hybrid"):
+        load_detector(tmp_path, _manifest_for(tmp_path))
+    with pytest.raises(ValueError, match="tensors"):  # the bigram half missing
+        OODDetector("hybrid", 0, 1.0, fit_statistics("knn_cosine", _cluster(5, 0, CENTRE)),
+                    hybrid={"feature_method": "knn_cosine", "weight": 0.5, "scales": [1.0, 1.0]})

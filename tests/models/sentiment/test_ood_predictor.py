@@ -11,6 +11,7 @@ import torch
 from models.core.artifacts import ArtifactError
 from models.core.ood import OODDetector, fit_statistics, pool
 from models.core.predictor import MCRequest, PredictorOptions
+from models.core.token_density import TokenBigram
 from models.sentiment.predictor import SentimentPredictor
 from tests.factories import make_tiny_sentiment_artifact
 from training.core.ood_artifact import write_with_ood
@@ -54,8 +55,15 @@ def test_fit_choose_threshold_and_serve_at_every_t(artifact: Path, tmp_path: Pat
     detector, report = fit_ood(predictor, _sets(), OODSettings(layers=[0, 1, 2], k=3))
     assert report["validation_flag_rate"] <= 0.05 and report["test"]["auroc"] > 0.9
     plain_names = {f"{m}/layer_{n}" for m in ("knn_cosine", "mahalanobis") for n in (0, 1, 2)} | {"token_bigram"}
-    assert {name.split("/length_")[0] for name in report["candidates"]} == plain_names  # plus length-term variants
-    assert set(report["table"]["all"]) == plain_names | {report["chosen"]["candidate"]}
+    hybrids = {name for name in report["candidates"] if name.startswith("hybrid_")}
+    assert {name.split("/length_")[0] for name in set(report["candidates"]) - hybrids} == plain_names  # + length terms
+    # the four best hidden-state candidates on validation, each mixed with the bigram NLL at three weights
+    best = sorted((n for n, c in report["candidates"].items() if c["method"] in ("knn_cosine", "mahalanobis")),
+                  key=lambda n: -report["candidates"][n]["validation_auroc"])[:4]
+    assert hybrids == {f"hybrid_{w:g}({n})" for n in best for w in (0.3, 0.5, 0.7)}
+    best_hybrid = max((n for n in report["candidates"] if n in hybrids),  # the first of equals, as the fit
+                      key=lambda n: report["candidates"][n]["validation_auroc"])
+    assert set(report["table"]["all"]) == plain_names | {report["chosen"]["candidate"], best_hybrid}
     assert detector.length_coef == report["chosen"]["length_coef"] <= 0.0
     new = write_with_ood(artifact, tmp_path, detector, report)
     served = SentimentPredictor.load(new, PredictorOptions())
@@ -71,6 +79,28 @@ def test_fit_choose_threshold_and_serve_at_every_t(artifact: Path, tmp_path: Pat
     full = SentimentPredictor.load(new, PredictorOptions(mc_last_k=3))
     assert [p.ood_score for p in full.predict(items, [MCRequest(4, 7)] * 2)] == pytest.approx(
         [p.ood_score for p in served.predict(items, [MCRequest(0, 7)] * 2)], abs=1e-5)
+
+
+def test_a_hybrid_detector_is_served_from_the_features_and_the_ids_of_the_same_pass(artifact: Path) -> None:
+    predictor = SentimentPredictor.load(artifact, PredictorOptions())
+    bank_items = [predictor.prepare(t, {}) for t in FILMS[:30]]
+    density = TokenBigram.fit([i.input_ids for i in bank_items], len(predictor.tokenizer))
+    stats = fit_statistics("knn_cosine", predictor.ood_features(bank_items, [1])[1])
+    detector = OODDetector("hybrid", 1, 3.0, {**stats, **density.tensors}, k=3, bigram={"lam": 0.7, "alpha": 0.5},
+                           hybrid={"feature_method": "knn_cosine", "weight": 0.5, "scales": [0.05, 0.5]})
+    predictor.attach_ood(detector)
+    items = [predictor.prepare(FILMS[40], {}), predictor.prepare(OTHER[0], {})]
+    expected = detector.score_items(predictor.ood_features(items, [1])[1], [i.input_ids for i in items])
+    assert expected[0] < expected[1]
+    for samples in (0, 4):
+        got = predictor.predict(items, [MCRequest(samples, 2)] * 2)
+        assert [p.ood_score for p in got] == pytest.approx(expected, rel=1e-4)
+        assert [p.out_of_distribution for p in got] == [score > 1.0 for score in expected]
+    assert predictor.describe()["ood"]["hybrid"]["weight"] == 0.5
+    wrong_vocab = TokenBigram.fit([[1, 2, 3]], vocab_size=7)
+    with pytest.raises(ArtifactError, match="tokenizer"):
+        predictor.attach_ood(OODDetector("hybrid", 1, 3.0, {**stats, **wrong_vocab.tensors}, k=3,
+                                         hybrid={"feature_method": "knn_cosine", "weight": 0.5, "scales": [1, 1]}))
 
 
 def test_a_token_bigram_detector_is_fitted_saved_and_served_from_the_ids(artifact: Path, tmp_path: Path) -> None:
