@@ -11,8 +11,9 @@ texts, labels and kinds are aligned; the same arguments give the same set in any
 
 OOD detector sets (training/core/ood_fit.py): `ood_sets(split, data, cache_dir, seed)` (what the job fits at its
 end) and `artifact_ood_sets(predictor, cache_dir)` (the same for `python -m training.ood`, re-cutting the held-out
-spans from the manifest's training config). In domain: sentences (8-40 words) of the corpus, the prompts a client
-sends: bank from the training segments, choice and threshold from disjoint halves of the validation sentences,
+spans from the manifest's training config). In domain: sentences (8-40 words) of the corpus, every second one cut
+to its first 4-10 words (`as_prompts`: clients send unfinished sentences too; the probes are cut alike, so length
+tells nothing): bank from the training segments, choice and threshold from disjoint halves of the validation sentences,
 test from the test segments. Probes: every kind of training/core/ood_probes.py except the corpus' own (Austen,
 and the synthetic Austen-like corpus: Bible, Shakespeare, news); choice and test probes are disjoint. Features are
 pooled with `OOD_POOLING` (a causal LM's first position is an attention sink with outsized activations).
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.core.ood_fit import OODSets, OODSizes
+from training.core.ood_fit import OODSets, OODSizes, Probes
 from training.core.ood_probes import POOLS, draw_probes
 from training.core.probes import sentences, shuffle_words
 from training.generation.config import GenerationConfig
@@ -135,16 +136,37 @@ def ood_sets(split: ProseSplit, data: str, cache_dir: Path, seed: int, sizes: OO
     test = rng.sample(held["test"], min(n.test, len(held["test"])))
     kinds = tuple(kind for kind in POOLS if kind != CORPUS_KIND.get(data))  # a user's file: every kind
     choice_probes, test_probes = draw_probes(cache_dir, kinds, n.choice_probes, n.test_probes, seed)
+    cut = random.Random(seed + 1)  # a stream of its own: the sentences drawn above stay the same
+    bank, validation, test = (as_prompts(texts, cut) for texts in (bank, validation, test))
+    choice_probes = Probes(as_prompts(choice_probes.texts, cut), choice_probes.kinds)
+    test_probes = Probes(as_prompts(test_probes.texts, cut), test_probes.kinds)
     record = {"bank": {"split": "train", "sentences": len(bank)},
               "choice": {"split": "validation", "sentences": half},
               "threshold": {"split": "validation", "sentences": len(validation) - half},
               "test": {"split": "test", "sentences": len(test)},
               "probes": {"kinds": list(kinds), "choice_per_kind": n.choice_probes, "test_per_kind": n.test_probes,
                          "seed": seed},
-              "sentence": "8-40 words, from the corpus' own held-out spans", "pooling": OOD_POOLING}
+              "sentence": "8-40 words, from the corpus' own held-out spans; every second one (in domain and probes "
+                          f"alike) cut to its first {PROMPT_WORDS[0]}-{PROMPT_WORDS[1]} words", "pooling": OOD_POOLING}
     record["corpus"] = {"split": "train", "sentences": len(held["train"]), "for": "token_bigram"}
     return OODSets(bank=bank, choice=validation[:half], threshold=validation[half:], choice_probes=choice_probes,
-                   test=test, test_probes=test_probes, record=record, corpus=held["train"])
+                   test=test, test_probes=test_probes, record=record, corpus=held["train"],
+                   test_groups=["sentence" if i % 2 else "prompt" for i in range(len(test))])
+
+
+PROMPT_WORDS = (4, 10)  # the words a cut prompt keeps: "It is a truth universally acknowledged that" is 7
+
+
+def as_prompts(texts: Sequence[str], rng: random.Random) -> list[str]:
+    """`texts` with every second one (0, 2, ...) cut to its first k words, k drawn in PROMPT_WORDS: what a client
+    sends to a generator is as often an unfinished sentence as a whole one, and a detector chosen on whole
+    sentences alone flags the fragments of its own corpus."""
+    out = []
+    for i, text in enumerate(texts):
+        words = text.split()
+        k = rng.randint(*PROMPT_WORDS)
+        out.append(" ".join(words[:k]) if i % 2 == 0 and len(words) > k else text)
+    return out
 
 
 def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = None) -> OODSets:

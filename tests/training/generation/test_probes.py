@@ -1,8 +1,17 @@
 """Sentence extraction and the generation out-of-domain probe set (synthetic text, no archives)."""
 
+import random
+
 import pytest
 
-from training.generation.probes import NEWS_SENTENCES, PROBE_KINDS, build_prose_probe_set, sentences
+from training.generation.probes import (
+    NEWS_SENTENCES,
+    PROBE_KINDS,
+    PROMPT_WORDS,
+    as_prompts,
+    build_prose_probe_set,
+    sentences,
+)
 
 AUSTEN_LIKE = [f"Miss Bates number {i} talked of the ball and the weather at great length." for i in range(60)]
 VERSES = [f"And the Lord spoke to Moses on day {i}, saying, go." for i in range(30)] + ["Jesus wept."]
@@ -53,3 +62,15 @@ def test_probe_set_is_deterministic_and_capped_by_pools() -> None:
 def test_tiny_probe_sets(per_kind: int) -> None:
     probes = build_prose_probe_set(AUSTEN_LIKE, VERSES, per_kind, seed=0)
     assert set(probes.counts().values()) == {per_kind}
+
+
+def test_every_second_text_becomes_an_unfinished_prompt_and_the_rest_stay_whole() -> None:
+    texts = [f"word{i} " * 20 for i in range(40)] + ["too short to cut"]
+    cut = as_prompts(texts, random.Random(0))
+    assert cut == as_prompts(texts, random.Random(0))  # seeded
+    for i, (before, after) in enumerate(zip(texts, cut, strict=True)):
+        if i % 2 or len(before.split()) <= PROMPT_WORDS[0]:
+            assert after == before
+        else:
+            assert PROMPT_WORDS[0] <= len(after.split()) <= PROMPT_WORDS[1] and before.startswith(after)
+    assert len({len(after.split()) for after in cut[:40:2]}) > 1  # the prompt lengths vary
