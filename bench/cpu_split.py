@@ -17,18 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from bench.loadgen import measure, server
+from bench.profile_server import histogram_sums
 from bench.texts import reviews
 
 HZ = os.sysconf("SC_CLK_TCK")
+HISTOGRAMS = ("nlp_inference_duration_seconds", "nlp_batch_size")
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
@@ -49,30 +48,22 @@ def machine_idle() -> float:
     return (fields[3] + fields[4]) / HZ
 
 
-def histogram(text: str, name: str) -> tuple[float, float]:
-    """(sum, count) of a Prometheus histogram over all its label sets."""
-    total = sum(float(v) for v in re.findall(rf"^{name}_sum{{[^}}]*}} (\S+)", text, re.M))
-    count = sum(float(v) for v in re.findall(rf"^{name}_count{{[^}}]*}} (\S+)", text, re.M))
-    return total, count
-
-
 async def run(args: argparse.Namespace, workdir: Path) -> None:
     texts = reviews(512, seed=0)
     extra = dict(item.split("=", 1) for item in args.server_env)
     with server(args.artifacts_dir, extra, args.ready_timeout, workdir / "server.log") as (proc, base):
         await measure(base, "warm-up", texts, args.concurrency, 200, 60.0, 0)
-        before_metrics = httpx.get(f"{base}/metrics").text
+        before = await histogram_sums(base, HISTOGRAMS)
         threads0, idle0, client0 = thread_cpu(proc.pid), machine_idle(), time.process_time()
         result = await measure(base, "load", texts, args.concurrency, args.requests, args.time_limit, 0)
         threads1, idle1, client1 = thread_cpu(proc.pid), machine_idle(), time.process_time()
-        after_metrics = httpx.get(f"{base}/metrics").text
+        after = await histogram_sums(base, HISTOGRAMS)
     wall = result.wall_s
     share = lambda seconds: 100.0 * seconds / wall  # noqa: E731 - % of one core
     per_thread = sorted(((tid, threads1[tid] - threads0.get(tid, 0.0)) for tid in threads1), key=lambda x: -x[1])
-    inference = [a - b for a, b in zip(histogram(after_metrics, "nlp_inference_duration_seconds"),
-                                       histogram(before_metrics, "nlp_inference_duration_seconds"), strict=True)]
-    batch = [a - b for a, b in zip(histogram(after_metrics, "nlp_batch_size"),
-                                   histogram(before_metrics, "nlp_batch_size"), strict=True)]
+    delta = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    forward_s, batches = delta["nlp_inference_duration_seconds_sum"], delta["nlp_inference_duration_seconds_count"]
+    items = delta["nlp_batch_size_sum"]
     print(f"{result.throughput:.1f} req/s over {wall:.1f} s, {os.cpu_count()} cores")
     print(f"machine idle {share(idle1 - idle0):.0f} %, server {share(sum(d for _, d in per_thread)):.0f} %, "
           f"load generator {share(client1 - client0):.0f} % (100 % = one core)")
@@ -80,9 +71,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
     for tid, seconds in per_thread:
         if share(seconds) >= 1.0:
             print(f"  {'main' if tid == proc.pid else tid:>8}  {share(seconds):5.1f} %")
-    if inference[1]:
-        print(f"batches: {inference[1]:.0f}, mean size {batch[0] / max(batch[1], 1):.1f}, mean forward "
-              f"{1000 * inference[0] / inference[1]:.0f} ms, forward time / wall {inference[0] / wall:.2f}")
+    if batches:
+        print(f"batches: {batches:.0f}, mean size {items / batches:.1f}, mean forward "
+              f"{1000 * forward_s / batches:.0f} ms, forward time / wall {forward_s / wall:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:

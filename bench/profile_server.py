@@ -91,9 +91,11 @@ def stage_samples(raw: str) -> Counter[str]:
     return counts
 
 
-async def histogram_sums(base: str) -> dict[str, float]:
-    """Sums and counts of the server's request, queue and inference histograms (task sentiment)."""
-    wanted = ("nlp_request_duration_seconds", "nlp_queue_duration_seconds", "nlp_inference_duration_seconds")
+WALL_CLOCK = ("nlp_request_duration_seconds", "nlp_queue_duration_seconds", "nlp_inference_duration_seconds")
+
+
+async def histogram_sums(base: str, wanted: tuple[str, ...] = WALL_CLOCK) -> dict[str, float]:
+    """`<name>_sum` and `<name>_count` of the server's `wanted` histograms (task sentiment)."""
     sums: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         for line in (await client.get("/metrics")).text.splitlines():

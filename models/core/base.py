@@ -110,7 +110,7 @@ class BasePredictor:
     def attach_ood(self, detector: OODDetector | None) -> None:
         """Serve `detector`'s OOD score with every prediction (None: none). Raises ArtifactError when its layer
         or feature dimension does not fit this model."""
-        if detector is not None and detector.method in ("token_bigram", "hybrid"):
+        if detector is not None and detector.uses_density:
             vocab = detector.density().vocab_size
             if vocab != len(self.tokenizer):
                 raise ArtifactError(f"{self.name} {self.version}: OOD token statistics over {vocab} "

@@ -108,6 +108,11 @@ class OODDetector:
         return self.method in TOKEN_METHODS
 
     @property
+    def uses_density(self) -> bool:
+        """True when the detector holds a token-bigram density (token_bigram, hybrid)."""
+        return self.method in ("token_bigram", "hybrid")
+
+    @property
     def feature_method(self) -> str:
         """The hidden-state method it scores features with (the method itself, or a hybrid's feature part)."""
         return str(self.hybrid.get("feature_method", self.method))
@@ -142,7 +147,7 @@ class OODDetector:
         if self.method != "hybrid":
             return self.scores(features, lengths)
         weight, (feature_scale, token_scale) = self.hybrid["weight"], self.hybrid["scales"]
-        feature = torch.tensor(self.scores(features, lengths)) * self.threshold  # the length-adjusted distance
+        feature = self._feature_distance(features, lengths).cpu()  # where the ids' NLL is
         raw = weight * feature / feature_scale + (1.0 - weight) * self.density().nll(ids) / token_scale
         return (raw / self.threshold).tolist()
 
@@ -155,12 +160,18 @@ class OODDetector:
     def scores(self, features: torch.Tensor, lengths: Sequence[int] | None = None) -> list[float]:
         """`ood_score` of each row of `features` [B, d] whose input had `lengths[i]` tokens: length-adjusted
         distance / threshold (> 1 = out of distribution). `lengths` may be None only when `length_coef` is 0."""
+        if self.method == "hybrid":
+            raise ValueError("a hybrid detector scores features and token ids together (score_items)")
+        return (self._feature_distance(features, lengths) / self.threshold).tolist()
+
+    def _feature_distance(self, features: torch.Tensor, lengths: Sequence[int] | None) -> torch.Tensor:
+        """The length-adjusted hidden-state distance [B] (a hybrid's feature part), before the threshold."""
         if self.uses_tokens:
             raise ValueError("a token_bigram detector scores token ids (scores_of_ids), not features")
         if features.shape[-1] != self.feature_dim:
             raise ValueError(f"features have dimension {features.shape[-1]}, the detector {self.feature_dim}")
         raw = distances(self.feature_method, self.tensors, features, self.k)
-        return (length_adjusted(raw, lengths, self.length_coef) / self.threshold).tolist()
+        return length_adjusted(raw, lengths, self.length_coef)
 
     def config(self) -> dict[str, Any]:
         """The JSON half of the saved detector (also what `describe` shows)."""

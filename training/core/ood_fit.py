@@ -208,6 +208,8 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings,
             best, chosen = key, (name, method, layer, coef, stats, d, hybrid)
 
     sources = []  # (name, method, layer, method rank, statistics, raw distance per set) before the length term
+    feature_stats: dict[str, dict[str, torch.Tensor]] = {}  # of each hidden-state candidate, for the hybrids
+    bigram = {name: density.nll(extracted[name][3]) for name in named[1:]} if density is not None else {}
     for layer in s.layers:
         for rank, method in enumerate(s.methods):
             if method not in FEATURE_METHODS:
@@ -217,7 +219,7 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings,
                             {name: distances(method, stats, feats[name][layer], s.k) for name in named[1:]}))
     if density is not None and "token_bigram" in s.methods:
         sources.append(("token_bigram", "token_bigram", 0, list(s.methods).index("token_bigram"),
-                        dict(density.tensors), {name: density.nll(extracted[name][3]) for name in named[1:]}))
+                        dict(density.tensors), bigram))
     for base, method, layer, rank, stats, raw in sources:
         slope = length_slope(raw["choice"], lengths["choice"])  # in-domain validation texts only
         # Only a distance that falls with length is corrected (the short-input effect); otherwise raw alone.
@@ -227,16 +229,13 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings,
             name = base + (f"/length_{fraction:g}" if fraction else "")
             consider(name, method, layer, rank, fraction, coef, stats, d, {})
             if method in FEATURE_METHODS:
-                adjusted[name] = (method, d)
+                adjusted[name], feature_stats[name] = (method, d), stats
     if density is not None and "hybrid" in s.methods and adjusted:
         ranked = sorted(adjusted, key=lambda n: -candidates[n]["validation_auroc"])
-        bigram = {name: density.nll(extracted[name][3]) for name in named[1:]}
         for h in hybrids(adjusted, ranked, bigram):
             part = candidates[h.feature]
-            stats = {**next(src[4] for src in sources if src[0] == h.feature.split("/length_")[0]),
-                     **density.tensors}
             consider(h.name, "hybrid", part["layer"], list(s.methods).index("hybrid"), part["length_fraction"],
-                     part["length_coef"], stats, h.distances, h.config)
+                     part["length_coef"], {**feature_stats[h.feature], **density.tensors}, h.distances, h.config)
     assert chosen is not None
     name, method, layer, coef, stats, chosen_d, hybrid = chosen
     best_hybrid = max((n for n, c in candidates.items() if "hybrid" in c), default=None,

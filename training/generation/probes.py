@@ -137,6 +137,7 @@ def ood_sets(split: ProseSplit, data: str, cache_dir: Path, seed: int, sizes: OO
     kinds = tuple(kind for kind in POOLS if kind != CORPUS_KIND.get(data))  # a user's file: every kind
     choice_probes, test_probes = draw_probes(cache_dir, kinds, n.choice_probes, n.test_probes, seed)
     cut = random.Random(seed + 1)  # a stream of its own: the sentences drawn above stay the same
+    whole_test = test
     bank, validation, test = (as_prompts(texts, cut) for texts in (bank, validation, test))
     choice_probes = Probes(as_prompts(choice_probes.texts, cut), choice_probes.kinds)
     test_probes = Probes(as_prompts(test_probes.texts, cut), test_probes.kinds)
@@ -151,7 +152,7 @@ def ood_sets(split: ProseSplit, data: str, cache_dir: Path, seed: int, sizes: OO
     record["corpus"] = {"split": "train", "sentences": len(held["train"]), "for": "token_bigram"}
     return OODSets(bank=bank, choice=validation[:half], threshold=validation[half:], choice_probes=choice_probes,
                    test=test, test_probes=test_probes, record=record, corpus=held["train"],
-                   test_groups=["sentence" if i % 2 else "prompt" for i in range(len(test))])
+                   test_groups=["sentence" if a == b else "prompt" for a, b in zip(test, whole_test, strict=True)])
 
 
 PROMPT_WORDS = (4, 10)  # the words a cut prompt keeps: "It is a truth universally acknowledged that" is 7

@@ -197,6 +197,8 @@ def test_a_hybrid_mixes_the_scaled_distance_and_bigram_nll_and_round_trips(tmp_p
     assert max(detector.score_items(features, ids)[:2]) < min(detector.score_items(features, ids)[2:])
     with pytest.raises(ValueError, match="features"):
         detector.score_items(None, ids)
+    with pytest.raises(ValueError, match="score_items"):  # the feature part alone is not its score
+        detector.scores(features, lengths)
     detector.save(tmp_path)
     loaded = load_detector(tmp_path, _manifest_for(tmp_path))
     assert loaded is not None and loaded.config() == detector.config() and loaded.feature_dim == CENTRE.numel()
