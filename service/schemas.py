@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 SEED_MAX = 2**31 - 1
 OOD_SCORE = (
     "Out-of-distribution score of the input: the distance of its features (a mean-pooled hidden state of the model's "
-    "own deterministic pass) to the training data's, or its tokens' mean negative log-likelihood under a bigram "
-    "density of the training inputs, or a mix of both (the artifact's detector, chosen on validation), divided by "
+    "own deterministic pass) to the training data's, or its tokens' mean negative log-likelihood under a bigram or "
+    "trigram density of the training inputs, or a mix of both (the artifact's detector, chosen on validation), "
+    "divided by "
     "the threshold fitted on validation so that at most 5 % of in-domain validation inputs exceed it. "
     "Dimensionless; higher = less like "
     "the training data; > 1 = `out_of_distribution`. Computed at every mc_samples, 0 included; null when the model "

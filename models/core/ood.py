@@ -9,12 +9,14 @@ and saved in the artifact beside the model, and scores a new input's features in
   with outsized activations), then L2-normalised (`pool`).
 - methods: "knn_cosine": 1 − cosine similarity to the k-th nearest feature of a stored bank of training inputs
   (Sun et al. 2022); "mahalanobis": squared Mahalanobis distance to one Gaussian fitted on the bank, covariance
-  shrunk towards its mean variance (Lee et al. 2018, without classes so every task can use it); "token_bigram":
-  no hidden state at all, the input's mean per-token negative log-likelihood under a bigram density of the
-  training inputs' token ids (models/core/token_density.py; `scores_of_ids`, `layer` unused); "hybrid": both
-  kinds of evidence, w · (length-adjusted feature distance) / s_f + (1 − w) · (bigram NLL) / s_b, `hybrid` =
-  {"feature_method", "weight" w, "scales" [s_f, s_b]} with the scales the in-domain validation standard deviations,
-  so neither term dominates by its units (what one says of register, the other says of meaning).
+  shrunk towards its mean variance (Lee et al. 2018, without classes so every task can use it); "token_bigram" and
+  "token_trigram": no hidden state at all, the input's mean per-token negative log-likelihood under a density of
+  the training inputs' token ids (interpolated bigram, models/core/token_density.py; Kneser-Ney trigram,
+  models/core/token_trigram.py; `scores_of_ids`, `layer` unused); "hybrid": both kinds of evidence,
+  w · (length-adjusted feature distance) / s_f + (1 − w) · (token NLL) / s_b, `hybrid` = {"feature_method",
+  "weight" w, "scales" [s_f, s_b], "density" (the token method; absent = token_bigram)} with the scales the
+  in-domain validation standard deviations, so neither term dominates by its units (what one says of register,
+  the other says of meaning).
 - length term: the distance minus `length_coef` × ln(input tokens). Short inputs' pooled features lie further from
   any bank than long ones' (fewer tokens average out less), so a raw distance ranks a short in-domain input (a
   one-sentence review) with short out-of-domain ones; the fit (training/core/ood_fit.py) estimates the slope of
@@ -25,7 +27,8 @@ and saved in the artifact beside the model, and scores a new input's features in
 Files in an artifact: `ood/ood.json` (method, layer, pooling, k, length_coef (absent = 0), threshold, what it was
 fitted on) and
 `ood/stats.safetensors` (knn_cosine: "bank" [N, d]; mahalanobis: "mean" [d], "precision" [d, d]; token_bigram: the
-counts of models/core/token_density.py, its λ and α under "bigram" in ood.json; hybrid: both), both listed in
+counts of models/core/token_density.py, its λ and α under "bigram" in ood.json; token_trigram: the counts of
+models/core/token_trigram.py, its D and α under "trigram"; hybrid: a feature method's and a density's), both listed in
 the manifest's sha256 file list. `load_detector` returns None when an artifact has neither file (older artifacts
 serve `ood_score` null) and raises ArtifactError for anything malformed; no pickle anywhere.
 """
@@ -43,7 +46,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.core import token_density
+from models.core import token_density, token_trigram
 from models.core.artifacts import ArtifactError, Manifest
 from models.core.ood_methods import (
     FEATURE_METHODS,
@@ -61,9 +64,13 @@ __all__ = ["METHODS", "OODDetector", "abstain_decision", "distances", "fit_stati
 OOD_DIR = "ood"
 CONFIG_FILE = f"{OOD_DIR}/ood.json"
 STATS_FILE = f"{OOD_DIR}/stats.safetensors"
-METHODS = (*FEATURE_METHODS, "token_bigram", "hybrid")
-TOKEN_METHODS = ("token_bigram",)  # scored on the input's token ids alone, not on features
-_TENSORS = {"knn_cosine": ("bank",), "mahalanobis": ("mean", "precision"), "token_bigram": token_density.TENSORS}
+METHODS = (*FEATURE_METHODS, "token_bigram", "token_trigram", "hybrid")
+TOKEN_METHODS = ("token_bigram", "token_trigram")  # scored on the input's token ids alone, not on features
+# each density's saved tensor names and their check
+_DENSITIES = {"token_bigram": (token_density.TENSORS, token_density.problems),
+              "token_trigram": (token_trigram.TENSORS, token_trigram.problems)}
+_TOKEN_TENSORS = frozenset((*token_density.TENSORS, *token_trigram.TENSORS))
+_TENSORS = {"knn_cosine": ("bank",), "mahalanobis": ("mean", "precision")}
 REASONS = ("out_of_distribution", "uncertain")
 
 
@@ -89,8 +96,9 @@ class OODDetector:
     k: int = 1
     info: dict[str, Any] = field(default_factory=dict)
     length_coef: float = 0.0
-    bigram: dict[str, float] = field(default_factory=dict)  # token_bigram, hybrid: {"lam", "alpha"}
-    hybrid: dict[str, Any] = field(default_factory=dict)  # hybrid: {"feature_method", "weight", "scales"}
+    bigram: dict[str, float] = field(default_factory=dict)  # token_bigram (and its hybrid): {"lam", "alpha"}
+    hybrid: dict[str, Any] = field(default_factory=dict)  # hybrid: {"feature_method", "weight", "scales", "density"}
+    trigram: dict[str, float] = field(default_factory=dict)  # token_trigram (and its hybrid): {"discount", "alpha"}
 
     def __post_init__(self) -> None:
         problems = _problems(self.method, self.layer, self.threshold, self.pooling, self.k, self.tensors)
@@ -109,8 +117,13 @@ class OODDetector:
 
     @property
     def uses_density(self) -> bool:
-        """True when the detector holds a token-bigram density (token_bigram, hybrid)."""
-        return self.method in ("token_bigram", "hybrid")
+        """True when the detector holds a token density (token_bigram, token_trigram, hybrid)."""
+        return self.method in (*TOKEN_METHODS, "hybrid")
+
+    @property
+    def density_method(self) -> str:
+        """The token method of its density (the method itself, or a hybrid's density part)."""
+        return self.method if self.uses_tokens else str(self.hybrid.get("density", "token_bigram"))
 
     @property
     def feature_method(self) -> str:
@@ -119,8 +132,9 @@ class OODDetector:
 
     @property
     def feature_dim(self) -> int:
-        """The feature dimension it scores (token_bigram: the vocabulary size)."""
-        name = {"knn_cosine": "bank", "mahalanobis": "mean"}.get(self.feature_method, "unigram")
+        """The feature dimension it scores (a token method: the vocabulary size)."""
+        name = {"knn_cosine": "bank", "mahalanobis": "mean", "token_trigram": "kn3_cont"}.get(self.feature_method,
+                                                                                               "unigram")
         return int(self.tensors[name].shape[-1])
 
     def to(self, device: torch.device | str) -> OODDetector:
@@ -128,12 +142,14 @@ class OODDetector:
         stay on the CPU, where the ids are)."""
         if self.uses_tokens:
             return self
-        moved = {n: t if n in token_density.TENSORS else t.to(device) for n, t in self.tensors.items()}
+        moved = {n: t if n in _TOKEN_TENSORS else t.to(device) for n, t in self.tensors.items()}
         return OODDetector(self.method, self.layer, self.threshold, moved, self.pooling, self.k, self.info,
-                           self.length_coef, self.bigram, self.hybrid)
+                           self.length_coef, self.bigram, self.hybrid, self.trigram)
 
-    def density(self) -> token_density.TokenBigram:
-        """The bigram density of a token_bigram or hybrid detector."""
+    def density(self) -> token_density.TokenBigram | token_trigram.TokenTrigram:
+        """The token density of a token_bigram, token_trigram or hybrid detector."""
+        if self.density_method == "token_trigram":
+            return token_trigram.TokenTrigram({n: self.tensors[n] for n in token_trigram.TENSORS}, **self.trigram)
         return token_density.TokenBigram({n: self.tensors[n] for n in token_density.TENSORS}, **self.bigram)
 
     def score_items(self, features: torch.Tensor | None, ids: Sequence[Sequence[int]]) -> list[float]:
@@ -167,7 +183,7 @@ class OODDetector:
     def _feature_distance(self, features: torch.Tensor, lengths: Sequence[int] | None) -> torch.Tensor:
         """The length-adjusted hidden-state distance [B] (a hybrid's feature part), before the threshold."""
         if self.uses_tokens:
-            raise ValueError("a token_bigram detector scores token ids (scores_of_ids), not features")
+            raise ValueError(f"a {self.method} detector scores token ids (scores_of_ids), not features")
         if features.shape[-1] != self.feature_dim:
             raise ValueError(f"features have dimension {features.shape[-1]}, the detector {self.feature_dim}")
         raw = distances(self.feature_method, self.tensors, features, self.k)
@@ -178,8 +194,8 @@ class OODDetector:
         return {"method": self.method, "layer": self.layer, "pooling": self.pooling, "k": self.k,
                 "length_coef": self.length_coef, "threshold": self.threshold, "feature_dim": self.feature_dim,
                 "score": "distance / threshold; > 1 = out_of_distribution",
-                **{name: value for name, value in (("bigram", self.bigram), ("hybrid", self.hybrid),
-                                                   ("info", self.info)) if value}}
+                **{name: value for name, value in (("bigram", self.bigram), ("trigram", self.trigram),
+                                                   ("hybrid", self.hybrid), ("info", self.info)) if value}}
 
     def save(self, directory: Path) -> None:
         """Write `ood/ood.json` and `ood/stats.safetensors` under `directory` (an artifact's staging dir)."""
@@ -204,7 +220,7 @@ def _problems(method: Any, layer: Any, threshold: Any, pooling: Any, k: Any,
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         out.append(f"k {k!r} is not an integer >= 1")
     if method in TOKEN_METHODS:
-        return [*out, *token_density.problems(tensors)]
+        return [*out, *_DENSITIES[method][1](tensors)]
     if method == "hybrid":  # _hybrid_problems checks its two parts
         return out
     wanted = _TENSORS[method]
@@ -226,17 +242,20 @@ def _problems(method: Any, layer: Any, threshold: Any, pooling: Any, k: Any,
 
 def _hybrid_problems(hybrid: Mapping[str, Any], tensors: Mapping[str, Any]) -> list[str]:
     method, weight, scales = hybrid.get("feature_method"), hybrid.get("weight"), hybrid.get("scales")
+    density = hybrid.get("density", "token_bigram")
     if method not in FEATURE_METHODS:
         return [f"hybrid feature_method {method!r} is not one of {FEATURE_METHODS}"]
+    if density not in _DENSITIES:
+        return [f"hybrid density {density!r} is not one of {tuple(_DENSITIES)}"]
     out = []
     if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0.0 < weight < 1.0:
         out.append(f"hybrid weight {weight!r} is not in (0, 1)")
     if not isinstance(scales, (list, tuple)) or len(scales) != 2 or not all(
             isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in scales):
         out.append(f"hybrid scales {scales!r} are not two finite numbers > 0")
-    features = {n: t for n, t in tensors.items() if n not in token_density.TENSORS}
-    tokens = {n: t for n, t in tensors.items() if n in token_density.TENSORS}
-    return [*out, *_problems(method, 0, 1.0, "mean", 1, features), *token_density.problems(tokens)]
+    features = {n: t for n, t in tensors.items() if n not in _TOKEN_TENSORS}
+    tokens = {n: t for n, t in tensors.items() if n in _TOKEN_TENSORS}
+    return [*out, *_problems(method, 0, 1.0, "mean", 1, features), *_DENSITIES[density][1](tokens)]
 
 
 def load_detector(artifact_dir: Path, manifest: Manifest) -> OODDetector | None:
@@ -264,7 +283,8 @@ def load_detector(artifact_dir: Path, manifest: Manifest) -> OODDetector | None:
                                threshold=config.get("threshold"), tensors=dict(tensors),
                                pooling=config.get("pooling", "mean"), k=config.get("k", 1),
                                info=config.get("info") or {}, length_coef=config.get("length_coef", 0.0),
-                               bigram=config.get("bigram") or {}, hybrid=config.get("hybrid") or {})
+                               bigram=config.get("bigram") or {}, hybrid=config.get("hybrid") or {},
+                               trigram=config.get("trigram") or {})
     except (ValueError, TypeError) as exc:
         raise ArtifactError(f"{where}: {exc}") from exc
     if config.get("feature_dim", detector.feature_dim) != detector.feature_dim:

@@ -149,7 +149,7 @@ def ood_sets(split: ProseSplit, data: str, cache_dir: Path, seed: int, sizes: OO
                          "seed": seed},
               "sentence": "8-40 words, from the corpus' own held-out spans; every second one (in domain and probes "
                           f"alike) cut to its first {PROMPT_WORDS[0]}-{PROMPT_WORDS[1]} words", "pooling": OOD_POOLING}
-    record["corpus"] = {"split": "train", "sentences": len(held["train"]), "for": "token_bigram"}
+    record["corpus"] = {"split": "train", "sentences": len(held["train"]), "for": "token densities"}
     return OODSets(bank=bank, choice=validation[:half], threshold=validation[half:], choice_probes=choice_probes,
                    test=test, test_probes=test_probes, record=record, corpus=held["train"],
                    test_groups=["sentence" if a == b else "prompt" for a, b in zip(test, whole_test, strict=True)])

@@ -96,7 +96,7 @@ def ood_sets(data: TranslationData, cache_dir: Path, seed: int, sizes: OODSizes 
                    test=[sources["test"][i] for i in test],
                    test_probes=Probes(test_set.texts + german_test, test_set.kinds + ["german"] * len(german_test)),
                    record={**record, "corpus": {"side": "source", "split": "train", "verses": len(sources["train"]),
-                                                "for": "token_bigram"}},
+                                                "for": "token densities"}},
                    corpus=list(sources["train"]),
                    threshold_groups=book_groups(data, "validation", validation[n.choice:]),
                    test_groups=book_groups(data, "test", test))

@@ -23,6 +23,7 @@ from models.core.ood import (
 )
 from models.core.ood_methods import group_threshold, length_slope
 from models.core.token_density import TokenBigram
+from models.core.token_trigram import TokenTrigram
 
 
 def _cluster(n: int, seed: int, centre: torch.Tensor, spread: float = 0.05) -> torch.Tensor:
@@ -216,3 +217,35 @@ def test_a_malformed_hybrid_is_refused(tmp_path: Path, change: dict[str, object]
     with pytest.raises(ValueError, match="tensors"):  # the bigram half missing
         OODDetector("hybrid", 0, 1.0, fit_statistics("knn_cosine", _cluster(5, 0, CENTRE)),
                     hybrid={"feature_method": "knn_cosine", "weight": 0.5, "scales": [1.0, 1.0]})
+
+
+TRIGRAM_CORPUS = [[1, 5, 6, 7, 2], [1, 5, 6, 8, 2], [1, 9, 6, 7, 2], [1, 5, 6, 7, 2]]
+
+
+def test_a_detector_serves_the_trigram_alone_and_in_a_hybrid_after_a_round_trip(tmp_path: Path) -> None:
+    density = TokenTrigram.fit(TRIGRAM_CORPUS, 12)
+    smoothing = {"discount": density.discount, "alpha": density.alpha}
+    ids = [[1, 5, 6, 7, 2], [1, 11, 10, 3, 2]]
+    alone = OODDetector("token_trigram", 0, 2.0, dict(density.tensors), trigram=smoothing)
+    assert alone.uses_tokens and alone.feature_dim == 12
+    assert alone.scores_of_ids(ids) == pytest.approx((density.nll(ids) / 2.0).tolist())
+    features = _cluster(2, 1, CENTRE)
+    hybrid = OODDetector("hybrid", 0, 2.0, {**fit_statistics("knn_cosine", _cluster(50, 0, CENTRE)),
+                                            **density.tensors}, k=3, trigram=smoothing,
+                         hybrid={"feature_method": "knn_cosine", "weight": 0.5, "scales": [0.02, 0.5],
+                                 "density": "token_trigram"})
+    for detector, directory in ((alone, tmp_path / "alone"), (hybrid, tmp_path / "hybrid")):
+        detector.save(directory)
+        loaded = load_detector(directory, _manifest_for(directory))
+        assert loaded is not None and loaded.density_method == "token_trigram"
+        assert loaded.score_items(features, ids) == pytest.approx(detector.score_items(features, ids))
+    feature = hybrid._feature_distance(features, [5, 5])
+    want = (0.5 * feature / 0.02 + 0.5 * density.nll(ids) / 0.5) / 2.0
+    assert hybrid.score_items(features, ids) == pytest.approx(want.tolist(), rel=1e-5)
+    _rewrite_config(tmp_path / "hybrid", hybrid={**hybrid.hybrid, "density": "token_4gram"})
+    with pytest.raises(ArtifactError, match="hybrid density"):
+        load_detector(tmp_path / "hybrid", _manifest_for(tmp_path / "hybrid"))
+    with pytest.raises(ValueError, match="expected"):  # a trigram hybrid holding bigram counts
+        OODDetector("hybrid", 0, 1.0, {**fit_statistics("knn_cosine", _cluster(5, 0, CENTRE))},
+                    hybrid={"feature_method": "knn_cosine", "weight": 0.5, "scales": [1.0, 1.0],
+                            "density": "token_trigram"})

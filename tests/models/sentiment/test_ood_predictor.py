@@ -54,13 +54,14 @@ def test_fit_choose_threshold_and_serve_at_every_t(artifact: Path, tmp_path: Pat
                                                                                                   None)
     detector, report = fit_ood(predictor, _sets(), OODSettings(layers=[0, 1, 2], k=3))
     assert report["validation_flag_rate"] <= 0.05 and report["test"]["auroc"] > 0.9
-    plain_names = {f"{m}/layer_{n}" for m in ("knn_cosine", "mahalanobis") for n in (0, 1, 2)} | {"token_bigram"}
+    densities = ("token_bigram", "token_trigram")
+    plain_names = {f"{m}/layer_{n}" for m in ("knn_cosine", "mahalanobis") for n in (0, 1, 2)} | set(densities)
     hybrids = {name for name in report["candidates"] if name.startswith("hybrid_")}
     assert {name.split("/length_")[0] for name in set(report["candidates"]) - hybrids} == plain_names  # + length terms
-    # the four best hidden-state candidates on validation, each mixed with the bigram NLL at three weights
+    # the four best hidden-state candidates on validation, each mixed with each density's NLL at three weights
     best = sorted((n for n, c in report["candidates"].items() if c["method"] in ("knn_cosine", "mahalanobis")),
                   key=lambda n: -report["candidates"][n]["validation_auroc"])[:4]
-    assert hybrids == {f"hybrid_{w:g}({n})" for n in best for w in (0.3, 0.5, 0.7)}
+    assert hybrids == {f"hybrid_{w:g}({n}+{d})" for n in best for w in (0.3, 0.5, 0.7) for d in densities}
     best_hybrid = max((n for n in report["candidates"] if n in hybrids),  # the first of equals, as the fit
                       key=lambda n: report["candidates"][n]["validation_auroc"])
     assert set(report["table"]["all"]) == plain_names | {report["chosen"]["candidate"], best_hybrid}
