@@ -20,16 +20,32 @@ import torch
 TENSORS = ("keys", "counts", "unigram", "context")
 
 
-def _pairs(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(first ids, second ids, row of each pair) of every adjacent pair of every sequence."""
-    firsts, seconds, rows = [], [], []
+def windows(sequences: Sequence[Sequence[int]], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """([m, n] every window of n adjacent ids of every sequence, [m] the row of each); shared with the trigram."""
+    parts, rows = [], []
     for row, ids in enumerate(sequences):
-        ids = list(ids)
-        firsts.extend(ids[:-1])
-        seconds.extend(ids[1:])
-        rows.extend([row] * max(0, len(ids) - 1))
-    as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
-    return as_long(firsts), as_long(seconds), as_long(rows)
+        t = torch.as_tensor(list(ids), dtype=torch.long)
+        if t.numel() >= n:
+            parts.append(t.unfold(0, n, 1))
+            rows.append(torch.full((t.numel() - n + 1,), row, dtype=torch.long))
+    if not parts:
+        return torch.zeros((0, n), dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    return torch.cat(parts), torch.cat(rows)
+
+
+def lookup(keys: torch.Tensor, values: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """values[i] (as float64) where the sorted `keys`[i] == query, else 0."""
+    if not keys.numel():
+        return torch.zeros(query.shape, dtype=torch.float64)
+    at = torch.searchsorted(keys, query).clamp_max(keys.numel() - 1)
+    return torch.where(keys[at] == query, values[at].double(), torch.zeros((), dtype=torch.float64))
+
+
+def row_means(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """The mean of `values` per row index (0 for a row with none), float32 [n_rows]."""
+    total = torch.zeros(n_rows, dtype=torch.float64).index_add_(0, rows, values.double())
+    n = torch.zeros(n_rows, dtype=torch.float64).index_add_(0, rows, torch.ones_like(values, dtype=torch.float64))
+    return (total / n.clamp_min(1.0)).float()
 
 
 @dataclass(frozen=True)
@@ -47,7 +63,8 @@ class TokenBigram:
         id outside the vocabulary."""
         if not 0.0 <= lam < 1.0 or alpha <= 0.0:
             raise ValueError(f"need 0 <= lam < 1 and alpha > 0, got {lam}, {alpha}")
-        firsts, seconds, _ = _pairs(sequences)
+        pairs, _ = windows(sequences, 2)
+        firsts, seconds = pairs[:, 0], pairs[:, 1]
         tokens = torch.tensor([t for ids in sequences for t in ids], dtype=torch.long)
         if not firsts.numel():
             raise ValueError("no token pairs to fit a bigram density on")
@@ -65,22 +82,15 @@ class TokenBigram:
     def nll(self, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
         """Mean negative log-likelihood per predicted token of each sequence, float32 [B] (0 for a sequence of
         fewer than two tokens: nothing to predict). Ids outside the vocabulary count as unseen tokens."""
-        t = self.tensors
-        firsts, seconds, rows = _pairs(sequences)
-        v = self.vocab_size
-        firsts, seconds = firsts.clamp(0, v - 1), seconds.clamp(0, v - 1)
-        keys = t["keys"].to(firsts.device)
-        query = firsts * v + seconds
-        at = torch.searchsorted(keys, query).clamp_max(max(0, keys.numel() - 1))
-        found = keys[at] == query if keys.numel() else torch.zeros_like(query, dtype=torch.bool)
-        pair = torch.where(found, t["counts"][at], torch.zeros((), dtype=torch.float64))
+        t, v = self.tensors, self.vocab_size
+        pairs, rows = windows(sequences, 2)
+        firsts, seconds = pairs[:, 0].clamp(0, v - 1), pairs[:, 1].clamp(0, v - 1)
+        pair = lookup(t["keys"], t["counts"], firsts * v + seconds)
         context = t["context"][firsts]
         bigram = torch.where(context > 0, pair / context.clamp_min(1.0), torch.zeros((), dtype=torch.float64))
         unigram = (t["unigram"][seconds] + self.alpha) / (t["unigram"].sum() + self.alpha * v)
         nll = -torch.log(self.lam * bigram + (1.0 - self.lam) * unigram)
-        total = torch.zeros(len(sequences), dtype=torch.float64).index_add_(0, rows, nll)
-        n = torch.zeros(len(sequences), dtype=torch.float64).index_add_(0, rows, torch.ones_like(nll))
-        return (total / n.clamp_min(1.0)).float()
+        return row_means(nll, rows, len(sequences))
 
 
 def problems(tensors: Mapping[str, torch.Tensor]) -> list[str]:

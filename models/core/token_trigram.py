@@ -23,31 +23,12 @@ from dataclasses import dataclass
 
 import torch
 
+from models.core.token_density import lookup, row_means, windows
+
 TENSORS = ("kn3_tri_keys", "kn3_tri_counts", "kn3_ctx_keys", "kn3_ctx_counts", "kn3_ctx_types", "kn3_pair_keys",
            "kn3_pair_cont", "kn3_mid", "kn3_follow", "kn3_cont")
 _KEYED = (("kn3_tri_keys", ("kn3_tri_counts",)), ("kn3_ctx_keys", ("kn3_ctx_counts", "kn3_ctx_types")),
           ("kn3_pair_keys", ("kn3_pair_cont",)))
-
-
-def _windows(sequences: Sequence[Sequence[int]], n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """([m, n] every window of n adjacent ids, [m] the row of each)."""
-    parts, rows = [], []
-    for row, ids in enumerate(sequences):
-        t = torch.as_tensor(list(ids), dtype=torch.long)
-        if t.numel() >= n:
-            parts.append(t.unfold(0, n, 1))
-            rows.append(torch.full((t.numel() - n + 1,), row, dtype=torch.long))
-    if not parts:
-        return torch.zeros((0, n), dtype=torch.long), torch.zeros(0, dtype=torch.long)
-    return torch.cat(parts), torch.cat(rows)
-
-
-def _lookup(keys: torch.Tensor, values: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """values[i] where keys[i] == query, else 0 (float64)."""
-    if not keys.numel():
-        return torch.zeros(query.shape, dtype=torch.float64)
-    at = torch.searchsorted(keys, query).clamp_max(keys.numel() - 1)
-    return torch.where(keys[at] == query, values[at].double(), torch.zeros((), dtype=torch.float64))
 
 
 @dataclass(frozen=True)
@@ -65,7 +46,7 @@ class TokenTrigram:
         a trigram, an id outside the vocabulary or bad smoothing."""
         if not 0.0 < discount < 1.0 or alpha <= 0.0 or min_count < 1:
             raise ValueError(f"need 0 < discount < 1, alpha > 0, min_count >= 1; got {discount}, {alpha}, {min_count}")
-        tri, _ = _windows(sequences, 3)
+        tri, _ = windows(sequences, 3)
         if not tri.shape[0]:
             raise ValueError("no token trigrams to fit a trigram density on")
         if int(tri.max()) >= vocab_size or int(tri.min()) < 0:
@@ -98,16 +79,16 @@ class TokenTrigram:
     def _p2(self, prev: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         t, d = self.tensors, self.discount
         mid = t["kn3_mid"][prev].double()
-        pair = _lookup(t["kn3_pair_keys"], t["kn3_pair_cont"], prev * self.vocab_size + w)
+        pair = lookup(t["kn3_pair_keys"], t["kn3_pair_cont"], prev * self.vocab_size + w)
         mixed = ((pair - d).clamp_min(0.0) + d * t["kn3_follow"][prev].double() * self._p1(w)) / mid.clamp_min(1.0)
         return torch.where(mid > 0, mixed, self._p1(w))
 
     def _p3(self, u: torch.Tensor, prev: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         t, d, v = self.tensors, self.discount, self.vocab_size
         context = u * v + prev
-        total = _lookup(t["kn3_ctx_keys"], t["kn3_ctx_counts"], context)
-        types = _lookup(t["kn3_ctx_keys"], t["kn3_ctx_types"], context)
-        tri = _lookup(t["kn3_tri_keys"], t["kn3_tri_counts"], context * v + w)
+        total = lookup(t["kn3_ctx_keys"], t["kn3_ctx_counts"], context)
+        types = lookup(t["kn3_ctx_keys"], t["kn3_ctx_types"], context)
+        tri = lookup(t["kn3_tri_keys"], t["kn3_tri_counts"], context * v + w)
         lower = self._p2(prev, w)
         return torch.where(total > 0, ((tri - d).clamp_min(0.0) + d * types * lower) / total.clamp_min(1.0), lower)
 
@@ -115,16 +96,12 @@ class TokenTrigram:
         """Mean negative log-likelihood per predicted token of each sequence, float32 [B] (0 for a sequence of
         fewer than two tokens). Ids outside the vocabulary count as unseen tokens."""
         v = self.vocab_size
-        clamp = [[min(max(int(i), 0), v - 1) for i in ids] for ids in sequences]
-        firsts = [ids[:2] for ids in clamp]
-        pair, pair_rows = _windows(firsts, 2)
-        tri, tri_rows = _windows(clamp, 3)
+        pair, pair_rows = windows([list(ids)[:2] for ids in sequences], 2)
+        tri, tri_rows = windows(sequences, 3)
+        pair, tri = pair.clamp(0, v - 1), tri.clamp(0, v - 1)
         nll = torch.cat([-torch.log(self._p2(pair[:, 0], pair[:, 1])),
                          -torch.log(self._p3(tri[:, 0], tri[:, 1], tri[:, 2]))])
-        rows = torch.cat([pair_rows, tri_rows])
-        total = torch.zeros(len(sequences), dtype=torch.float64).index_add_(0, rows, nll)
-        n = torch.zeros(len(sequences), dtype=torch.float64).index_add_(0, rows, torch.ones_like(nll))
-        return (total / n.clamp_min(1.0)).float()
+        return row_means(nll, torch.cat([pair_rows, tri_rows]), len(sequences))
 
 
 def problems(tensors: Mapping[str, torch.Tensor]) -> list[str]:
