@@ -17,14 +17,30 @@ Contract:
   skip an item that does not fit, so it errs towards more batches.
 - A queue's drain time is then `sum(seconds(cost) for each batch)`: each batch pays the per-batch time
   once, however many items share it, plus the per-cost time for what it holds.
+- `Admission` is the batcher's intake side (service/batcher.Batcher inherits it), over the batcher's queue,
+  its running batches and this model. `check_capacity(n)` is called *before* tokenising: it raises
+  `QueueFullError` (429, with a Retry-After estimate) when `n` more items would not fit in `max_queue`, or when
+  the queue with them would take longer than `wait_budget_s` to drain (`queue_seconds`: what is left of the
+  running batches plus the batches the queue forms × the measured time per batch, divided by the workers that
+  drain them side by side; under overload a FIFO queue longer than the request timeout makes every request time
+  out after using the model); `LimitError` (422) when `n` could never fit, and `UnavailableError` (503) once
+  the batcher is closing. Before any batch has run there is no measurement, so only `max_queue` bounds the
+  queue; a lone request (empty queue) is always let in.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import TYPE_CHECKING
 
+from service.errors import LimitError, QueueFullError, UnavailableError
 from service.settings import BatchLimits
+
+if TYPE_CHECKING:
+    from service.batch_selection import Entry
+
+_NEW_ITEMS = object()  # the batch key of not-yet-tokenised items in the admission estimate
 
 
 class BatchTimeModel:
@@ -105,3 +121,59 @@ def pack(items: Iterable[tuple[Hashable, int]], limits: BatchLimits) -> list[int
         counts[index] += 1
         costs[index] += cost
     return costs
+
+
+class Admission:
+    """The intake checks of a batcher, over the state it keeps (set by `service.batcher.Batcher.__init__`)."""
+
+    task: str
+    limits: BatchLimits
+    workers: int
+    batch_time: BatchTimeModel
+    _pending: list[Entry]
+    _inflight: dict[int, tuple[int, float, int]]  # running batches: (summed cost, start, items)
+    _item_cost: float
+    _wait_budget_s: float | None
+    _closing: bool
+    _crashed: bool
+    _clock: Callable[[], float]
+
+    def queue_seconds(self, n_items: int = 0) -> float:
+        """Estimated seconds to finish the running batches and drain the queue plus `n_items` more (0 before any
+        batch was measured)."""
+        # New items are not tokenised yet: they count at the usual item cost, in batches of their own
+        # (they may well join a queued batch; counting them apart errs towards refusing).
+        extra = [(_NEW_ITEMS, max(1, round(self._item_cost)))] * n_items
+        now = self._clock()
+        in_flight = max((max(0.0, self.batch_time.seconds(cost) - (now - started))
+                         for cost, started, _ in self._inflight.values()), default=0.0)
+        # With several workers the queued batches drain side by side; each batch's time was measured while
+        # the others ran, so dividing by the workers is the throughput the server showed.
+        return in_flight + self.batch_time.drain_seconds(
+            pack([(e.key, e.cost) for e in self._pending] + extra, self.limits)) / self.workers
+
+    def retry_after_s(self, n_items: int) -> float:
+        """Seconds until roughly `n_items` more would be admitted: the drain time over the budget, or
+        the drain time of the items over `max_queue`."""
+        queued = len(self._pending) + n_items
+        drain = self.queue_seconds(n_items)
+        over_queue = drain * max(0, queued - self.limits.max_queue) / max(queued, 1)
+        over_budget = drain - self._wait_budget_s if self._wait_budget_s is not None else 0.0
+        return max(1.0, over_queue, over_budget)
+
+    def check_capacity(self, n_items: int) -> None:
+        """Raise unless `n_items` more items can be queued now (cheap; call before tokenising)."""
+        if self._crashed:
+            raise UnavailableError(f"{self.task} batcher stopped; see the server log", error_type="model_not_loaded")
+        if self._closing:
+            raise UnavailableError("server is draining; retry on another replica", error_type="draining")
+        if n_items > self.limits.max_queue:
+            raise LimitError(f"{n_items} items exceed this model's queue of {self.limits.max_queue}; split the request")
+        budget = self._wait_budget_s
+        if len(self._pending) + n_items > self.limits.max_queue:
+            why = f"queue is full ({len(self._pending)}/{self.limits.max_queue} items)"
+        elif self._pending and budget is not None and (drain := self.queue_seconds(n_items)) > budget:
+            why = f"queue would take ~{drain:.1f} s, over the {budget:g} s budget"
+        else:
+            return
+        raise QueueFullError(f"{self.task} {why}", retry_after_s=self.retry_after_s(n_items))

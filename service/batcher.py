@@ -1,13 +1,8 @@
-"""Dynamic batching for one model: a bounded queue of prepared items drained by a single worker.
+"""Dynamic batching for one model: a bounded queue of prepared items drained by one or more workers.
 
 Contract:
-- `check_capacity(n)` is called *before* tokenising: it raises `QueueFullError` (429, with a Retry-After
-  estimate) when `n` more items would not fit in `max_queue`, or when the queue with them would take
-  longer than `wait_budget_s` to drain (`queue_seconds`: what is left of the running batch plus the batches
-  the queue forms × the measured time per batch, service/admission.py; under overload a FIFO queue longer
-  than the request timeout makes every request time out after using the model); `LimitError` (422) when `n`
-  could never fit, and `UnavailableError` (503) once the batcher is closing. Before any batch has run there
-  is no measurement, so only `max_queue` bounds the queue; a lone request (empty queue) is always let in.
+- `check_capacity(n)` (service/admission.Admission, which this class inherits) is called before tokenising
+  and refuses with 429 / 422 / 503 what the queue cannot take in the wait budget.
 - `submit(items, requests)` queues the items (a client list counts item by item) and returns their
   predictions in order. Cancelling the awaiting task (timeout, client gone) cancels its items' futures,
   and cancelled items are dropped before their batch runs.
@@ -16,6 +11,10 @@ Contract:
   `max_batch_tokens` summed `predictor.cost` (an item over the budget on its own still runs, alone;
   the policy lives in service/batch_selection.py). It waits at most `max_wait_ms` after the oldest item
   arrived for the batch to fill; items that queued while the previous batch ran go at once.
+- Up to `workers` batches run at once, each on an executor thread (1 unless the runtime was given more
+  inference workers and the predictor says its `predict` may run concurrently: `concurrent_batches`); on a
+  2-core CPU, two batches on one torch thread each beat one batch on two threads, whose every op waits at a
+  barrier for a thread the event loop or the client has just taken (docs/architecture.md, "Batching").
 - `predictor.predict` runs on an executor thread, never on the event loop. An exception fails that
   batch's futures only (`InferenceError`, 500); the worker carries on with the next batch. Out of memory
   is the exception: the batch is halved and retried (`service.oom`), and only an item that runs out of
@@ -36,14 +35,13 @@ from functools import partial
 from typing import Any, Protocol
 
 from models.core.predictor import MCRequest, Predictor, PreparedItem
-from service.admission import BatchTimeModel, pack
+from service.admission import Admission, BatchTimeModel
 from service.batch_selection import Entry, fills_batch, take_batch
-from service.errors import InferenceError, LimitError, OutOfMemoryError, QueueFullError, UnavailableError
+from service.errors import InferenceError, OutOfMemoryError, UnavailableError
 from service.oom import ItemOutOfMemory, predict_splitting
 from service.settings import BatchLimits
 
 log = logging.getLogger(__name__)
-_NEW_ITEMS = object()  # the batch key of not-yet-tokenised items in the admission estimate
 
 
 class BatchObserver(Protocol):
@@ -53,7 +51,7 @@ class BatchObserver(Protocol):
                       inference_s: float) -> None: ...
 
 
-class Batcher:
+class Batcher(Admission):
     """The queue and worker of one model (see module docstring)."""
 
     def __init__(
@@ -66,14 +64,16 @@ class Batcher:
         clock: Callable[[], float] = time.monotonic,
         wait_budget_s: float | None = None,
         labels: tuple[str, str] | None = None,
+        workers: int = 1,
     ) -> None:
         self.predictor = predictor
         self.task: str = predictor.task
         # (task, model name) of the metrics this batcher reports; the model's name when it is not the task's.
         self.labels = labels or (self.task, getattr(predictor, "name", self.task))
         self.limits = limits
+        self.workers = max(1, workers)
         self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"nlp-{self.task}")
+        self._executor = executor or ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"nlp-{self.task}")
         self._observer = observer
         self._clock = clock
         self._pending: list[Entry] = []
@@ -81,16 +81,14 @@ class Batcher:
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
         self._crashed = False
-        self._running = 0
         # Busy seconds per batch as a function of its cost: the queue-wait and Retry-After estimate. Busy
         # time runs from the later of the previous batch's end and the batch's oldest arrival, so it counts
         # the event loop's own work between batches (HTTP, JSON) and not idle gaps.
         self.batch_time = BatchTimeModel()
         self._last_finished = float("-inf")
-        # The batch on the executor now (its summed cost, 0 when none, and its start): what is left of it is
-        # part of every queued item's wait, so admission counts it.
-        self._running_cost = 0
-        self._running_started = 0.0
+        # The batches on the executor now, by id: (summed cost, start, items). What is left of them is part of
+        # every queued item's wait, so admission counts it.
+        self._inflight: dict[int, tuple[int, float, int]] = {}
         # Smoothed cost of a submitted item: the guess for items not yet tokenised at admission.
         self._item_cost = 0.0
         self._wait_budget_s = wait_budget_s
@@ -103,7 +101,7 @@ class Batcher:
 
     @property
     def running_items(self) -> int:
-        return self._running
+        return sum(items for _, _, items in self._inflight.values())
 
     @property
     def alive(self) -> bool:
@@ -123,6 +121,9 @@ class Batcher:
         if worker.cancelled() or worker.exception() is None:
             return
         log.error("batcher %s worker died", self.task, exc_info=worker.exception())
+        self._crash()
+
+    def _crash(self) -> None:
         self._closing = self._crashed = True
         self._fail_pending(lambda: InferenceError(f"{self.task} batcher stopped unexpectedly"))
 
@@ -140,46 +141,7 @@ class Batcher:
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    # --- intake --------------------------------------------------------------------------------------
-    def queue_seconds(self, n_items: int = 0) -> float:
-        """Estimated seconds to finish the running batch and drain the queue plus `n_items` more (0 before any
-        batch was measured)."""
-        # New items are not tokenised yet: they count at the usual item cost, in batches of their own
-        # (they may well join a queued batch; counting them apart errs towards refusing).
-        extra = [(_NEW_ITEMS, max(1, round(self._item_cost)))] * n_items
-        in_flight = 0.0
-        if self._running_cost:
-            elapsed = self._clock() - self._running_started
-            in_flight = max(0.0, self.batch_time.seconds(self._running_cost) - elapsed)
-        return in_flight + self.batch_time.drain_seconds(
-            pack([(e.key, e.cost) for e in self._pending] + extra, self.limits))
-
-    def retry_after_s(self, n_items: int) -> float:
-        """Seconds until roughly `n_items` more would be admitted: the drain time over the budget, or
-        the drain time of the items over `max_queue`."""
-        queued = len(self._pending) + n_items
-        drain = self.queue_seconds(n_items)
-        over_queue = drain * max(0, queued - self.limits.max_queue) / max(queued, 1)
-        over_budget = drain - self._wait_budget_s if self._wait_budget_s is not None else 0.0
-        return max(1.0, over_queue, over_budget)
-
-    def check_capacity(self, n_items: int) -> None:
-        """Raise unless `n_items` more items can be queued now (cheap; call before tokenising)."""
-        if self._crashed:
-            raise UnavailableError(f"{self.task} batcher stopped; see the server log", error_type="model_not_loaded")
-        if self._closing:
-            raise UnavailableError("server is draining; retry on another replica", error_type="draining")
-        if n_items > self.limits.max_queue:
-            raise LimitError(f"{n_items} items exceed this model's queue of {self.limits.max_queue}; split the request")
-        budget = self._wait_budget_s
-        if len(self._pending) + n_items > self.limits.max_queue:
-            why = f"queue is full ({len(self._pending)}/{self.limits.max_queue} items)"
-        elif self._pending and budget is not None and (drain := self.queue_seconds(n_items)) > budget:
-            why = f"queue would take ~{drain:.1f} s, over the {budget:g} s budget"
-        else:
-            return
-        raise QueueFullError(f"{self.task} {why}", retry_after_s=self.retry_after_s(n_items))
-
+    # --- intake (check_capacity, queue_seconds, retry_after_s: service/admission.Admission) ------------
     async def submit(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[Any]:
         """Queue `items` (with their MC requests) and return one prediction per item, in order."""
         if len(items) != len(requests):
@@ -210,18 +172,43 @@ class Batcher:
 
     # --- worker --------------------------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
-            self._drop_cancelled()
-            if not self._pending:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            await self._fill_window()
-            batch = self._select()
-            if batch:
-                await self._execute(batch)
+        slots = asyncio.Semaphore(self.workers)
+        running: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            slots.release()
+            if not task.cancelled() and task.exception() is not None:  # a bug outside predict's own handling
+                log.error("batcher %s batch task died", self.task, exc_info=task.exception())
+                self._crash()
+
+        try:
+            while True:
+                self._drop_cancelled()
+                if not self._pending:
+                    if self._closing:
+                        break
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                await slots.acquire()  # a free worker first: items that queue meanwhile join this batch
+                await self._fill_window()
+                batch = self._select()
+                if not batch:
+                    slots.release()
+                elif self.workers == 1:
+                    try:
+                        await self._execute(batch)
+                    finally:
+                        slots.release()
+                else:
+                    task = asyncio.get_running_loop().create_task(self._execute(batch))
+                    running.add(task)
+                    task.add_done_callback(finished)
+            await asyncio.gather(*running)  # closing: let the running batches finish
+        finally:
+            for task in list(running):  # the worker cancelled (close past its timeout): their items get 503
+                task.cancel()
 
     def _drop_cancelled(self) -> None:
         if any(entry.future.done() for entry in self._pending):
@@ -257,8 +244,7 @@ class Batcher:
             return
         started = self._clock()
         waits = [started - entry.enqueued for entry in live]
-        self._running = len(live)
-        self._running_cost, self._running_started = sum(entry.cost for entry in live), started
+        self._inflight[id(batch)] = (sum(entry.cost for entry in live), started, len(live))
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(self._executor, partial(
@@ -288,10 +274,13 @@ class Batcher:
                 else:
                     entry.future.set_result(result)
         finally:
-            self._running = self._running_cost = 0
+            del self._inflight[id(batch)]
             finished = self._clock()
             elapsed = finished - started
-            busy_since = max(self._last_finished, min(entry.enqueued for entry in live))
+            # One worker: busy since the previous batch ended (the loop's work between batches counts). Several:
+            # each batch's own time, since they overlap (queue_seconds divides by the workers).
+            busy_since = max(self._last_finished, min(entry.enqueued for entry in live)) if self.workers == 1 \
+                else started
             self._last_finished = finished
             self.batch_time.observe(sum(entry.cost for entry in live), finished - busy_since)
             if self._observer is not None:

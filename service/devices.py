@@ -9,6 +9,7 @@ else float32. torch is imported inside the functions so `import service` stays c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,32 @@ def set_torch_threads(threads: int | None) -> None:
 
     torch.set_num_threads(threads)
     log.info("torch intra-op threads set to %d", threads)
+
+
+def resolve_workers(requested: int | str, device: str, threads: int | None) -> int:
+    """Inference workers: `requested`, or for "auto" 1 on CUDA (its kernels queue on one device anyway) and on a
+    CPU with one torch thread, else 2. An unusable device is left for the model loading to report."""
+    if requested != "auto":
+        return int(requested)
+    import torch
+
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return 1 if cuda or (threads or torch.get_num_threads()) < 2 else 2
+
+
+def worker_thread_setup(threads: int | None, workers: int) -> Callable[[], None] | None:
+    """The initializer of each of `workers` > 1 inference threads: its ops run on threads // workers intra-op
+    threads (at least 1; `threads` None = torch's default), so the workers together use what one would. None for
+    a single worker, which keeps the process-wide setting."""
+    if workers <= 1:
+        return None
+
+    def setup() -> None:
+        import torch
+
+        torch.set_num_threads(max(1, (threads or torch.get_num_threads()) // workers))
+
+    return setup
 
 
 def gpu_memory_bytes(device: str) -> tuple[float, float]:

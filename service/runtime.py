@@ -75,7 +75,10 @@ class Runtime:
         self.device: str | None = None
         self.dtype: str | None = None
         self.draining = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlp-infer")
+        self.workers = devices.resolve_workers(settings.inference_workers, settings.device, settings.torch_threads)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.workers, thread_name_prefix="nlp-infer",
+            initializer=devices.worker_thread_setup(settings.torch_threads, self.workers))
         self._loading: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()  # the poller and retiring versions
         self._active = 0
@@ -192,8 +195,12 @@ class Runtime:
         # Admit only what the queue (batches it will form × measured seconds per batch) can clear in half
         # the request timeout. The other half is the margin: it covers the batch already running and an
         # estimate up to ~2× too low before an admitted request would time out (a fast 429 beats a slow 504).
+        workers = self.workers if getattr(predictor, "concurrent_batches", False) else 1
+        if workers < self.workers:
+            log.info("%s runs one batch at a time: its predictor does not allow concurrent batches", name)
         batcher = Batcher(predictor, settings.batch_limits(name, task), executor=self._executor,
-                          observer=self.metrics, wait_budget_s=settings.request_timeout_s / 2, labels=slot.labels)
+                          observer=self.metrics, wait_budget_s=settings.request_timeout_s / 2, labels=slot.labels,
+                          workers=workers)
         batcher.start()
         summary = {key: getattr(manifest, key) for key in _MANIFEST_FIELDS}
         return LoadedModel(predictor, batcher, artifact, options, {**summary, "name": manifest.model_name})

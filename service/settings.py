@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         "bfloat16 only where the processor has fast bf16 units (AMX or AVX512-BF16), else float32.",
     )
     torch_threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; None = torch's.")
+    inference_workers: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = Field(
+        default="auto", description="Batches of one model that may run at once, each on its own inference thread "
+        "with torch_threads / inference_workers intra-op threads (at least 1). Only models whose predictor allows "
+        "it (sentiment's fast path) run more than one; others keep one. auto = 2 on CPU with 2 or more torch "
+        "threads (two one-thread batches beat one two-thread batch on a small CPU shared with the event loop: "
+        "README, \"Benchmarks\"), 1 on CUDA.")
     backend: Backend = Field(
         default="torch", description="What runs the models' forward passes: torch, or onnxruntime (CPU, "
         "sentiment only: the last-k MC graph exported at load, same seeds and answers within float rounding; "

@@ -68,6 +68,9 @@ class BasePredictor:
     warmup_text: ClassVar[str] = "A short warm-up sentence for the model."
 
     max_input_tokens: int
+    # True when two threads may run `predict` on this predictor at once (no shared mutable state: dropout
+    # masks drawn per call, the model's flags never toggled). The service then may run concurrent batches.
+    concurrent_batches: bool = False
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, manifest: Manifest,
                  options: PredictorOptions) -> None:

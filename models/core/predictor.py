@@ -218,6 +218,8 @@ class Predictor(Protocol):
     name: str
     version: str
     default_mc_samples: int
+    # Optional, not declared here: `concurrent_batches` (bool), True when `predict` may run on two threads at
+    # once; the service reads it with getattr and a default of False (models/core/base.py).
 
     def prepare(self, text: str, parameters: Mapping[str, Any]) -> PreparedItem:
         """Validate and tokenise one input; raises InputError with a message for the client."""

@@ -72,6 +72,8 @@ class OnnxSentimentPredictor(SentimentPredictor):
         if torch.device(options.device).type != "cpu":
             raise ArtifactError(f"the {BACKEND} backend runs on CPU, not {options.device}")
         super().__init__(model, tokenizer, manifest, options)
+        # Its session's intra-op threads are fixed at load: concurrent runs would oversubscribe them (unmeasured).
+        self.concurrent_batches = False
         self.live_rates = self.rates.live(self.sites)
         if self.live_rates.attention > 0:
             raise ArtifactError(f"the {BACKEND} backend has no attention-probability dropout; "

@@ -68,6 +68,8 @@ class SentimentPredictor(BasePredictor):
         self.max_input_tokens = min(trained_max, self.options.max_input_tokens or trained_max)
         self.head_tokens = int(pre.get("head_tokens", self.max_input_tokens // 4))
         self.fast_path = family_of(self.model) is not None
+        # The fast path draws its masks per call and never touches module flags; the generic one flips them.
+        self.concurrent_batches = self.fast_path
         if not self.fast_path:  # the generic path is full MC whatever the manifest chose (models/sentiment/generic.py)
             self.last_k = self.num_layers
 

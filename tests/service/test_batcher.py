@@ -237,6 +237,59 @@ async def test_a_dead_worker_fails_its_queue_and_refuses_new_work(monkeypatch: p
     await batcher.close()
 
 
+async def test_two_workers_run_two_batches_at_once_and_a_failure_stays_in_its_batch() -> None:
+    fake = FakePredictor()
+    fake.gate.clear()
+    batcher = Batcher(fake, limits(max_batch_size=1), workers=2)
+    batcher.start()
+    tasks = [asyncio.create_task(batcher.submit([item(t)], [DET])) for t in ("one", "FAIL two", "three four")]
+    await until(lambda: len(fake.batches) == 2)  # both workers hold a batch at the closed gate
+    assert batcher.running_items == 2 and batcher.queued_items == 1
+    assert len(set(fake.threads)) == 2  # on two executor threads
+    fake.gate.set()
+    assert (await tasks[0])[0].input_tokens == 1
+    with pytest.raises(InferenceError):
+        await tasks[1]
+    assert (await tasks[2])[0].input_tokens == 2
+    assert batcher.running_items == 0
+    await batcher.close()
+
+
+async def test_one_worker_runs_one_batch_at_a_time() -> None:
+    fake = FakePredictor()
+    batcher, _ = await started_batcher(fake, max_batch_size=1)
+    first = await block_first_batch(batcher, fake)
+    second = asyncio.create_task(batcher.submit([item("second")], [DET]))
+    await until(lambda: batcher.queued_items == 1)
+    await asyncio.sleep(0.05)  # time for a second batch to start, were it allowed
+    assert len(fake.batches) == 1 and batcher.running_items == 1
+    fake.gate.set()
+    await first, await second
+    await batcher.close()
+
+
+async def test_close_with_two_workers_finishes_both_running_batches_or_fails_them_past_the_timeout() -> None:
+    for timeout, finishes in ((10.0, True), (0.0, False)):
+        fake = FakePredictor()
+        fake.gate.clear()
+        batcher = Batcher(fake, limits(max_batch_size=1), workers=2)
+        batcher.start()
+        tasks = [asyncio.create_task(batcher.submit([item(t)], [DET])) for t in ("one", "two")]
+        await until(lambda fake=fake: len(fake.batches) == 2)
+        closing = asyncio.create_task(batcher.close(timeout=timeout))
+        await until(lambda batcher=batcher: batcher._closing)
+        if finishes:
+            fake.gate.set()
+        await closing
+        for task in tasks:
+            if finishes:
+                assert (await task)[0].input_tokens == 1
+            else:
+                with pytest.raises(UnavailableError):
+                    await task
+        fake.gate.set()
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     lengths=st.lists(st.tuples(st.integers(1, 40), st.sampled_from([None, "a", "b"]), st.integers(0, 3)),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
+import torch
 
+from service import devices
 from tests.service.conftest import make_fake_artifact, sample, serve, until, wait_event
 from tests.service.fakes import FakeLoader, FakePredictor
 
@@ -90,6 +93,43 @@ async def test_settings_reach_the_predictor_options(tmp_path: Path) -> None:
     assert options.device == "cpu" and options.dtype == "float32"
     assert options.mc_last_k == 2 and options.mc_dropout_sites == frozenset({"hidden", "head"})
     assert options.max_input_tokens == 128
+
+
+async def test_inference_workers_reach_only_predictors_that_allow_concurrent_batches(tmp_path: Path) -> None:
+    for allows, expected in ((False, 1), (True, 2)):
+        predictor = FakePredictor()
+        if allows:
+            predictor.concurrent_batches = True  # type: ignore[attr-defined]
+        async with serve(tmp_path / str(allows), predictor=predictor, inference_workers=2) as served:
+            loaded = served.runtime.slots["sentiment"].current
+            assert loaded is not None and loaded.batcher.workers == expected
+            response = await served.client.post("/predict", json={"task": "sentiment", "text": "still answers"})
+            assert response.status_code == 200
+
+
+async def test_each_of_several_inference_threads_gets_its_share_of_the_torch_threads() -> None:
+    # auto: 2 on a CPU with 2+ torch threads, 1 on CUDA or with one thread; a number is taken as it is
+    assert devices.resolve_workers("auto", "cpu", 2) == 2 and devices.resolve_workers("auto", "cpu", 1) == 1
+    assert devices.resolve_workers("auto", "cuda", 8) == 1 and devices.resolve_workers(3, "cuda", None) == 3
+    assert devices.worker_thread_setup(4, 1) is None  # one worker keeps the process-wide setting
+    setup = devices.worker_thread_setup(4, 2)
+    assert setup is not None
+    seen: list[int] = []
+
+    def worker() -> None:
+        setup()
+        seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    try:
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+    finally:  # torch reads a new thread's count from the last call: leave other tests the count they had
+        restore = threading.Thread(target=torch.set_num_threads, args=(before,))
+        restore.start()
+        restore.join()
+    assert seen == [2]
 
 
 async def test_drain_turns_readiness_off_and_waits_for_in_flight_requests(tmp_path: Path) -> None:

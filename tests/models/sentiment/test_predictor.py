@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,19 @@ def test_seed_reproduces_and_t0_is_deterministic(predictor) -> None:
     assert a.uncertainty != c.uncertainty
     d, e = predictor.predict([item, item], [MCRequest(0, 1), MCRequest(0, 2)])
     assert d == e and d.uncertainty is None and d.abstain is False
+
+
+def test_the_fast_path_gives_the_same_answers_when_two_threads_predict_at_once(predictor) -> None:
+    # The service runs concurrent batches only on predictors that say they may (`concurrent_batches`).
+    assert predictor.concurrent_batches
+    texts = ["a wonderful film", "terrible and boring", "an average movie with some good moments", "fine"]
+    batches = [[predictor.prepare(t, {}) for t in texts[:2]], [predictor.prepare(t, {}) for t in texts[2:]]]
+    requests = [[MCRequest(6, 11), MCRequest(0, 12)], [MCRequest(6, 13), MCRequest(3, 14)]]
+    alone = [predictor.predict(b, r) for b, r in zip(batches, requests, strict=True)]
+    for _ in range(5):  # interleavings vary; every one must give the sequential answers
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            together = list(pool.map(predictor.predict, batches, requests))
+        assert together == alone
 
 
 def test_long_input_is_head_tail_truncated(predictor) -> None:
