@@ -3,7 +3,7 @@
 What `NLP_INFERENCE_WORKERS` (service/batcher.py) changes, without HTTP: the same batches of `--batch` reviews
 through `predictor.predict`, (a) one after the other on one thread with `--threads` torch threads, (b) split
 between `--workers` threads running at once with `--threads` / workers torch threads each (as the service's
-`worker_thread_setup` gives them). Alternated `--rounds` times, so load from other processes hits both alike;
+batcher gives them). Alternated `--rounds` times, so load from other processes hits both alike;
 prints items/s per round and the median ratio (b) / (a).
 
     python -m bench.workers_ceiling --artifacts-dir artifacts [--texts 512] [--batch 16] [--workers 2] [--rounds 3]
@@ -26,7 +26,7 @@ from bench.texts import reviews
 from models.core.artifacts import resolve_artifact
 from models.core.predictor import MCRequest, Predictor, PredictorOptions, PreparedItem
 from models.registry import load_predictor
-from service.devices import worker_thread_setup
+from service.devices import use_threads
 
 
 def _run(predictor: Predictor, batches: Sequence[Sequence[PreparedItem]], mc_samples: int) -> None:
@@ -38,12 +38,12 @@ def timed(predictor: Predictor, batches: Sequence[Sequence[PreparedItem]], mc_sa
           threads: int) -> float:
     """Items/s of all `batches`, on one thread (`workers` 1, `threads` torch threads) or on `workers` threads
     with their share of `threads` each; every thread runs its first batch untimed first."""
-    setup = worker_thread_setup(threads, workers) or (lambda: torch.set_num_threads(threads))
+    each = max(1, threads // workers)
     shares = [list(batches[i::workers]) for i in range(workers)]
     ready, go = threading.Barrier(workers + 1), threading.Event()
 
     def work(share: list[Sequence[PreparedItem]]) -> None:
-        setup()
+        use_threads(each)
         _run(predictor, share[:1], mc_samples)  # warm this thread's kernels
         ready.wait()
         go.wait()

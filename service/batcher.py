@@ -11,8 +11,8 @@ Contract:
   `max_batch_tokens` summed `predictor.cost` (an item over the budget on its own still runs, alone;
   the policy lives in service/batch_selection.py). It waits at most `max_wait_ms` after the oldest item
   arrived for the batch to fill; items that queued while the previous batch ran go at once.
-- Up to `workers` batches run at once, each on an executor thread (1 unless the runtime was given more
-  inference workers and the predictor says its `predict` may run concurrently: `concurrent_batches`); on a
+- Up to `workers` batches run at once, each on an executor thread with `threads` torch threads (1 batch unless
+  the runtime has more inference workers and the predictor allows it: `concurrent_batches`); on a
   2-core CPU, two batches on one torch thread each beat one batch on two threads, whose every op waits at a
   barrier for a thread the event loop or the client has just taken (docs/architecture.md, "Batching").
 - `predictor.predict` runs on an executor thread, never on the event loop. An exception fails that
@@ -35,6 +35,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from models.core.predictor import MCRequest, Predictor, PreparedItem
+from service import devices
 from service.admission import Admission, BatchTimeModel
 from service.batch_selection import Entry, fills_batch, take_batch
 from service.errors import InferenceError, OutOfMemoryError, UnavailableError
@@ -65,6 +66,7 @@ class Batcher(Admission):
         wait_budget_s: float | None = None,
         labels: tuple[str, str] | None = None,
         workers: int = 1,
+        threads: int | None = None,
     ) -> None:
         self.predictor = predictor
         self.task: str = predictor.task
@@ -72,6 +74,8 @@ class Batcher(Admission):
         self.labels = labels or (self.task, getattr(predictor, "name", self.task))
         self.limits = limits
         self.workers = max(1, workers)
+        # torch intra-op threads of each of its batches (None: leave the executor thread's count alone)
+        self.threads = threads
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"nlp-{self.task}")
         self._observer = observer
@@ -248,7 +252,7 @@ class Batcher(Admission):
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(self._executor, partial(
-                predict_splitting, self.predictor.predict, [e.item for e in live], [e.request for e in live]))
+                self._predict, [e.item for e in live], [e.request for e in live]))
             if len(results) != len(live):
                 raise RuntimeError(f"predictor returned {len(results)} predictions for {len(live)} items")
         except asyncio.CancelledError:
@@ -285,6 +289,12 @@ class Batcher(Admission):
             self.batch_time.observe(sum(entry.cost for entry in live), finished - busy_since)
             if self._observer is not None:
                 self._observer.observe_batch(self.labels, len(live), waits, elapsed)
+
+    def _predict(self, items: list[PreparedItem], requests: list[MCRequest]) -> list[Any]:
+        """One batch on the executor thread, on this model's share of the torch threads."""
+        if self.threads is not None:
+            devices.use_threads(self.threads)
+        return predict_splitting(self.predictor.predict, items, requests)
 
     @staticmethod
     def _fail(entries: list[Entry], make_error: Callable[[], Exception]) -> None:

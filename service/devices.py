@@ -9,7 +9,6 @@ else float32. torch is imported inside the functions so `import service` stays c
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +48,21 @@ def resolve_workers(requested: int | str, device: str, threads: int | None) -> i
     return 1 if cuda or (threads or torch.get_num_threads()) < 2 else 2
 
 
-def worker_thread_setup(threads: int | None, workers: int) -> Callable[[], None] | None:
-    """The initializer of each of `workers` > 1 inference threads: its ops run on threads // workers intra-op
-    threads (at least 1; `threads` None = torch's default), so the workers together use what one would. None for
-    a single worker, which keeps the process-wide setting."""
-    if workers <= 1:
-        return None
+def torch_threads() -> int:
+    """The process's intra-op thread count (read once at start-up, after `set_torch_threads`)."""
+    import torch
 
-    def setup() -> None:
-        import torch
+    return torch.get_num_threads()
 
-        torch.set_num_threads(max(1, (threads or torch.get_num_threads()) // workers))
 
-    return setup
+def use_threads(threads: int) -> None:
+    """Run this thread's next torch ops on `threads` intra-op threads. torch keeps the count per thread (and hands
+    the last one set to threads started later), so an inference thread that serves several models sets it before
+    every batch: `inference_workers` / each model's concurrent batches decide its share."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def gpu_memory_bytes(device: str) -> tuple[float, float]:

@@ -76,9 +76,8 @@ class Runtime:
         self.dtype: str | None = None
         self.draining = False
         self.workers = devices.resolve_workers(settings.inference_workers, settings.device, settings.torch_threads)
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.workers, thread_name_prefix="nlp-infer",
-            initializer=devices.worker_thread_setup(settings.torch_threads, self.workers))
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="nlp-infer")
+        self.total_threads: int | None = None  # torch's intra-op threads, once set at start-up
         self._loading: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()  # the poller and retiring versions
         self._active = 0
@@ -117,6 +116,7 @@ class Runtime:
     async def _load_all(self) -> None:
         try:
             devices.set_torch_threads(self.settings.torch_threads)
+            self.total_threads = devices.torch_threads()
             self.device = devices.resolve_device(self.settings.device)
             self.dtype = devices.resolve_dtype(self.settings.dtype, self.device)
         except Exception as exc:
@@ -200,7 +200,8 @@ class Runtime:
             log.info("%s runs one batch at a time: its predictor does not allow concurrent batches", name)
         batcher = Batcher(predictor, settings.batch_limits(name, task), executor=self._executor,
                           observer=self.metrics, wait_budget_s=settings.request_timeout_s / 2, labels=slot.labels,
-                          workers=workers)
+                          workers=workers,
+                          threads=max(1, self.total_threads // workers) if self.total_threads else None)
         batcher.start()
         summary = {key: getattr(manifest, key) for key in _MANIFEST_FIELDS}
         return LoadedModel(predictor, batcher, artifact, options, {**summary, "name": manifest.model_name})

@@ -42,7 +42,9 @@ def choose_token(logits: torch.Tensor, params: SamplingParams, history: torch.Te
         scores[seen] = torch.where(picked > 0, picked / params.repetition_penalty, picked * params.repetition_penalty)
     if params.temperature <= 0.0:
         return int(scores.argmax())
-    scores = scores / params.temperature
+    # In float64 and shifted so the best score is 0: a tiny temperature (a fuzzer sent 5.8e-187, which float32
+    # rounds to 0) then sends the others towards -inf, which softmax takes, instead of 0 / 0 = NaN.
+    scores = (scores.double() - scores.max()) / params.temperature
     if 0 < params.top_k < scores.numel():
         kth = torch.topk(scores, params.top_k).values[-1]
         scores = scores.masked_fill(scores < kth, float("-inf"))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -266,6 +268,28 @@ async def test_one_worker_runs_one_batch_at_a_time() -> None:
     fake.gate.set()
     await first, await second
     await batcher.close()
+
+
+async def test_each_batch_runs_on_its_models_share_of_the_torch_threads() -> None:
+    class Counting(FakePredictor):
+        def predict(self, items, requests):  # type: ignore[no-untyped-def]
+            self.seen_threads.append(torch.get_num_threads())
+            return super().predict(items, requests)
+
+    before = torch.get_num_threads()
+    executor = ThreadPoolExecutor(max_workers=1)  # one inference thread serving two models, as the runtime's
+    try:
+        for threads in (1, 2, 1):  # e.g. a concurrent model's share, then a one-worker model's whole count
+            fake = Counting()
+            fake.seen_threads = []
+            batcher = Batcher(fake, limits(), executor=executor, threads=threads)
+            batcher.start()
+            await batcher.submit([item("one")], [DET])
+            await batcher.close()
+            assert fake.seen_threads == [threads]
+    finally:
+        executor.submit(torch.set_num_threads, before).result()  # later threads inherit the last count
+        executor.shutdown()
 
 
 async def test_close_with_two_workers_finishes_both_running_batches_or_fails_them_past_the_timeout() -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 
 import pytest
-import torch
 
 from service import devices
 from tests.service.conftest import make_fake_artifact, sample, serve, until, wait_event
@@ -107,29 +105,10 @@ async def test_inference_workers_reach_only_predictors_that_allow_concurrent_bat
             assert response.status_code == 200
 
 
-async def test_each_of_several_inference_threads_gets_its_share_of_the_torch_threads() -> None:
+async def test_auto_inference_workers_are_two_on_a_cpu_and_one_on_cuda() -> None:
     # auto: 2 on a CPU with 2+ torch threads, 1 on CUDA or with one thread; a number is taken as it is
     assert devices.resolve_workers("auto", "cpu", 2) == 2 and devices.resolve_workers("auto", "cpu", 1) == 1
     assert devices.resolve_workers("auto", "cuda", 8) == 1 and devices.resolve_workers(3, "cuda", None) == 3
-    assert devices.worker_thread_setup(4, 1) is None  # one worker keeps the process-wide setting
-    setup = devices.worker_thread_setup(4, 2)
-    assert setup is not None
-    seen: list[int] = []
-
-    def worker() -> None:
-        setup()
-        seen.append(torch.get_num_threads())
-
-    before = torch.get_num_threads()
-    try:
-        thread = threading.Thread(target=worker)
-        thread.start()
-        thread.join()
-    finally:  # torch reads a new thread's count from the last call: leave other tests the count they had
-        restore = threading.Thread(target=torch.set_num_threads, args=(before,))
-        restore.start()
-        restore.join()
-    assert seen == [2]
 
 
 async def test_drain_turns_readiness_off_and_waits_for_in_flight_requests(tmp_path: Path) -> None:

@@ -165,6 +165,13 @@ def test_sampling_helpers() -> None:
     assert {choose_token(logits, top1, torch.tensor([], dtype=torch.long), g) for _ in range(20)} == {0}
     nucleus = SamplingParams(5, temperature=1.0, top_p=0.5)
     assert {choose_token(logits, nucleus, torch.tensor([], dtype=torch.long), g) for _ in range(20)} == {0}
+    # a vanishing temperature (a fuzzer sent 5.8e-187) is greedy, not NaN probabilities; ties still sample
+    for tiny in (5.8e-187, 1e-30):
+        cold = SamplingParams(5, temperature=tiny)
+        assert {choose_token(logits, cold, torch.tensor([], dtype=torch.long), g) for _ in range(20)} == {0}
+    tied = torch.tensor([3.0, 3.0, -1.0])
+    cold = SamplingParams(5, temperature=1e-30)
+    assert {choose_token(tied, cold, torch.tensor([], dtype=torch.long), g) for _ in range(40)} == {0, 1}
     stop = StopText(("END",))
     assert stop.find("abcENDx") == 3 and stop.find("abc") is None
     assert stop.safe_length("abcEN", finished=False) == 3 and stop.safe_length("abcEN", finished=True) == 5
