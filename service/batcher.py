@@ -200,7 +200,7 @@ class Batcher(Admission):
                 batch = self._select()
                 if not batch:
                     slots.release()
-                elif self.workers == 1:
+                elif self.workers == 1:  # awaited in place: one worker keeps the single-batch behaviour exactly
                     try:
                         await self._execute(batch)
                     finally:

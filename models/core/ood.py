@@ -133,9 +133,9 @@ class OODDetector:
     @property
     def feature_dim(self) -> int:
         """The feature dimension it scores (a token method: the vocabulary size)."""
-        name = {"knn_cosine": "bank", "mahalanobis": "mean", "token_trigram": "kn3_cont"}.get(self.feature_method,
-                                                                                               "unigram")
-        return int(self.tensors[name].shape[-1])
+        if self.uses_tokens:
+            return self.density().vocab_size
+        return int(self.tensors["bank" if self.feature_method == "knn_cosine" else "mean"].shape[-1])
 
     def to(self, device: torch.device | str) -> OODDetector:
         """The same detector with its feature statistics on `device` (where the model's features are; token counts

@@ -33,12 +33,17 @@ def windows(sequences: Sequence[Sequence[int]], n: int) -> tuple[torch.Tensor, t
     return torch.cat(parts), torch.cat(rows)
 
 
-def lookup(keys: torch.Tensor, values: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """values[i] (as float64) where the sorted `keys`[i] == query, else 0."""
+def lookup(keys: torch.Tensor, values: torch.Tensor, query: torch.Tensor,
+           *more: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """values[i] (as float64) where the sorted `keys`[i] == query, else 0; with `more` value tensors aligned with
+    `keys`, the tuple of all of them from one search."""
     if not keys.numel():
-        return torch.zeros(query.shape, dtype=torch.float64)
+        zeros = torch.zeros(query.shape, dtype=torch.float64)
+        return (zeros,) * (1 + len(more)) if more else zeros
     at = torch.searchsorted(keys, query).clamp_max(keys.numel() - 1)
-    return torch.where(keys[at] == query, values[at].double(), torch.zeros((), dtype=torch.float64))
+    hit = keys[at] == query
+    found = tuple(torch.where(hit, v[at].double(), torch.zeros((), dtype=torch.float64)) for v in (values, *more))
+    return found if more else found[0]
 
 
 def row_means(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:

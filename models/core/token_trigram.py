@@ -78,16 +78,15 @@ class TokenTrigram:
 
     def _p2(self, prev: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         t, d = self.tensors, self.discount
-        mid = t["kn3_mid"][prev].double()
+        mid, lower = t["kn3_mid"][prev].double(), self._p1(w)
         pair = lookup(t["kn3_pair_keys"], t["kn3_pair_cont"], prev * self.vocab_size + w)
-        mixed = ((pair - d).clamp_min(0.0) + d * t["kn3_follow"][prev].double() * self._p1(w)) / mid.clamp_min(1.0)
-        return torch.where(mid > 0, mixed, self._p1(w))
+        mixed = ((pair - d).clamp_min(0.0) + d * t["kn3_follow"][prev].double() * lower) / mid.clamp_min(1.0)
+        return torch.where(mid > 0, mixed, lower)
 
     def _p3(self, u: torch.Tensor, prev: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         t, d, v = self.tensors, self.discount, self.vocab_size
         context = u * v + prev
-        total = lookup(t["kn3_ctx_keys"], t["kn3_ctx_counts"], context)
-        types = lookup(t["kn3_ctx_keys"], t["kn3_ctx_types"], context)
+        total, types = lookup(t["kn3_ctx_keys"], t["kn3_ctx_counts"], context, t["kn3_ctx_types"])
         tri = lookup(t["kn3_tri_keys"], t["kn3_tri_counts"], context * v + w)
         lower = self._p2(prev, w)
         return torch.where(total > 0, ((tri - d).clamp_min(0.0) + d * types * lower) / total.clamp_min(1.0), lower)
