@@ -1,10 +1,11 @@
 """Translation training batches: fixed subsets, (source, target) collation for teacher forcing, length-grouped
-pair batches, and the label-smoothed token loss."""
+pair batches (with token dropout and BPE-dropout), and the label-smoothed token loss."""
 
 from __future__ import annotations
 
+import copy
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -47,32 +48,57 @@ def drop_tokens(ids: Sequence[int], rate: float, unk_id: int, rng: random.Random
     return [unk_id if i < len(ids) - 1 and rng.random() < rate else token for i, token in enumerate(ids)]
 
 
+Resegment = Callable[[Sequence[int]], tuple[list[list[int]], list[list[int]]]]
+
+
 class PairBatches(LengthGroupedBatches):
     """LengthGroupedBatches over (source ids, target ids) pairs (grouped by source length) yielding
-    `collate_pairs` dicts; with `token_dropout` each batch's sources have that share of their tokens replaced by
-    `unk_id`, drawn from (seed, epoch, batch number) so a run is reproducible."""
+    `collate_pairs` dicts. With `resegment` (BPE-dropout: `bpe_dropout_encoder`) each batch's pairs are encoded
+    afresh from their indices; the grouping keeps the plain segmentation's lengths, so the batch order stays a
+    function of (seed, epoch) on every rank. With `token_dropout` each batch's sources then have that share of
+    their tokens replaced by `unk_id`, drawn from (seed, epoch, batch number) so a run is reproducible."""
 
     def __init__(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], batch_size: int,
-                 pad_id: int, start_id: int, seed: int, token_dropout: float = 0.0, unk_id: int = 3) -> None:
+                 pad_id: int, start_id: int, seed: int, token_dropout: float = 0.0, unk_id: int = 3,
+                 resegment: Resegment | None = None) -> None:
         super().__init__(sources, targets, batch_size, pad_id, seed)  # type: ignore[arg-type]
         if not 0.0 <= token_dropout < 1.0:
             raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
-        self.start_id, self.token_dropout, self.unk_id = start_id, token_dropout, unk_id
+        self.start_id, self.token_dropout, self.unk_id, self.resegment = start_id, token_dropout, unk_id, resegment
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:  # type: ignore[override]
         for number, index in enumerate(self.batch_indices()):
-            sources = [self.ids[i] for i in index]
+            if self.resegment is not None:
+                sources, targets = self.resegment(index)
+            else:
+                sources, targets = [list(self.ids[i]) for i in index], [self.labels[i] for i in index]
             if self.token_dropout:
                 rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{number}")
                 sources = [drop_tokens(ids, self.token_dropout, self.unk_id, rng) for ids in sources]
-            yield collate_pairs(sources, [self.labels[i] for i in index],  # type: ignore[misc]
-                                self.pad_id, self.start_id)
+            yield collate_pairs(sources, targets, self.pad_id, self.start_id)  # type: ignore[arg-type]
 
 
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
                  config: TranslationConfig) -> tuple[list[list[int]], list[list[int]]]:
     return (encode_sources(tokenizer, [p[0] for p in pairs], config.max_input_tokens),
             encode_targets(tokenizer, [p[1] for p in pairs], config.max_target_tokens))
+
+
+def bpe_dropout_encoder(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
+                        config: TranslationConfig) -> Resegment:
+    """Pair indices → (source ids, target ids) segmented by a copy of `tokenizer` that skips each BPE merge with
+    chance `config.bpe_dropout`, cut as `encode_pairs` cuts. ValueError when the tokenizer is not a fast BPE one
+    (a --base-model's SentencePiece unigram has no merges to drop)."""
+    noisy = copy.deepcopy(tokenizer)  # the served tokenizer keeps segmenting deterministically
+    backend = getattr(noisy, "backend_tokenizer", None)
+    if backend is None or type(backend.model).__name__ != "BPE":
+        kind = type(backend.model).__name__ if backend is not None else type(tokenizer).__name__
+        raise ValueError(f"--bpe-dropout needs a byte-pair-encoding tokenizer; this one is {kind}")
+    backend.model.dropout = config.bpe_dropout
+
+    def encode(index: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:
+        return encode_pairs(noisy, [pairs[i] for i in index], config)
+    return encode
 
 
 def token_loss(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device,

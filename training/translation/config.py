@@ -66,6 +66,10 @@ class TranslationConfig(TrainConfig):
     token_dropout: float = field(default=0.0, metadata={
         "help": "training: share of source subword tokens replaced by <unk> (token dropout; Sennrich & Zhang 2019's "
                 "word dropout per subword), drawn per batch from (seed, epoch, batch)"})
+    bpe_dropout: float = field(default=0.0, metadata={
+        "help": "training: BPE-dropout (Provilkov et al. 2020), the chance each merge is skipped when a batch's "
+                "source and target are segmented afresh; evaluation and serving segment without it. The tokenizer "
+                "draws from its own generator, so runs with it are not bit-reproducible"})
     curve_pairs: int = field(default=100, metadata={
         "help": "periodic-validation pairs decoded greedily at each validation for the chrF learning curve (0: off)"})
     max_input_tokens: int = field(default=128, metadata={"help": "source tokens incl. </s> (training cuts, serving "
@@ -108,9 +112,9 @@ class TranslationConfig(TrainConfig):
         validate_sites(self.mc_sites)
         if self.arch == "rnn" and (self.base_model or set(self.mc_sites) != {"hidden"}):
             raise ValueError("--arch rnn trains from scratch (no --base-model) and has only the hidden MC sites")
-        if not 0.0 <= self.token_dropout < 1.0 or self.curve_pairs < 0:
-            raise ValueError(f"token_dropout must be in [0, 1) and curve_pairs >= 0, got {self.token_dropout}, "
-                             f"{self.curve_pairs}")
+        if not (0.0 <= self.token_dropout < 1.0 and 0.0 <= self.bpe_dropout < 1.0) or self.curve_pairs < 0:
+            raise ValueError("token_dropout and bpe_dropout must be in [0, 1) and curve_pairs >= 0, got "
+                             f"{self.token_dropout}, {self.bpe_dropout}, {self.curve_pairs}")
         if not 0.0 < self.target_risk < 1.0:
             raise ValueError(f"target_risk must be in (0, 1), got {self.target_risk}")
         validate_files(self)

@@ -47,7 +47,7 @@ from training.core.ood_job import fit_for_job, with_ood
 from training.core.predicting import in_memory_predictor
 from training.core.sequence_choices import ChoiceSettings
 from training.core.splits import partition
-from training.translation.batches import PairBatches, collate_pairs, encode_pairs, take, token_loss
+from training.translation.batches import PairBatches, bpe_dropout_encoder, collate_pairs, encode_pairs, take, token_loss
 from training.translation.build import build_model, build_tokenizer
 from training.translation.config import TranslationConfig
 from training.translation.curves import ChrfCurve
@@ -135,8 +135,9 @@ def train(config: TranslationConfig, model: nn.Module, tokenizer: PreTrainedToke
     (with a summary)."""
     train_pairs = take(data.splits["train"], config.train_limit, config.split_seed)
     pad, start = tokenizer.pad_token_id, model.config.decoder_start_token_id
+    resegment = bpe_dropout_encoder(tokenizer, train_pairs, config) if config.bpe_dropout else None
     batches = PairBatches(*encode_pairs(tokenizer, train_pairs, config), config.batch_size, pad, start, config.seed,
-                          config.token_dropout, tokenizer.unk_token_id)
+                          config.token_dropout, tokenizer.unk_token_id, resegment)
     val_src, val_tgt = encode_pairs(tokenizer, val_pairs, config)
     val_batches = [collate_pairs([val_src[i] for i in index], [val_tgt[i] for i in index], pad, start)
                    for index in batches_by_length(val_src, 2 * config.batch_size)]

@@ -7,14 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from transformers import PreTrainedTokenizerFast
 
 from models.core.artifacts import list_artifacts, verify_artifact
 from models.core.calibration import LOW_IS_UNCERTAIN
 from models.core.predictor import MCRequest, PredictorOptions
+from models.core.tokenizers import train_joint_tokenizer
 from models.translation.predictor import TranslationPredictor
 from training.core.config import make_config
 from training.core.sequence_quality import MEASURES
-from training.translation.batches import IGNORE, PairBatches, collate_pairs
+from training.translation.batches import IGNORE, PairBatches, bpe_dropout_encoder, collate_pairs, encode_pairs
 from training.translation.data import load_synthetic_translation
 from training.translation.job import PRESETS, TranslationConfig, held_out_parts, main
 from training.translation.probes import KINDS, build_probe_set, modern_sentences, shuffle_words
@@ -174,6 +178,35 @@ def test_token_dropout_is_reproducible_keeps_the_end_and_drops_about_its_rate() 
     assert all(int(end) == 2 for end in ends)  # </s> is never dropped
     plain = list(PairBatches(sources, targets, 8, 0, 1, seed=3))
     assert not any(bool((b["input_ids"] == 3).any()) for b in plain)
+
+
+def test_bpe_dropout_resegments_each_batch_and_keeps_the_text_the_order_and_the_served_tokenizer() -> None:
+    pairs = [(f"And the king {w} went up to Jerusalem {i}.", f"Und der König {w} ging hinauf nach Jerusalem {i}.")
+             for i, w in enumerate(["David", "Solomon", "Hezekiah", "Josiah"] * 12)]
+    tokenizer = train_joint_tokenizer([t for pair in pairs for t in pair], 400)
+    config = make_config(TranslationConfig, PRESETS["tiny"], {"bpe_dropout": 0.5})
+    sources, targets = encode_pairs(tokenizer, pairs, config)
+    batches = PairBatches(sources, targets, 8, 0, 1, seed=3, resegment=bpe_dropout_encoder(tokenizer, pairs, config))
+    plain = PairBatches(sources, targets, 8, 0, 1, seed=3)
+    noisy, again, fixed = list(batches), list(batches), list(plain)
+    for batch, reference in zip(noisy, fixed, strict=True):
+        # The same pairs in the same order (grouped by the plain lengths); each side decodes to its text.
+        decode = lambda ids: tokenizer.batch_decode(ids.clamp_min(0), skip_special_tokens=True)  # noqa: E731
+        assert decode(batch["input_ids"]) == decode(reference["input_ids"])
+        assert decode(batch["labels"]) == decode(reference["labels"])
+    count = lambda bs, key: sum(int((b[key] > 2).sum()) for b in bs)  # noqa: E731
+    assert count(noisy, "input_ids") > count(fixed, "input_ids") and count(noisy, "labels") > count(fixed, "labels")
+    assert any(not torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(noisy, again, strict=True))
+    assert encode_pairs(tokenizer, pairs, config) == (sources, targets)  # the served tokenizer is untouched
+
+
+def test_bpe_dropout_is_refused_out_of_range_and_for_a_tokenizer_without_merges() -> None:
+    with pytest.raises(ValueError, match="bpe_dropout must be in"):
+        make_config(TranslationConfig, PRESETS["tiny"], {"bpe_dropout": 1.0})
+    words = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"a": 0, "<unk>": 1}, unk_token="<unk>")))
+    config = make_config(TranslationConfig, PRESETS["tiny"], {"bpe_dropout": 0.1})
+    with pytest.raises(ValueError, match="needs a byte-pair-encoding tokenizer; this one is WordLevel"):
+        bpe_dropout_encoder(words, [("a", "a")], config)
 
 
 def test_collate_pairs_shifts_labels_behind_the_start_token() -> None:
