@@ -6,7 +6,8 @@ and saved in the artifact beside the model, and scores a new input's features in
 - features: one hidden state of the served model's own deterministic pass (`layer`: 0 = the embeddings' output,
   i = the output of layer i; each task says which stack, models/<task>/predictor.py), mean-pooled over the input's
   real tokens (`pooling` "mean", or "mean_skip_first" for a causal LM whose first position is an attention sink
-  with outsized activations), then L2-normalised (`pool`).
+  with outsized activations), then L2-normalised (`pool`); optionally mapped onto the embedding space of the base
+  model it was fine-tuned from by a fitted linear map (models/core/ood_projection.py).
 - methods: "knn_cosine": 1 − cosine similarity to the k-th nearest feature of a stored bank of training inputs
   (Sun et al. 2022); "mahalanobis": squared Mahalanobis distance to one Gaussian fitted on the bank, covariance
   shrunk towards its mean variance (Lee et al. 2018, without classes so every task can use it); "token_bigram" and
@@ -26,7 +27,8 @@ and saved in the artifact beside the model, and scores a new input's features in
 
 Files in an artifact: `ood/ood.json` (method, layer, pooling, k, length_coef (absent = 0), threshold, what it was
 fitted on) and
-`ood/stats.safetensors` (knn_cosine: "bank" [N, d]; mahalanobis: "mean" [d], "precision" [d, d]; token_bigram: the
+`ood/stats.safetensors` (knn_cosine: "bank" [N, d]; mahalanobis: "mean" [d], "precision" [d, d]; either may add the
+projection's "proj_*" tensors; token_bigram: the
 counts of models/core/token_density.py, its λ and α under "bigram" in ood.json; token_trigram: the counts of
 models/core/token_trigram.py, its D and α under "trigram"; hybrid: a feature method's and a density's), both listed in
 the manifest's sha256 file list. `load_detector` returns None when an artifact has neither file (older artifacts
@@ -46,7 +48,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.core import token_density, token_trigram
+from models.core import ood_projection, token_density, token_trigram
 from models.core.artifacts import ArtifactError, Manifest
 from models.core.ood_methods import (
     FEATURE_METHODS,
@@ -135,7 +137,8 @@ class OODDetector:
         """The feature dimension it scores (a token method: the vocabulary size)."""
         if self.uses_tokens:
             return self.density().vocab_size
-        return int(self.tensors["bank" if self.feature_method == "knn_cosine" else "mean"].shape[-1])
+        statistics = int(self.tensors["bank" if self.feature_method == "knn_cosine" else "mean"].shape[-1])
+        return ood_projection.input_dim(self.tensors, statistics)
 
     def to(self, device: torch.device | str) -> OODDetector:
         """The same detector with its feature statistics on `device` (where the model's features are; token counts
@@ -186,7 +189,7 @@ class OODDetector:
             raise ValueError(f"a {self.method} detector scores token ids (scores_of_ids), not features")
         if features.shape[-1] != self.feature_dim:
             raise ValueError(f"features have dimension {features.shape[-1]}, the detector {self.feature_dim}")
-        raw = distances(self.feature_method, self.tensors, features, self.k)
+        raw = distances(self.feature_method, self.tensors, ood_projection.project(self.tensors, features), self.k)
         return length_adjusted(raw, lengths, self.length_coef)
 
     def config(self) -> dict[str, Any]:
@@ -224,8 +227,8 @@ def _problems(method: Any, layer: Any, threshold: Any, pooling: Any, k: Any,
     if method == "hybrid":  # _hybrid_problems checks its two parts
         return out
     wanted = _TENSORS[method]
-    if set(tensors) != set(wanted):
-        return [*out, f"tensors {sorted(tensors)}, expected {sorted(wanted)}"]
+    if set(tensors) - set(ood_projection.TENSORS) != set(wanted):
+        return [*out, f"tensors {sorted(tensors)}, expected {sorted(wanted)} (and optionally a projection)"]
     if not all(isinstance(t, torch.Tensor) and t.is_floating_point() and bool(torch.isfinite(t).all())
                for t in tensors.values()):
         return [*out, "tensors must be finite floating-point tensors"]
@@ -237,7 +240,8 @@ def _problems(method: Any, layer: Any, threshold: Any, pooling: Any, k: Any,
         mean, precision = tensors["mean"], tensors["precision"]
         if mean.ndim != 1 or tuple(precision.shape) != (mean.shape[0], mean.shape[0]):
             out.append(f"mean {tuple(mean.shape)} and precision {tuple(precision.shape)} do not match")
-    return out
+    statistics = tensors["bank" if method == "knn_cosine" else "mean"]
+    return out or ood_projection.problems(tensors, int(statistics.shape[-1]))
 
 
 def _hybrid_problems(hybrid: Mapping[str, Any], tensors: Mapping[str, Any]) -> list[str]:

@@ -3,13 +3,13 @@
 `fit_ood(predictor, sets, settings)` → (detector, report), on data each job supplies (`OODSets`):
 1. features of every text, from the predictor's own `ood_features` (the deterministic pass the server takes them
    from), at every candidate layer, and the served token ids;
-2. statistics of every (method, layer) candidate from the `bank` (training inputs only; "token_bigram" and
-   "token_trigram": the token pairs or triples of `corpus`, every training input when the job gives it, else the
-   bank), and the slope of its
-   in-domain `choice` distances on ln(tokens); each candidate is tried with a length term of every fraction in
+2. statistics of every (method, layer) candidate from the `bank` (training inputs only; token densities: the token
+   pairs or triples of `corpus`, every training input when the job gives it, else the bank), and the slope of its
+   in-domain `choice` distances on ln(tokens); each is tried with a length term of every fraction in
    `settings.length_fractions` of that slope (0 = the raw distance; only a slope < 0, distance falling with length,
-   is corrected; models/core/ood.py says why); with "hybrid" among the methods, the best four hidden-state
-   candidates are also mixed with each fitted token density's NLL (training/core/ood_hybrid.py);
+   is corrected; models/core/ood.py says why); with a `teacher` (the base model's embedder), kNN also runs on the
+   features mapped onto its space (training/core/ood_teacher.py); with "hybrid" among the methods, the best four
+   hidden-state candidates are also mixed with each fitted token density's NLL (training/core/ood_hybrid.py);
 3. the choice: the candidate with the largest AUROC of in-domain `choice` texts (validation) against the `choice`
    probes (validation-side probes; ties: no length term, the lower layer, then the order of `settings.methods`);
 4. the flag threshold on the `threshold` texts (validation, disjoint from `choice`): at most `max_flag_rate` of
@@ -44,6 +44,7 @@ from models.core.ood import (
 from models.core.ood_methods import FEATURE_METHODS, group_threshold, length_slope
 from training.core.ood_densities import Density, fit_densities
 from training.core.ood_hybrid import hybrids
+from training.core.ood_teacher import Rows, Teacher, projected_sources, regression_rows
 from training.core.predicting import prepare_all
 from training.core.progress import ProgressLog
 from training.core.uncertainty_stats import ood_auroc
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Probes:
     """Out-of-domain texts and, aligned, their kinds ("bible", "news", ...)."""
-
     texts: list[str]
     kinds: list[str]
 
@@ -93,6 +93,7 @@ class OODSets:
     record: dict[str, Any] = field(default_factory=dict)
     test_groups: list[str] | None = None  # aligned with `test`: in-domain kinds reported apart ("review", "snippet")
     threshold_groups: list[str] | None = None  # aligned with `threshold`: each group's flag rate is bounded (step 4)
+    teacher: Teacher | None = None  # the base model's embedder and texts: projected candidates (ood_teacher.py)
 
 
 @dataclass(frozen=True)
@@ -160,23 +161,24 @@ def fit_ood(predictor: Any, sets: OODSets, s: OODSettings) -> tuple[OODDetector,
     started = time.perf_counter()
     named = {"bank": sets.bank, "choice": sets.choice, "threshold": sets.threshold,
              "choice_probes": sets.choice_probes.texts, "test": sets.test, "test_probes": sets.test_probes.texts}
-    empty = [name for name, texts in named.items() if not texts]
-    if empty:
+    if empty := [name for name, texts in named.items() if not texts]:
         raise ValueError(f"OOD sets {empty} are empty")
     extracted = {name: features_of(predictor, texts, sets.parameters, s, f"ood/{name}")
                  for name, texts in named.items()}
-    densities = fit_densities(predictor, sets, s)
-    detector, report = fit_from_features(extracted, sets, s, densities)
+    rows = None if sets.teacher is None or "knn_cosine" not in s.methods else regression_rows(
+        sets.teacher, extracted["bank"], lambda texts: features_of(predictor, texts, sets.parameters, s, "ood/teacher"),
+        s.layers)
+    detector, report = fit_from_features(extracted, sets, s, fit_densities(predictor, sets, s), rows)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return detector, report
 
 
 Extracted = dict[str, tuple[dict[int, torch.Tensor], torch.Tensor, list[int], list[tuple[int, ...]]]]
-def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings,
-                      densities: dict[str, Density] | None = None) -> tuple[OODDetector, dict[str, Any]]:
-    """Steps 2-5 of the module docstring on `features_of`'s output per set name (bank, choice, threshold,
-    choice_probes, test, test_probes): what `fit_ood` runs after extracting them, and an experiment can rerun on
-    saved features. `densities`: the fitted token densities by method name (`fit_densities`)."""
+def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densities: dict[str, Density] | None = None,
+                      teacher_rows: Rows | None = None) -> tuple[OODDetector, dict[str, Any]]:
+    """Steps 2-5 of the module docstring on `features_of`'s output per set name (bank, choice, ...): what `fit_ood`
+    runs after extracting them (an experiment can rerun it on saved features). `densities`: the fitted token
+    densities by method (`fit_densities`); `teacher_rows`: the projection's (`regression_rows`)."""
     densities = densities or {}
     named = ("bank", "choice", "threshold", "choice_probes", "test", "test_probes")
     feats = {name: got[0] for name, got in extracted.items()}
@@ -219,6 +221,8 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings,
             stats = fit_statistics(method, feats["bank"][layer])
             sources.append((f"{method}/layer_{layer}", method, layer, rank, stats,
                             {name: distances(method, stats, feats[name][layer], s.k) for name in named[1:]}))
+    if teacher_rows is not None:  # kNN in the base model's space, ranked as kNN
+        sources += projected_sources(feats, teacher_rows, named[1:], s.layers, s.k, list(s.methods).index("knn_cosine"))
     for method, density in densities.items():
         if method in s.methods:
             sources.append((method, method, 0, list(s.methods).index(method), dict(density.tensors),

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from models.core.loading import CheckpointError
 from models.core.padding import pad_ids
 from training.core.batching import LengthGroupedBatches
 from training.translation.decoding import encode_sources, encode_targets
@@ -87,13 +88,14 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, 
 def bpe_dropout_encoder(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
                         config: TranslationConfig) -> Resegment:
     """Pair indices → (source ids, target ids) segmented by a copy of `tokenizer` that skips each BPE merge with
-    chance `config.bpe_dropout`, cut as `encode_pairs` cuts. ValueError when the tokenizer is not a fast BPE one
-    (a --base-model's SentencePiece unigram has no merges to drop)."""
+    chance `config.bpe_dropout`, cut as `encode_pairs` cuts. CheckpointError when the tokenizer is not a fast BPE
+    one (a --base-model's SentencePiece unigram has no merges to drop), before any training step."""
     noisy = copy.deepcopy(tokenizer)  # the served tokenizer keeps segmenting deterministically
     backend = getattr(noisy, "backend_tokenizer", None)
     if backend is None or type(backend.model).__name__ != "BPE":
         kind = type(backend.model).__name__ if backend is not None else type(tokenizer).__name__
-        raise ValueError(f"--bpe-dropout needs a byte-pair-encoding tokenizer; this one is {kind}")
+        raise CheckpointError(f"--bpe-dropout needs a byte-pair-encoding tokenizer; this one is {kind}: "
+                              "train without it, or from scratch with the job's own BPE")
     backend.model.dropout = config.bpe_dropout
 
     def encode(index: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:

@@ -3,19 +3,24 @@ library's, every T carries the fields, abstain_reason, artifacts with and withou
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
 from models.core.artifacts import ArtifactError
-from models.core.ood import OODDetector, fit_statistics, pool
+from models.core.ood import OODDetector, distances, fit_statistics, pool
+from models.core.ood_projection import fit_projection, project
 from models.core.predictor import MCRequest, PredictorOptions
 from models.core.token_density import TokenBigram
 from models.sentiment.predictor import SentimentPredictor
 from tests.factories import make_tiny_sentiment_artifact
 from training.core.ood_artifact import write_with_ood
 from training.core.ood_fit import OODSets, OODSettings, Probes, fit_ood
+from training.core.ood_teacher import RIDGES, Teacher, sentence_embedder
+from training.sentiment.config import SentimentConfig
+from training.sentiment.probes import base_teacher
 
 FILMS = [f"the film {w} was {a} and the acting {b}" for w in ("plot", "cast", "story", "score", "ending")
          for a in ("dull", "great", "fine", "awful") for b in ("moved me", "bored me", "worked")]
@@ -138,3 +143,49 @@ def test_statistics_of_another_shape_are_refused(artifact: Path) -> None:
         predictor.attach_ood(OODDetector("knn_cosine", 3, 1.0, {"bank": bank}))  # 3 layers: 0..2 only
     with pytest.raises(ArtifactError, match="dimension"):
         predictor.attach_ood(OODDetector("knn_cosine", 1, 1.0, {"bank": bank[:, :5].contiguous()}))
+
+
+def test_a_teacher_adds_projected_candidates_fitted_on_the_bank_alone(artifact: Path) -> None:
+    predictor = SentimentPredictor.load(artifact, PredictorOptions())
+    calls: list[list[tuple[int, ...]]] = []
+    table = torch.randn(len(predictor.tokenizer), 6, generator=torch.Generator().manual_seed(0))
+
+    def teacher(ids):  # a bag-of-tokens embedder standing in for the base encoder
+        calls.append([tuple(i) for i in ids])
+        return torch.nn.functional.normalize(torch.stack([table[list(i)].mean(dim=0) for i in ids]), dim=-1)
+
+    extra = [f"the {w} film was {a}" for w in ("new", "old", "long") for a in ("fun", "slow")]
+    sets = dataclasses.replace(_sets(), teacher=Teacher(teacher, extra))
+    detector, report = fit_ood(predictor, sets, OODSettings(layers=[1, 2], methods=("knn_cosine",), k=3))
+    ids = [tuple(predictor.prepare(t, {}).input_ids) for t in sets.bank + extra]
+    assert calls == [ids]  # the bank's and the teacher texts' served ids, once: never a held-out or probe text
+    projected = {name.split("/length_")[0] for name in report["candidates"] if "projected" in name}
+    assert projected == {f"knn_cosine_projected_{r:g}/layer_{n}" for r in RIDGES for n in (1, 2)}
+    assert all(report["candidates"][n]["method"] == "knn_cosine" for n in report["candidates"])
+
+
+def test_a_projected_detector_is_served_from_the_features_of_the_same_pass(artifact: Path) -> None:
+    predictor = SentimentPredictor.load(artifact, PredictorOptions())
+    bank = predictor.ood_features([predictor.prepare(t, {}) for t in FILMS[:30]], [1])[1]
+    teacher = torch.nn.functional.normalize(bank[:, :6] + 0.5, dim=-1)
+    projection = fit_projection(bank, teacher, 0.1)
+    stats = {**fit_statistics("knn_cosine", project(projection, bank)), **projection}
+    predictor.attach_ood(OODDetector("knn_cosine", 1, 0.05, stats, k=3))
+    items = [predictor.prepare(FILMS[40], {}), predictor.prepare(OTHER[0], {})]
+    features = predictor.ood_features(items, [1])[1]
+    expected = (distances("knn_cosine", stats, project(projection, features), 3) / 0.05).tolist()
+    for samples in (0, 4):
+        assert [p.ood_score for p in predictor.predict(items, [MCRequest(samples, 2)] * 2)] == pytest.approx(
+            expected, rel=1e-4)
+
+
+def test_the_teacher_embeds_ids_as_its_encoder_mean_pools_them(artifact: Path) -> None:
+    predictor = SentimentPredictor.load(artifact, PredictorOptions())
+    ids = [predictor.prepare(t, {}).input_ids for t in (FILMS[0], "short", OTHER[3])]
+    got = sentence_embedder(artifact / "model", batch_size=2)(ids)
+    for row, one in enumerate(ids):
+        with torch.inference_mode():
+            states = predictor.model.bert(input_ids=torch.tensor([one])).last_hidden_state
+        assert torch.allclose(got[row], pool(states, torch.ones(1, len(one)))[0], atol=1e-5)
+    config = SentimentConfig(model="tiny")
+    assert base_teacher(config, artifact) is None

@@ -121,3 +121,27 @@ def test_a_users_files_are_fitted_and_a_probe_kind_like_them_is_named(tmp_path: 
     no_training = OODSets(bank=[], choice=sets.choice, threshold=sets.threshold, choice_probes=sets.choice_probes,
                           test=sets.test, test_probes=sets.test_probes)
     assert fit_for_job(_Config(True, "file"), predictor, lambda: no_training) is None  # calibrate, no --train-file
+
+
+def test_sentiment_sets_fit_the_teacher_map_on_training_sentences_only(tmp_path: Path, offline_probes: None) -> None:
+    from training.core.ood_teacher import Teacher
+    from training.sentiment.probes import OODSizes as SentimentSizes
+    from training.sentiment.probes import ood_sets as sentiment_sets
+
+    def review(i: int, split: str) -> str:
+        return (f"The {split} film number {i} was a long and quiet story. The cast of film {i} played it very well "
+                f"indeed tonight. A third sentence about film {i} is never used here.")
+
+    train, val, test = ([review(i, split) for i in range(n)] for split, n in (("train", 40), ("val", 20), ("test", 10)))
+    sizes = SentimentSizes(bank_reviews=5, bank_snippets=10, choice=5, threshold=5, test_reviews=5, test_snippets=5,
+                           choice_probes=3, test_probes=4, teacher_texts=30)
+    embed = lambda ids: None  # noqa: E731 - never called: the sets only carry it
+    sets = sentiment_sets(train, val, test, tmp_path, sizes, 0, teacher=Teacher(embed, ["replaced"]))
+    assert sets.teacher is not None and sets.teacher.embed is embed and len(sets.teacher.texts) == 30
+    # the first two sentences of each training review after the bank's 5 whole ones, in order
+    assert sets.teacher.texts[:2] == ["The train film number 5 was a long and quiet story.",
+                                      "The cast of film 5 played it very well indeed tonight."]
+    firsts = {sentence for text in train[5:] for sentence in text.split(". ")[:2]}
+    assert all(text.rstrip(".") in firsts for text in sets.teacher.texts)  # training reviews only, two each
+    assert sets.record["teacher"]["sentences"] == 30
+    assert sentiment_sets(train, val, test, tmp_path, sizes, 0).teacher is None

@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerFast
 
 from models.core.artifacts import list_artifacts, verify_artifact
 from models.core.calibration import LOW_IS_UNCERTAIN
+from models.core.loading import CheckpointError
 from models.core.predictor import MCRequest, PredictorOptions
 from models.core.tokenizers import train_joint_tokenizer
 from models.translation.predictor import TranslationPredictor
@@ -205,7 +206,7 @@ def test_bpe_dropout_is_refused_out_of_range_and_for_a_tokenizer_without_merges(
         make_config(TranslationConfig, PRESETS["tiny"], {"bpe_dropout": 1.0})
     words = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"a": 0, "<unk>": 1}, unk_token="<unk>")))
     config = make_config(TranslationConfig, PRESETS["tiny"], {"bpe_dropout": 0.1})
-    with pytest.raises(ValueError, match="needs a byte-pair-encoding tokenizer; this one is WordLevel"):
+    with pytest.raises(CheckpointError, match="needs a byte-pair-encoding tokenizer; this one is WordLevel"):
         bpe_dropout_encoder(words, [("a", "a")], config)
 
 
