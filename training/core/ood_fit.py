@@ -93,7 +93,7 @@ class OODSets:
     record: dict[str, Any] = field(default_factory=dict)
     test_groups: list[str] | None = None  # aligned with `test`: in-domain kinds reported apart ("review", "snippet")
     threshold_groups: list[str] | None = None  # aligned with `threshold`: each group's flag rate is bounded (step 4)
-    teacher: Teacher | None = None  # the base model's embedder and texts: projected candidates (ood_teacher.py)
+    teacher: Teacher | None = None  # a sentence embedder and texts: projected candidates (ood_teacher.py)
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,8 @@ def fit_ood(predictor: Any, sets: OODSets, s: OODSettings) -> tuple[OODDetector,
     extracted = {name: features_of(predictor, texts, sets.parameters, s, f"ood/{name}")
                  for name, texts in named.items()}
     rows = None if sets.teacher is None or "knn_cosine" not in s.methods else regression_rows(
-        sets.teacher, extracted["bank"], lambda texts: features_of(predictor, texts, sets.parameters, s, "ood/teacher"),
-        s.layers)
+        sets.teacher, sets.bank, extracted["bank"],
+        lambda texts: features_of(predictor, texts, sets.parameters, s, "ood/teacher"), s.layers)
     detector, report = fit_from_features(extracted, sets, s, fit_densities(predictor, sets, s), rows)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return detector, report

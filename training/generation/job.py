@@ -68,7 +68,7 @@ from training.generation.evaluation import (
     sequence_report,
     token_report,
 )
-from training.generation.probes import OOD_POOLING, build_prose_probe_set, ood_sets, sentences
+from training.generation.probes import OOD_POOLING, build_prose_probe_set, ood_sets, prompt_teacher, sentences
 from training.generation.prompts import windows
 from training.generation.split import ProseSplit, chunk_token_ids, split_documents, token_stream
 from training.generation.synthetic import synthetic_documents
@@ -271,7 +271,8 @@ def finish(config: GenerationConfig, preset: str, output_dir: Path, model: nn.Mo
                         "training": history.get("summary", {})}
     manifest.calibration = chosen.calibration
     manifest.dropout["mc_last_k"] = chosen.last_k
-    fitted = fit_for_job(config, served, lambda: ood_sets(split, config.data, cache_dir, config.seed), OOD_POOLING)
+    fitted = fit_for_job(config, served, lambda: ood_sets(split, config.data, cache_dir, config.seed,
+                                                          teacher=prompt_teacher(config, cache_dir)), OOD_POOLING)
     manifest, save = with_ood(manifest, lambda staging: save_model(model, tokenizer, staging), fitted)
     log.info("perplexity %.2f → %.2f; token AUROC %s; best %s (+%.3f over 1 − p)", before["perplexity"],
              after["perplexity"], {k: round(v, 3) for k, v in tokens["auroc_error"].items()}, tokens["best_measure"],

@@ -30,6 +30,7 @@ from typing import Any
 
 from training.core.ood_fit import OODSets, OODSizes, Probes
 from training.core.ood_probes import POOLS, draw_probes
+from training.core.ood_teacher import Teacher, minilm_teacher
 from training.core.probes import sentences, shuffle_words
 from training.generation.config import GenerationConfig
 from training.generation.split import SPLITS, ProseSplit, split_documents
@@ -124,8 +125,10 @@ OOD_POOLING = "mean_skip_first"
 CORPUS_KIND = {"austen": "austen", "synthetic": "austen", "shakespeare": "shakespeare", "bible": "bible"}
 
 
-def ood_sets(split: ProseSplit, data: str, cache_dir: Path, seed: int, sizes: OODSizes | None = None) -> OODSets:
-    """The sets of the module docstring from the job's held-out split of corpus `data` (a CORPUS_KIND key)."""
+def ood_sets(split: ProseSplit, data: str, cache_dir: Path, seed: int, sizes: OODSizes | None = None,
+             teacher: Teacher | None = None) -> OODSets:
+    """The sets of the module docstring from the job's held-out split of corpus `data` (a CORPUS_KIND key);
+    `teacher`: a sentence embedder whose space the prompt features are also mapped onto (fitted on the bank)."""
     n = sizes or OODSizes()
     rng = random.Random(seed)
     held = {name: list(dict.fromkeys(x for segment in split.segments[name] for x in sentences(segment)))
@@ -151,7 +154,7 @@ def ood_sets(split: ProseSplit, data: str, cache_dir: Path, seed: int, sizes: OO
                           f"alike) cut to its first {PROMPT_WORDS[0]}-{PROMPT_WORDS[1]} words", "pooling": OOD_POOLING}
     record["corpus"] = {"split": "train", "sentences": len(held["train"]), "for": "token densities"}
     return OODSets(bank=bank, choice=validation[:half], threshold=validation[half:], choice_probes=choice_probes,
-                   test=test, test_probes=test_probes, record=record, corpus=held["train"],
+                   test=test, test_probes=test_probes, record=record, corpus=held["train"], teacher=teacher,
                    test_groups=["sentence" if a == b else "prompt" for a, b in zip(test, whole_test, strict=True)])
 
 
@@ -181,4 +184,10 @@ def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = 
         raise ValueError(f"OOD sets need a built-in corpus, the artifact was trained on {config.data!r}")
     corpus = DATASETS[config.data](config, Path(cache_dir))
     split = split_documents(corpus.documents, config.validation_fraction, config.test_fraction, config.split_seed)
-    return ood_sets(split, config.data, Path(cache_dir), config.seed, sizes)
+    return ood_sets(split, config.data, Path(cache_dir), config.seed, sizes, prompt_teacher(config, Path(cache_dir)))
+
+
+def prompt_teacher(config: GenerationConfig, cache_dir: Path) -> Teacher | None:
+    """The MiniLM sentence embedder for SmolLM2's prompts (training/core/ood_teacher.py); none for the tiny model
+    (its synthetic prose has no genre to learn)."""
+    return minilm_teacher(cache_dir) if config.model == "smollm2" else None

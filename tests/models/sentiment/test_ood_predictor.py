@@ -145,20 +145,19 @@ def test_statistics_of_another_shape_are_refused(artifact: Path) -> None:
         predictor.attach_ood(OODDetector("knn_cosine", 1, 1.0, {"bank": bank[:, :5].contiguous()}))
 
 
-def test_a_teacher_adds_projected_candidates_fitted_on_the_bank_alone(artifact: Path) -> None:
+def test_a_teacher_adds_projected_candidates_fitted_on_training_texts_alone(artifact: Path) -> None:
     predictor = SentimentPredictor.load(artifact, PredictorOptions())
-    calls: list[list[tuple[int, ...]]] = []
-    table = torch.randn(len(predictor.tokenizer), 6, generator=torch.Generator().manual_seed(0))
+    calls: list[list[str]] = []
 
-    def teacher(ids):  # a bag-of-tokens embedder standing in for the base encoder
-        calls.append([tuple(i) for i in ids])
-        return torch.nn.functional.normalize(torch.stack([table[list(i)].mean(dim=0) for i in ids]), dim=-1)
+    def teacher(texts):  # a bag-of-words embedder standing in for a sentence-embedding model
+        calls.append(list(texts))
+        rows = [torch.randn(6, generator=torch.Generator().manual_seed(sum(map(ord, t)) % 1000)) for t in texts]
+        return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
 
     extra = [f"the {w} film was {a}" for w in ("new", "old", "long") for a in ("fun", "slow")]
     sets = dataclasses.replace(_sets(), teacher=Teacher(teacher, extra))
     detector, report = fit_ood(predictor, sets, OODSettings(layers=[1, 2], methods=("knn_cosine",), k=3))
-    ids = [tuple(predictor.prepare(t, {}).input_ids) for t in sets.bank + extra]
-    assert calls == [ids]  # the bank's and the teacher texts' served ids, once: never a held-out or probe text
+    assert calls == [sets.bank + extra]  # the bank and the teacher's texts, once: never a held-out or probe text
     projected = {name.split("/length_")[0] for name in report["candidates"] if "projected" in name}
     assert projected == {f"knn_cosine_projected_{r:g}/layer_{n}" for r in RIDGES for n in (1, 2)}
     assert all(report["candidates"][n]["method"] == "knn_cosine" for n in report["candidates"])
@@ -179,13 +178,13 @@ def test_a_projected_detector_is_served_from_the_features_of_the_same_pass(artif
             expected, rel=1e-4)
 
 
-def test_the_teacher_embeds_ids_as_its_encoder_mean_pools_them(artifact: Path) -> None:
+def test_the_teacher_embeds_texts_as_its_encoder_mean_pools_them(artifact: Path) -> None:
     predictor = SentimentPredictor.load(artifact, PredictorOptions())
-    ids = [predictor.prepare(t, {}).input_ids for t in (FILMS[0], "short", OTHER[3])]
-    got = sentence_embedder(artifact / "model", batch_size=2)(ids)
-    for row, one in enumerate(ids):
+    texts = [FILMS[0], "short", OTHER[3]]
+    got = sentence_embedder(artifact / "model", batch_size=2)(texts)
+    for row, text in enumerate(texts):
+        ids = predictor.tokenizer(text, return_tensors="pt")["input_ids"]
         with torch.inference_mode():
-            states = predictor.model.bert(input_ids=torch.tensor([one])).last_hidden_state
-        assert torch.allclose(got[row], pool(states, torch.ones(1, len(one)))[0], atol=1e-5)
-    config = SentimentConfig(model="tiny")
-    assert base_teacher(config, artifact) is None
+            states = predictor.model.bert(input_ids=ids).last_hidden_state
+        assert torch.allclose(got[row], pool(states, torch.ones_like(ids))[0], atol=1e-5)
+    assert base_teacher(SentimentConfig(model="tiny"), artifact) is None

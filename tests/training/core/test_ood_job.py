@@ -145,3 +145,13 @@ def test_sentiment_sets_fit_the_teacher_map_on_training_sentences_only(tmp_path:
     assert all(text.rstrip(".") in firsts for text in sets.teacher.texts)  # training reviews only, two each
     assert sets.record["teacher"]["sentences"] == 30
     assert sentiment_sets(train, val, test, tmp_path, sizes, 0).teacher is None
+
+
+def test_generation_gets_the_minilm_teacher_lazily_and_the_tiny_model_none(tmp_path: Path) -> None:
+    from training.generation.config import GenerationConfig
+    from training.generation.probes import prompt_teacher
+
+    assert prompt_teacher(GenerationConfig(model="tiny"), tmp_path) is None
+    teacher = prompt_teacher(GenerationConfig(model="smollm2"), tmp_path)
+    assert teacher is not None and teacher.texts == []
+    assert not any(tmp_path.iterdir())  # nothing fetched until the fit embeds its texts
