@@ -63,7 +63,7 @@ def sentence_embedder(path: Path | str, batch_size: int = 32, max_length: int = 
     from transformers import AutoModel, AutoTokenizer  # the fit's dependency only; serving never loads a teacher
 
     def embed(texts: Sequence[str]) -> torch.Tensor:
-        # Our own cached archive or the user's --base-model directory, never a Hub id (bandit B615).
+        # Our own cached archive or the user's --base-model directory, never a Hub id (B615: a false positive).
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)  # nosec B615
         model = AutoModel.from_pretrained(path, local_files_only=True).eval()  # nosec B615
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths: little padding
