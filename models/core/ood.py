@@ -6,8 +6,8 @@ and saved in the artifact beside the model, and scores a new input's features in
 - features: one hidden state of the served model's own deterministic pass (`layer`: 0 = the embeddings' output,
   i = the output of layer i; each task says which stack, models/<task>/predictor.py), mean-pooled over the input's
   real tokens (`pooling` "mean", or "mean_skip_first" for a causal LM whose first position is an attention sink
-  with outsized activations), then L2-normalised (`pool`); optionally mapped onto the embedding space of the base
-  model it was fine-tuned from by a fitted linear map (models/core/ood_projection.py).
+  with outsized activations), then L2-normalised (`pool`); optionally mapped onto a sentence-embedding model's space
+  (for sentiment, its base model) by a fitted linear map (models/core/ood_projection.py).
 - methods: "knn_cosine": 1 − cosine similarity to the k-th nearest feature of a stored bank of training inputs
   (Sun et al. 2022); "mahalanobis": squared Mahalanobis distance to one Gaussian fitted on the bank, covariance
   shrunk towards its mean variance (Lee et al. 2018, without classes so every task can use it); "token_bigram" and

@@ -3,10 +3,11 @@ hidden-state part of an OOD detector (models/core/ood.py).
 
 Why: fine-tuning for one task collapses what a pretrained encoder knew about genre and topic (sentiment's MiniLM
 was trained as a sentence-embedding model; after fine-tuning its features place a sentence of Austen near a
-one-line review). The fit (training/core/ood_fit.py) embeds the training bank once with the base model the served
-one was fine-tuned from (the teacher) and fits a ridge regression from the served features to those embeddings;
-serving applies it to the features it already has, so the detector measures distances in (an estimate of) the
-teacher's space at the cost of one [d_in, d_out] product, with no second model.
+one-line review). The fit (training/core/ood_fit.py) embeds training texts once with a sentence-embedding model
+(the teacher: sentiment's base model; for the other tasks the same MiniLM, a second opinion on English text) and
+fits a ridge regression from the served features to those embeddings; serving applies it to the features it
+already has, so the detector measures distances in (an estimate of) the teacher's space at the cost of one
+[d_in, d_out] product, with no second model.
 
 Tensors (saved with the detector's other statistics): "proj_weight" [d_in, d_out], "proj_in_mean" [d_in],
 "proj_out_mean" [d_out]. `project` maps L2-normalised features [B, d_in] to L2-normalised [B, d_out]:

@@ -7,7 +7,7 @@
    pairs or triples of `corpus`, every training input when the job gives it, else the bank), and the slope of its
    in-domain `choice` distances on ln(tokens); each is tried with a length term of every fraction in
    `settings.length_fractions` of that slope (0 = the raw distance; only a slope < 0, distance falling with length,
-   is corrected; models/core/ood.py says why); with a `teacher` (the base model's embedder), kNN also runs on the
+   is corrected; models/core/ood.py says why); with a `teacher` (a sentence embedder), kNN also runs on the
    features mapped onto its space (training/core/ood_teacher.py); with "hybrid" among the methods, the best four
    hidden-state candidates are also mixed with each fitted token density's NLL (training/core/ood_hybrid.py);
 3. the choice: the candidate with the largest AUROC of in-domain `choice` texts (validation) against the `choice`
@@ -221,7 +221,7 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
             stats = fit_statistics(method, feats["bank"][layer])
             sources.append((f"{method}/layer_{layer}", method, layer, rank, stats,
                             {name: distances(method, stats, feats[name][layer], s.k) for name in named[1:]}))
-    if teacher_rows is not None:  # kNN in the base model's space, ranked as kNN
+    if teacher_rows is not None:  # kNN in the teacher's space, ranked as kNN
         sources += projected_sources(feats, teacher_rows, named[1:], s.layers, s.k, list(s.methods).index("knn_cosine"))
     for method, density in densities.items():
         if method in s.methods:

@@ -11,8 +11,8 @@ Probes: Bible verses, Shakespeare lines, Austen sentences and modern news templa
 none of them movie reviews; choice and test probes are disjoint.
 Teacher (training/core/ood_teacher.py): the encoder the model was fine-tuned from (`--base-model`, else the pinned
 all-MiniLM-L6-v2), whose sentence embeddings still place texts by genre; the random `tiny` encoder has none. Its
-map is fitted on the bank and the first two sentences of the training reviews after the whole ones (on the quick
-artifact's validation, 1,600 → 12,000 rows lifted the layer-3 hybrid's AUROC from 0.986 to 0.990).
+map is fitted on the bank and the first two sentences of the training reviews after the whole ones (refitting the
+quick artifact with 1,600 → 11,600 rows lifted the chosen hybrid's validation AUROC from 0.986 to 0.990).
 The token densities count every review of the training split, not only those the model was fine-tuned on: they are
 training data all the same, and a trigram needs the text (on validation, 6,000 → 39,578 reviews lifted the
 trigram's AUROC from 0.91 to 0.94).
