@@ -72,7 +72,7 @@ class PairBatches(LengthGroupedBatches):
             if self.resegment is not None:
                 sources, targets = self.resegment(index)
             else:
-                sources, targets = [list(self.ids[i]) for i in index], [self.labels[i] for i in index]
+                sources, targets = [self.ids[i] for i in index], [self.labels[i] for i in index]
             if self.token_dropout:
                 rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{number}")
                 sources = [drop_tokens(ids, self.token_dropout, self.unk_id, rng) for ids in sources]
