@@ -1,7 +1,7 @@
 """The distance arithmetic of the out-of-distribution detectors (models/core/ood.py says what each method is and
 why): pooling a hidden state, a method's distance to fitted statistics, the length term and its slope, fitting
-the statistics, the flag threshold (pooled or per group). Pure functions of tensors; the detector, its files and
-the hybrid live in models/core/ood.py.
+the statistics, the flag threshold (pooled or per group, and the rate that holds on a group left out). Pure
+functions of tensors; the detector, its files and the hybrid live in models/core/ood.py.
 """
 
 from __future__ import annotations
@@ -97,6 +97,32 @@ def group_threshold(values: torch.Tensor, groups: Sequence[str], max_flag_rate: 
     own = {group: flag_threshold(values[index], max_flag_rate) for group, index in members.items()
            if len(index) >= min_group}
     return max([flag_threshold(values, max_flag_rate), *own.values()]), own
+
+
+def transfer_rate(values: torch.Tensor, groups: Sequence[str], max_flag_rate: float, min_group: int,
+                  rates: Sequence[float]) -> tuple[float, dict[str, float]]:
+    """(rate, each left-out group's flag rate at it): the largest of `rates` (each <= `max_flag_rate`) whose
+    `group_threshold`, fitted on all counted groups but one, flags at most `max_flag_rate` of the one left out, for
+    every counted group (leave one group out: how a threshold fitted on these sources holds on a new one); the
+    smallest rate when none does. Fewer than two groups of `min_group` texts or more: (`max_flag_rate`, {})."""
+    if len(groups) != values.numel():
+        raise ValueError(f"{values.numel()} distances but {len(groups)} groups")
+    if not rates or any(not 0.0 <= r <= max_flag_rate for r in rates):
+        raise ValueError(f"rates {list(rates)} must be non-empty and within [0, {max_flag_rate}]")
+    counted = [g for g in dict.fromkeys(groups) if groups.count(g) >= min_group]
+    if len(counted) < 2:
+        return max_flag_rate, {}
+    held_out: dict[str, float] = {}
+    for rate in sorted(rates, reverse=True):
+        held_out = {}
+        for group in counted:
+            inside = torch.tensor([g == group for g in groups])
+            others = [g for g in groups if g != group]
+            threshold, _ = group_threshold(values[~inside], others, rate, min_group)
+            held_out[group] = float((values[inside] > threshold).double().mean())
+        if max(held_out.values()) <= max_flag_rate:
+            return rate, held_out
+    return rate, held_out
 
 
 def length_slope(distance: torch.Tensor, lengths: torch.Tensor) -> float:

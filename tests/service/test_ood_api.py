@@ -12,7 +12,8 @@ from tests.factories import make_tiny_sentiment_artifact
 from tests.models.sentiment.test_ood_predictor import FILMS, OTHER, _sets
 from tests.service.conftest import parse_metrics, real_client, sample
 from training.core.ood_artifact import write_with_ood
-from training.core.ood_fit import OODSettings, fit_ood
+from training.core.ood_fit import fit_ood
+from training.core.ood_sets import OODSettings
 
 pytestmark = pytest.mark.anyio
 

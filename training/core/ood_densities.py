@@ -13,7 +13,7 @@ from training.core.predicting import prepare_all
 from training.core.progress import ProgressLog
 
 if TYPE_CHECKING:
-    from training.core.ood_fit import OODSets, OODSettings
+    from training.core.ood_sets import OODSets, OODSettings
 
 log = logging.getLogger(__name__)
 

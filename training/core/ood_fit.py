@@ -12,11 +12,14 @@
    hidden-state candidates are also mixed with each fitted token density's NLL (training/core/ood_hybrid.py);
 3. the choice: the candidate with the largest AUROC of in-domain `choice` texts (validation) against the `choice`
    probes (validation-side probes; ties: no length term, the lower layer, then the order of `settings.methods`);
+   each candidate also reports what a line at `max_flag_rate` of the `choice` texts flags of each probe kind;
 4. the flag threshold on the `threshold` texts (validation, disjoint from `choice`): at most `max_flag_rate` of
    them flagged, by construction (models/core/ood.flag_threshold); with `threshold_groups` (e.g. the held-out
    book of each verse), at most that share of EVERY group of `min_group` texts or more (the largest of the
    groups' thresholds): in-domain text varies by source too, and a pooled quantile holds only for the mix of
-   sources validation happens to have;
+   sources validation happens to have; and since a new source (a test book) may still differ from all of them,
+   the share is the largest of `transfer_fractions` × `max_flag_rate` at which a threshold fitted without each
+   group flags at most `max_flag_rate` of it (leave one group out, models/core/ood_methods.transfer_rate);
 5. the report, read once on test: AUROC of in-domain test texts against each probe kind for every candidate
    (`table`: probe kind × measure, rounded: every method/layer without the length term, the best hybrid on
    validation, and the chosen one), and
@@ -29,93 +32,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from models.core.ood import (
-    METHODS,
-    OODDetector,
-    distances,
-    fit_statistics,
-    length_adjusted,
-)
-from models.core.ood_methods import FEATURE_METHODS, group_threshold, length_slope
+from models.core.ood import OODDetector, distances, fit_statistics, flag_threshold, length_adjusted
+from models.core.ood_methods import FEATURE_METHODS, group_threshold, length_slope, transfer_rate
 from training.core.ood_densities import Density, fit_densities
 from training.core.ood_hybrid import hybrids
-from training.core.ood_teacher import Rows, Teacher, projected_sources, regression_rows
+from training.core.ood_sets import OODSets, OODSettings
+from training.core.ood_teacher import Rows, projected_sources, regression_rows
 from training.core.predicting import prepare_all
 from training.core.progress import ProgressLog
 from training.core.uncertainty_stats import ood_auroc
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Probes:
-    """Out-of-domain texts and, aligned, their kinds ("bible", "news", ...)."""
-    texts: list[str]
-    kinds: list[str]
-
-    def __post_init__(self) -> None:
-        if len(self.texts) != len(self.kinds):
-            raise ValueError(f"{len(self.texts)} probe texts but {len(self.kinds)} kinds")
-
-    def counts(self) -> dict[str, int]:
-        return {kind: self.kinds.count(kind) for kind in dict.fromkeys(self.kinds)}
-
-
-@dataclass(frozen=True)
-class OODSizes:
-    """How many texts each set of a sequence task's fit takes (its `ood_sets`); probes are per kind."""
-
-    bank: int = 2000
-    choice: int = 200
-    threshold: int = 300
-    test: int = 400
-    choice_probes: int = 150
-    test_probes: int = 300
-
-
-@dataclass(frozen=True)
-class OODSets:
-    """Texts of one fit (module docstring); `record` says where each set came from, for the manifest."""
-
-    bank: list[str]
-    choice: list[str]
-    threshold: list[str]
-    choice_probes: Probes
-    test: list[str]
-    test_probes: Probes
-    parameters: dict[str, Any] = field(default_factory=dict)  # `prepare` parameters (sentiment: none)
-    corpus: list[str] | None = None  # training inputs the token density counts (None: the bank)
-    record: dict[str, Any] = field(default_factory=dict)
-    test_groups: list[str] | None = None  # aligned with `test`: in-domain kinds reported apart ("review", "snippet")
-    threshold_groups: list[str] | None = None  # aligned with `threshold`: each group's flag rate is bounded (step 4)
-    teacher: Teacher | None = None  # a sentence embedder and texts: projected candidates (ood_teacher.py)
-
-
-@dataclass(frozen=True)
-class OODSettings:
-    """Candidates and limits: hidden-state `layers`, `methods`, the kNN's `k`, the pooling, the flag rate, the
-    fractions of the in-domain length slope the length term may keep."""
-
-    layers: Sequence[int]
-    methods: Sequence[str] = METHODS
-    k: int = 10
-    pooling: str = "mean"
-    max_flag_rate: float = 0.05
-    batch_size: int = 32
-    min_group: int = 40  # smallest threshold group whose own quantile counts (step 4); smaller ones count pooled
-    length_fractions: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)  # of the length slope (models/core/ood.py)
-    # token_bigram's interpolation weight λ and add-α unigram smoothing: on the translation quick artifact's
-    # validation probes λ 0.5 / 0.7 / 0.9 gave AUROC 0.974 / 0.976 / 0.978 (flat), λ 0 (unigram alone) 0.923.
-    bigram: tuple[float, float] = (0.7, 0.5)
-    # token_trigram's Kneser-Ney discount and unigram α (the textbook D = 0.75), and its count cut-off (a trigram
-    # seen once is dropped from the file: on sentiment's validation texts AUROC 0.938 either way, 111 → 43 MB).
-    trigram: tuple[float, float] = (0.75, 0.5)
-    trigram_min_count: int = 2
 
 
 def features_of(predictor: Any, texts: Sequence[str], parameters: dict[str, Any], s: OODSettings,
@@ -206,6 +137,9 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
             "test_auroc": _auroc(test_in, test_out),
             "test_auroc_by_kind": {kind: _auroc(test_in, out) for kind, out in _by_kind(test_out, test_kinds).items()},
         }
+        line = flag_threshold(choice_in, s.max_flag_rate)  # what a line at 5 % of the choice texts flags of each kind
+        candidates[name]["validation_flag_rate_by_kind"] = {
+            kind: float((out > line).double().mean()) for kind, out in _by_kind(choice_out, choice_kinds).items()}
         key = (validation, -fraction, -layer, -rank)  # ties: no length term, the lower layer, method order
         if best is None or key > best:
             best, chosen = key, (name, method, layer, coef, stats, d, hybrid)
@@ -249,8 +183,9 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
     best_hybrid = max((n for n, c in candidates.items() if "hybrid" in c), default=None,
                       key=lambda n: candidates[n]["validation_auroc"])  # the table shows it beside its parts
     threshold_groups = [(sets.threshold_groups or ["all"] * len(sets.threshold))[i] for i in extracted["threshold"][2]]
-    threshold, group_thresholds = group_threshold(chosen_d["threshold"], threshold_groups, s.max_flag_rate,
-                                                  s.min_group)
+    rate, left_out = transfer_rate(chosen_d["threshold"], threshold_groups, s.max_flag_rate, s.min_group,
+                                   [round(f * s.max_flag_rate, 6) for f in s.transfer_fractions])
+    threshold, group_thresholds = group_threshold(chosen_d["threshold"], threshold_groups, rate, s.min_group)
     density_method = hybrid.get("density", method)
     smoothing = {"token_bigram": {"lam": s.bigram[0], "alpha": s.bigram[1]},
                  "token_trigram": {"discount": s.trigram[0], "alpha": s.trigram[1]}}
@@ -274,11 +209,13 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
         "chosen": {"candidate": name, "method": method, "layer": layer, "pooling": s.pooling, "k": s.k,
                    "length_fraction": candidates[name]["length_fraction"], "length_coef": coef, "threshold": threshold,
                    "validation_auroc": candidates[name]["validation_auroc"],
-                   "threshold_by_group": group_thresholds,
+                   "threshold_by_group": group_thresholds, "flag_rate_target": rate,
+                   "left_out_flag_rate_by_group": left_out,
                    "rule": "largest validation AUROC (in-domain choice texts vs choice probes) over method × layer × "
                            "length fraction; the length slope on the in-domain choice texts; threshold: at most "
                            f"{s.max_flag_rate:.0%} of the validation threshold texts flagged"
-                           + (f", and of each group of >= {s.min_group} of them" if sets.threshold_groups else "")},
+                           + (f", and of each group of >= {s.min_group} of them, at the largest rate that holds "
+                              "for a group left out" if sets.threshold_groups else "")},
         "test": {"auroc_by_kind": candidates[name]["test_auroc_by_kind"], "auroc": candidates[name]["test_auroc"],
                  "auroc_by_in_domain_group_and_kind": by_group,
                  "flag_rate": {"in_domain": float(flags["test"].double().mean()),

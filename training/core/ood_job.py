@@ -28,7 +28,8 @@ from models.core.artifacts import Manifest
 from models.core.ood import OODDetector
 from training.core.fetch import FetchError
 from training.core.ood_artifact import ood_manifest, write_ood_files
-from training.core.ood_fit import OODSets, OODSettings, fit_ood
+from training.core.ood_fit import fit_ood
+from training.core.ood_sets import OODSets, OODSettings
 
 log = logging.getLogger(__name__)
 Fitted = tuple[OODDetector, dict[str, Any]]

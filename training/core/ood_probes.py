@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from training.core.ood_fit import Probes
+from training.core.ood_sets import Probes
 from training.core.probes import modern_sentences, sentences
 from training.core.prose import load_austen, load_bible_verses, load_shakespeare
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.core.ood_fit import OODSets, OODSizes, Probes
 from training.core.ood_probes import POOLS, draw_probes
+from training.core.ood_sets import OODSets, OODSizes, Probes
 from training.core.ood_teacher import Teacher, minilm_teacher
 from training.core.probes import sentences, shuffle_words
 from training.generation.config import GenerationConfig

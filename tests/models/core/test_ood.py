@@ -21,7 +21,7 @@ from models.core.ood import (
     load_detector,
     pool,
 )
-from models.core.ood_methods import group_threshold, length_slope
+from models.core.ood_methods import group_threshold, length_slope, transfer_rate
 from models.core.token_density import TokenBigram
 from models.core.token_trigram import TokenTrigram
 
@@ -78,6 +78,29 @@ def test_a_group_threshold_bounds_every_large_group_and_the_whole() -> None:
     assert group_threshold(values, ["all"] * len(values), 0.05, 40)[0] == flag_threshold(values, 0.05)
     with pytest.raises(ValueError, match="groups"):
         group_threshold(values, groups[:-1], 0.05, 40)
+
+
+def test_the_transfer_rate_is_the_largest_whose_threshold_holds_for_a_group_left_out() -> None:
+    gen = torch.Generator().manual_seed(7)
+    rates = [0.05, 0.04, 0.03, 0.02, 0.01]
+    like = [torch.rand(2000, generator=gen) for _ in range(3)]  # three large sources of the same distribution
+    rate, left_out = transfer_rate(torch.cat(like), ["a"] * 2000 + ["b"] * 2000 + ["c"] * 2000, 0.05, 40, rates)
+    assert rate >= 0.04 and set(left_out) == {"a", "b", "c"} and max(left_out.values()) <= 0.05  # sampling margin
+    # a source with a tail the others lack (4 % far out): only a threshold at 1 % of them holds for it
+    heavy = torch.cat([torch.rand(192, generator=gen), 2.0 + torch.rand(8, generator=gen)])
+    values, groups = torch.cat([like[0][:200], like[1][:200], heavy]), ["a"] * 200 + ["b"] * 200 + ["heavy"] * 200
+    rate, left_out = transfer_rate(values, groups, 0.05, 40, rates)
+    assert rate == 0.01 and max(left_out.values()) <= 0.05
+    inside = torch.tensor([g == "heavy" for g in groups])
+    for larger in (0.05, 0.04, 0.03, 0.02):  # every larger rate flags more than 5 % of the heavy source left out
+        threshold, _ = group_threshold(values[~inside], [g for g in groups if g != "heavy"], larger, 40)
+        assert float((values[inside] > threshold).double().mean()) > 0.05
+    # one counted group: nothing to leave out
+    assert transfer_rate(like[0], ["a"] * 2000, 0.05, 40, rates) == (0.05, {})
+    with pytest.raises(ValueError, match="rates"):
+        transfer_rate(values, groups, 0.05, 40, [0.1])
+    with pytest.raises(ValueError, match="groups"):
+        transfer_rate(values, groups[:-1], 0.05, 40, rates)
 
 
 def test_abstain_reason_puts_out_of_distribution_first() -> None:

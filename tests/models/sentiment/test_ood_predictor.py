@@ -17,7 +17,8 @@ from models.core.token_density import TokenBigram
 from models.sentiment.predictor import SentimentPredictor
 from tests.factories import make_tiny_sentiment_artifact
 from training.core.ood_artifact import write_with_ood
-from training.core.ood_fit import OODSets, OODSettings, Probes, fit_ood
+from training.core.ood_fit import fit_ood
+from training.core.ood_sets import OODSets, OODSettings, Probes
 from training.core.ood_teacher import RIDGES, Teacher, sentence_embedder
 from training.sentiment.config import SentimentConfig
 from training.sentiment.probes import base_teacher

@@ -18,8 +18,8 @@ from models.sentiment.predictor import SentimentPredictor
 from tests.factories import make_tiny_sentiment_artifact
 from training.core import ood_probes
 from training.core.fetch import FetchError
-from training.core.ood_fit import OODSets, OODSizes, Probes
 from training.core.ood_job import fit_for_job, with_ood
+from training.core.ood_sets import OODSets, OODSizes, Probes
 from training.generation.job import main as generation_main
 from training.ood.__main__ import main as ood_main
 from training.translation.data import load_synthetic_translation

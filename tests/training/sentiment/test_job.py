@@ -142,7 +142,8 @@ def test_levers_rebuild_the_job_parts_and_choose_on_validation(artifact: Path, t
 def test_levers_blend_msp_with_the_ood_score_when_the_artifact_has_a_detector(artifact: Path, tmp_path: Path) -> None:
     from tests.models.sentiment.test_ood_predictor import _sets
     from training.core.ood_artifact import write_with_ood
-    from training.core.ood_fit import OODSettings, fit_ood
+    from training.core.ood_fit import fit_ood
+    from training.core.ood_sets import OODSettings
     from training.sentiment.levers import main as levers_main
 
     detector, report = fit_ood(SentimentPredictor.load(artifact, PredictorOptions()), _sets(),
