@@ -13,6 +13,7 @@ import logging
 import socket
 import sys
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -64,11 +65,9 @@ def configure_logging(level: str) -> None:
                         stream=sys.stderr)
 
 
-def run(settings: Settings, runtime: Runtime | None = None) -> None:
-    """Serve until a signal; returns after a graceful drain and shutdown."""
-    runtime = runtime if runtime is not None else Runtime(settings)
-    app = create_app(settings, runtime)
-    config = uvicorn.Config(
+def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
+    """uvicorn's configuration of the served `app` from `settings` (what `run` serves; the live tests too)."""
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -76,11 +75,17 @@ def run(settings: Settings, runtime: Runtime | None = None) -> None:
         loop=settings.event_loop,
         http=settings.http_parser,
         log_level=settings.log_level,
+        timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=_CLOSE_GRACE_S,
         # The service logs its own requests through metrics; uvicorn's per-request access log is noise.
         access_log=settings.log_level == "debug",
     )
-    DrainingServer(config, runtime, settings.drain_timeout_s).run()
+
+
+def run(settings: Settings, runtime: Runtime | None = None) -> None:
+    """Serve until a signal; returns after a graceful drain and shutdown."""
+    runtime = runtime if runtime is not None else Runtime(settings)
+    DrainingServer(uvicorn_config(settings, create_app(settings, runtime)), runtime, settings.drain_timeout_s).run()
 
 
 def main() -> int:

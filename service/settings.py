@@ -76,6 +76,10 @@ class Settings(BaseSettings):
         "dependency), else asyncio.")
     http_parser: Literal["auto", "h11", "httptools"] = Field(
         default="auto", description="HTTP/1.1 implementation; auto = httptools (C parser) when installed, else h11.")
+    keep_alive_s: int = Field(
+        default=75, ge=1, description="Seconds an idle keep-alive connection stays open. Longer than clients' "
+        "pool expiry (httpx 5 s) and load balancers' idle timeout (60 s), so the server never closes a connection "
+        "as a client reuses it (the client would see a reset, the request lost); uvicorn's own default is 5 s.")
 
     # --- which models ----------------------------------------------------------------------------------
     artifacts_dir: Path = Field(default=Path("artifacts"), description="Root holding <name>/<version>/.")

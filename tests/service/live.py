@@ -1,6 +1,6 @@
-"""A live test server: the real app under uvicorn on 127.0.0.1 and a free port, in a thread of the test
-process, serving the (tiny) artifacts it is given. For clients that need a real socket: the `openai` SDK,
-a browser."""
+"""A live test server: the real app under uvicorn (configured as `python -m service` configures it) on 127.0.0.1
+and a free port, in a thread of the test process, serving the (tiny) artifacts it is given. For clients that need
+a real socket: the `openai` SDK, a browser, keep-alive."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from service.__main__ import uvicorn_config
 from service.app import create_app
 from service.runtime import Runtime
 from service.settings import Settings
@@ -32,11 +33,9 @@ def live_server(artifacts: Path, **overrides: Any) -> Iterator[LiveServer]:
     """Serve `artifacts` until the block ends; yields once every model is ready (readiness 200)."""
     port = free_port()
     settings = Settings(**{"artifacts_dir": artifacts, "host": "127.0.0.1", "port": port, "device": "cpu",
-                           "dtype": "float32", "max_wait_ms": 5.0, **overrides})
+                           "dtype": "float32", "max_wait_ms": 5.0, "log_level": "warning", **overrides})
     runtime = Runtime(settings)
-    config = uvicorn.Config(create_app(settings, runtime), host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(settings, create_app(settings, runtime)))  # as `python -m service`
     thread = threading.Thread(target=server.run, name=f"live-server-{port}", daemon=True)
     thread.start()  # uvicorn installs no signal handlers off the main thread
     base = f"http://127.0.0.1:{port}"
