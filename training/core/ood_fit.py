@@ -190,7 +190,8 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
     smoothing = {"token_bigram": {"lam": s.bigram[0], "alpha": s.bigram[1]},
                  "token_trigram": {"discount": s.trigram[0], "alpha": s.trigram[1]}}
     detector = OODDetector(method=method, layer=layer, threshold=threshold, tensors=stats, pooling=s.pooling,
-                           k=s.k, info={"fitted_on": sets.record, "max_flag_rate": s.max_flag_rate}, length_coef=coef,
+                           k=s.k, length_coef=coef,
+                           info={"fitted_on": sets.record, "max_flag_rate": s.max_flag_rate, "flag_rate_target": rate},
                            bigram=smoothing["token_bigram"] if density_method == "token_bigram" else {},
                            trigram=smoothing["token_trigram"] if density_method == "token_trigram" else {},
                            hybrid=hybrid)
