@@ -219,7 +219,10 @@ class Batcher(Admission):
             self._pending = [entry for entry in self._pending if not entry.future.done()]
 
     async def _fill_window(self) -> None:
-        """Wait until the oldest item has waited `max_wait_ms`, or its batch is full, or we are closing."""
+        """Wait until the oldest item has waited `max_wait_ms`, or its batch is full, or we are closing; at once
+        when the queue is empty."""
+        if not self._pending:  # every item was abandoned while the worker waited for a free slot
+            return
         deadline = self._pending[0].enqueued + self.limits.max_wait_ms / 1000.0
         # Re-check emptiness after every await: abandoned requests remove their items meanwhile.
         while self._pending and not self._closing and not fills_batch(self._pending, self.limits):

@@ -257,6 +257,26 @@ async def test_two_workers_run_two_batches_at_once_and_a_failure_stays_in_its_ba
     await batcher.close()
 
 
+async def test_a_request_abandoned_while_every_worker_is_busy_leaves_the_worker_serving() -> None:
+    # The worker waits for a free slot with one item queued; its client gives up meanwhile, so the queue is empty
+    # when the slot frees. The worker must go back to waiting, not die (then every later request got 503).
+    fake = FakePredictor()
+    fake.gate.clear()
+    batcher = Batcher(fake, limits(max_batch_size=1), workers=2)
+    batcher.start()
+    busy = [asyncio.create_task(batcher.submit([item(t)], [DET])) for t in ("one", "two words")]
+    await until(lambda: len(fake.batches) == 2)  # both slots held at the closed gate
+    abandoned = asyncio.create_task(batcher.submit([item("gone")], [DET]))
+    await until(lambda: batcher.queued_items == 1)
+    abandoned.cancel()  # a disconnect: submit's cleanup drops the item from the queue
+    await until(lambda: batcher.queued_items == 0)
+    fake.gate.set()
+    await asyncio.gather(*busy)
+    later = await asyncio.wait_for(batcher.submit([item("after three words")], [DET]), timeout=10)
+    assert later[0].input_tokens == 3 and batcher.alive
+    await batcher.close()
+
+
 async def test_one_worker_runs_one_batch_at_a_time() -> None:
     fake = FakePredictor()
     batcher, _ = await started_batcher(fake, max_batch_size=1)
