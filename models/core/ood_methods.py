@@ -112,12 +112,12 @@ def transfer_rate(values: torch.Tensor, groups: Sequence[str], max_flag_rate: fl
     counted = [g for g in dict.fromkeys(groups) if groups.count(g) >= min_group]
     if len(counted) < 2:
         return max_flag_rate, {}
+    splits = {group: (torch.tensor([g == group for g in groups]), [g for g in groups if g != group])
+              for group in counted}  # (the group's rows, the others' groups)
     held_out: dict[str, float] = {}
     for rate in sorted(rates, reverse=True):
         held_out = {}
-        for group in counted:
-            inside = torch.tensor([g == group for g in groups])
-            others = [g for g in groups if g != group]
+        for group, (inside, others) in splits.items():
             threshold, _ = group_threshold(values[~inside], others, rate, min_group)
             held_out[group] = float((values[inside] > threshold).double().mean())
         if max(held_out.values()) <= max_flag_rate:

@@ -41,7 +41,7 @@ from models.core.ood_methods import FEATURE_METHODS, group_threshold, length_slo
 from training.core.ood_densities import Density, fit_densities
 from training.core.ood_hybrid import hybrids
 from training.core.ood_sets import OODSets, OODSettings
-from training.core.ood_teacher import Rows, projected_sources, regression_rows
+from training.core.ood_teacher import Features, Rows, projected_sources, regression_rows
 from training.core.predicting import prepare_all
 from training.core.progress import ProgressLog
 from training.core.uncertainty_stats import ood_auroc
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 def features_of(predictor: Any, texts: Sequence[str], parameters: dict[str, Any], s: OODSettings,
-                phase: str) -> tuple[dict[int, torch.Tensor], torch.Tensor, list[int], list[tuple[int, ...]]]:
+                phase: str) -> Features:
     """(pooled features [n, d] per layer, token counts [n], the indices of those n texts, their served token ids)
     of the texts `prepare` accepts (refused ones, over the token limit, are left out, and logged)."""
     items, kept = prepare_all(predictor, texts, parameters)
@@ -104,7 +104,7 @@ def fit_ood(predictor: Any, sets: OODSets, s: OODSettings) -> tuple[OODDetector,
     return detector, report
 
 
-Extracted = dict[str, tuple[dict[int, torch.Tensor], torch.Tensor, list[int], list[tuple[int, ...]]]]
+Extracted = dict[str, Features]  # features_of's output per set name
 def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densities: dict[str, Density] | None = None,
                       teacher_rows: Rows | None = None) -> tuple[OODDetector, dict[str, Any]]:
     """Steps 2-5 of the module docstring on `features_of`'s output per set name (bank, choice, ...): what `fit_ood`

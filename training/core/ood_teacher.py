@@ -36,7 +36,7 @@ from training.core.progress import ProgressLog
 log = logging.getLogger(__name__)
 Embed = Callable[[Sequence[str]], torch.Tensor]
 Rows = tuple[dict[int, torch.Tensor], torch.Tensor]  # the map's regression rows: served features per layer, teacher's
-Extracted = tuple[dict[int, torch.Tensor], torch.Tensor, list[int], list[tuple[int, ...]]]  # ood_fit.features_of's
+Features = tuple[dict[int, torch.Tensor], torch.Tensor, list[int], list[tuple[int, ...]]]  # ood_fit.features_of's
 RIDGES = (0.1, 1.0, 10.0)  # relative penalties tried (models/core/ood_projection.fit_projection); chosen on validation
 
 
@@ -49,8 +49,8 @@ class Teacher:
     texts: list[str] = field(default_factory=list)
 
 
-def regression_rows(teacher: Teacher, bank_texts: Sequence[str], bank: Extracted,
-                    extract: Callable[[list[str]], Extracted], layers: Sequence[int]) -> Rows:
+def regression_rows(teacher: Teacher, bank_texts: Sequence[str], bank: Features,
+                    extract: Callable[[list[str]], Features], layers: Sequence[int]) -> Rows:
     """The served features (per layer) and the teacher's embeddings of the bank's texts and of `teacher.texts`
     (`bank` and `extract(teacher.texts)`: `features_of` outputs, whose kept indices say which texts they hold)."""
     parts = [(list(bank_texts), bank)] + ([(teacher.texts, extract(teacher.texts))] if teacher.texts else [])
