@@ -65,6 +65,8 @@ class TrainConfig:
     )
     cycle_steps: int | None = field(default=None, metadata={"help": "cyclic: cycle length (none: 4 cycles)"})
     cycle_gamma: float = field(default=0.5, metadata={"help": "cyclic: peak decay factor per cycle"})
+    decay_fraction: float = field(default=0.2, metadata={"help": "wsd: share of the steps after warm-up spent "
+                                                                 "decaying to final_lr_ratio (the rest at the peak)"})
     dropout: float = field(default=0.1, metadata={"help": "dropout rate (hidden, attention, head)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the cross-entropy"})
     bf16: bool = field(default=False, metadata={
@@ -110,6 +112,8 @@ class TrainConfig:
             raise ValueError("weight_decay and l1 must be >= 0")
         if self.gamma is not None and not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (tuples become lists) for manifests and checkpoints."""

@@ -95,7 +95,8 @@ class Trainer:
         self.planned_steps = total  # before any budget fitting
         self.budget = TimeBudget(config, self.horizon)
         self.optimizer = torch.optim.AdamW(param_groups(unwrap(model), config.weight_decay), lr=config.lr)
-        params = ScheduleParams(config.final_lr_ratio, config.gamma, config.cycle_steps, config.cycle_gamma)
+        params = ScheduleParams(config.final_lr_ratio, config.gamma, config.cycle_steps, config.cycle_gamma,
+                                config.decay_fraction)
         self.scheduler = build_scheduler(self.optimizer, config.schedule, self.horizon, params)
         self.l1_params = list(self.optimizer.param_groups[0]["params"]) if config.l1 > 0 else []
         self.ckpt = Checkpointer(checkpoint_dir, config, self.is_main) if checkpoint_dir else None

@@ -9,6 +9,9 @@ With w warm-up steps and a horizon of N steps:
   - cyclic_exponential: cycles of `cycle_steps` steps; cycle c starts at peak cycle_gamma^c and decays
                         exponentially to r × that peak within the cycle, then restarts at the next peak
   - constant:           1
+  - wsd (warm-up, stable, decay): 1 until p = 1 − d (d = decay_fraction), then linear to r at p = 1. An
+                        under-trained model still learns fast at the peak; a cosine anneal spends most of a short
+                        run at a low LR (Hu et al. 2024, MiniCPM; Hägele et al. 2024).
 The horizon is a mutable `Horizon` so the trainer can shrink it to what a time budget allows; the
 multipliers read it on every call.
 """
@@ -43,6 +46,7 @@ class ScheduleParams:
     gamma: float | None = None
     cycle_steps: int | None = None
     cycle_gamma: float = 0.5
+    decay_fraction: float = 0.2
 
 
 Multiplier = Callable[[int], float]
@@ -97,11 +101,23 @@ def constant(horizon: Horizon, params: ScheduleParams) -> Multiplier:
     return f
 
 
+def wsd(horizon: Horizon, params: ScheduleParams) -> Multiplier:
+    def f(step: int) -> float:
+        if step <= horizon.warmup_steps:
+            return _warmup(step, horizon.warmup_steps, cosine=False)
+        p = min(1.0, (step - horizon.warmup_steps) / horizon.decay_length())
+        into_decay = (p - (1.0 - params.decay_fraction)) / params.decay_fraction
+        return 1.0 - (1.0 - params.final_lr_ratio) * min(1.0, max(0.0, into_decay))
+
+    return f
+
+
 SCHEDULES: dict[str, Callable[[Horizon, ScheduleParams], Multiplier]] = {
     "onecycle": onecycle,
     "exponential": exponential,
     "cyclic_exponential": cyclic_exponential,
     "constant": constant,
+    "wsd": wsd,
 }
 
 

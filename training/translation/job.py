@@ -77,7 +77,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 1,700 steps of 32 pairs (≈2 epochs), whatever the machine: ≈8.5 min on a 2-core CPU with bf16 autocast
         # (≈0.25 s per batch; the README's time-budgeted run made 1,681 steps).
         # lr 1e-3 with 150 warm-up steps collapsed the post-LN encoder (same output for every input); 5e-4/400 did not.
+        # wsd (the peak until the last 20 %, then linear to 1 %): validation perplexity 32.8 at step 1,700 against
+        # 51.7 with the cosine anneal, which spent the second half of so short a run below half the peak (README).
         "model": "quick", "epochs": 4, "batch_size": 32, "lr": 5e-4, "warmup_steps": 400, "weight_decay": 0.01,
+        "schedule": "wsd",
         "label_smoothing": 0.1, "bf16": True, "max_steps": 1700, "eval_every": 200, "patience": 4,
         "eval_subset": 300, "test_limit": 400, "probes_per_kind": 100, "num_threads": 2, "ood": True,
     },

@@ -58,6 +58,9 @@ def test_make_config_raises_on_unknown_or_invalid_fields() -> None:
         make_config(TrainConfig, {}, {"nope": 1})
     with pytest.raises(ValueError, match="batch_size"):
         make_config(TrainConfig, {"batch_size": 0}, {})
+    for fraction in (0.0, 1.5):
+        with pytest.raises(ValueError, match="decay_fraction"):
+            make_config(TrainConfig, {"schedule": "wsd", "decay_fraction": fraction}, {})
     with pytest.raises(ValueError, match="head_tokens"):
         make_config(SentimentConfig, {"max_length": 16, "head_tokens": 20}, {})
     # a field's `choices` hold outside the command line too (argparse checks them only there)

@@ -62,6 +62,20 @@ def test_constant_after_warmup() -> None:
     assert curve("constant")[W:] == [1.0] * (N - W)
 
 
+def test_wsd_holds_the_peak_then_decays_linearly_over_its_last_fraction() -> None:
+    lr = curve("wsd", params=ScheduleParams(final_lr_ratio=0.1, decay_fraction=0.25))
+    decay_length = N - 1 - W
+    start = W + math.ceil(0.75 * decay_length)  # the first step past p = 1 − d
+    assert lr[W:start] == [1.0] * (start - W)
+    tail = lr[start:]
+    assert all(a > b for a, b in pairwise(tail)) and lr[-1] == pytest.approx(0.1)
+    steps = [a - b for a, b in pairwise(tail)]
+    assert steps == pytest.approx([0.9 / (0.25 * decay_length)] * len(steps))
+    # a shorter horizon (a time budget) moves the decay earlier: the last step still lands on the final ratio
+    short = curve("wsd", total=120, params=ScheduleParams(final_lr_ratio=0.1, decay_fraction=0.25))
+    assert short[-1] == pytest.approx(0.1) and short[W + 70] == 1.0 > short[W + 80]
+
+
 @given(
     name=st.sampled_from(sorted(SCHEDULES)),
     total=st.integers(1, 500),
