@@ -17,6 +17,7 @@ from models.core.loading import CheckpointError
 from models.core.predictor import MCRequest, PredictorOptions
 from models.core.tokenizers import train_joint_tokenizer
 from models.translation.predictor import TranslationPredictor
+from tests.training.translation.conftest import RULE_ARGS
 from training.core.config import make_config
 from training.core.sequence_quality import MEASURES
 from training.translation.batches import IGNORE, PairBatches, bpe_dropout_encoder, collate_pairs, encode_pairs
@@ -24,20 +25,6 @@ from training.translation.data import load_synthetic_translation
 from training.translation.job import PRESETS, TranslationConfig, held_out_parts, main
 from training.translation.probes import KINDS, build_probe_set, modern_sentences, shuffle_words
 from training.translation.report import sampling_subset
-
-# A quality bar the tiny model misses on about half of the validation verses, so the fitted rule is a real
-# threshold (the default bar of 20 chrF is met by every tiny translation: the rule would keep everything).
-RULE_ARGS = ["--bad-chrf", "65", "--target-risk", "0.3"]
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny-translation")
-    status = main(["--preset", "tiny", "--output-dir", str(root / "artifacts"), "--cache-dir", str(root / "cache"),
-                   *RULE_ARGS])
-    assert status == 0
-    (path,) = list_artifacts(root / "artifacts", "translation")
-    return path
 
 
 def test_artifact_verifies_and_has_every_section(artifact: Path) -> None:
