@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from models.core.device import resolve_dtype
+from models.core.dropout import validate_sites
 from models.core.predictor import PredictorOptions
 from models.registry import LOADERS
 from training.core.config import make_config
@@ -79,7 +80,7 @@ def parse_lever(spec: str, base: Lever) -> Lever:
             elif key == "rate":
                 lever = dataclasses.replace(lever, rate=None if value == "job" else float(value))
             elif key == "sites":
-                lever = dataclasses.replace(lever, sites=frozenset(value.split("+")))
+                lever = dataclasses.replace(lever, sites=validate_sites(value.split("+")))
             else:
                 raise ValueError(f"unknown key {key!r} (T, k, rate, sites)")
         except ValueError as exc:

@@ -20,7 +20,7 @@ def test_a_spec_replaces_only_the_keys_it_names() -> None:
     assert parse_lever("rate=job", parse_lever("rate=0.2", BASE)).rate is None
 
 
-@pytest.mark.parametrize("spec", ["depth=3", "T=many", "T=0", "k=0", "rate=1.5", "rate=0"])
+@pytest.mark.parametrize("spec", ["depth=3", "T=many", "T=0", "k=0", "rate=1.5", "rate=0", "sites=hidden+ffn"])
 def test_a_bad_spec_is_refused_with_the_spec_named(spec: str) -> None:
     with pytest.raises(ValueError, match="lever"):
         parse_lever(spec, BASE)
