@@ -235,6 +235,13 @@ def parse_args(
     return config, paths
 
 
+def recorded_config(cls: type[C], record: Mapping[str, Any] | None) -> C:
+    """The job config an artifact was trained with, from its manifest's `training_config` record: fields the class
+    does not know (a newer or older code's) are dropped, JSON lists become the tuples the fields hold."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in (record or {}).items() if k in known})
+
+
 def config_fingerprint(config: TrainConfig, ignore: frozenset[str]) -> dict[str, Any]:
     """The config's fields minus `ignore`, for detecting a resume under a different config."""
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in ignore}

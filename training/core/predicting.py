@@ -5,8 +5,8 @@ inputs in batches (docs/architecture.md §4), so a report measures what a client
   load from the artifact being written (same manifest sections: preprocessing, dropout, calibration), built
   from the trained objects without writing or reading anything. On CUDA with a 16-bit dtype it serves a copy,
   because placement casts weights in place and the job saves float32 weights afterwards.
-- `rebuilt(predictor, calibration=..., last_k=...)`: the same model under another calibration or last-k (a
-  choice being fitted), sharing the placed weights.
+- `rebuilt(predictor, calibration=..., last_k=..., sites=...)`: the same model under another calibration, last-k
+  or live dropout sites (a choice being fitted, a lever compared), sharing the placed weights.
 - `prepare_all(predictor, texts, parameters)`: the prepared items of the texts the server would accept and
   their indices (a text `prepare` refuses, e.g. over the token limit, would be refused with 422, so it is
   left out of the report, and counted by the caller).
@@ -46,11 +46,14 @@ def in_memory_predictor(cls: type[P], model: Any, tokenizer: Any, manifest: Mani
     return cls(model, tokenizer, manifest, PredictorOptions(device=str(device), dtype=dtype))  # type: ignore[call-arg]
 
 
-def rebuilt(predictor: Any, *, calibration: dict[str, Any] | None = None, last_k: int | None = None) -> Any:
-    """A predictor of the same class and placed model with another manifest calibration and/or MC last-k."""
+def rebuilt(predictor: Any, *, calibration: dict[str, Any] | None = None, last_k: int | None = None,
+            sites: frozenset[str] | None = None) -> Any:
+    """A predictor of the same class and placed model with another manifest calibration, MC last-k and/or live
+    dropout sites (None keeps each)."""
     manifest = dataclasses.replace(predictor.manifest, calibration=predictor.manifest.calibration
                                    if calibration is None else calibration)
-    options = dataclasses.replace(predictor.options, mc_last_k=last_k or predictor.options.mc_last_k)
+    options = dataclasses.replace(predictor.options, mc_last_k=last_k or predictor.options.mc_last_k,
+                                  mc_dropout_sites=predictor.options.mc_dropout_sites if sites is None else sites)
     return type(predictor)(predictor.model, predictor.tokenizer, manifest, options)
 
 

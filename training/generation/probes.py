@@ -21,13 +21,13 @@ pooled with `OOD_POOLING` (a causal LM's first position is an attention sink wit
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.core.config import recorded_config
 from training.core.ood_probes import POOLS, draw_probes
 from training.core.ood_sets import OODSets, OODSizes, Probes
 from training.core.ood_teacher import Teacher, minilm_teacher
@@ -178,8 +178,7 @@ def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = 
     the same held-out spans (training.generation.split.split_documents). Raises ValueError for `--data file`."""
     from training.generation.job import DATASETS  # the job's corpus map (the job imports this module)
 
-    fields = {f.name for f in dataclasses.fields(GenerationConfig)}
-    config = GenerationConfig(**{k: v for k, v in predictor.manifest.training_config.items() if k in fields})
+    config = recorded_config(GenerationConfig, predictor.manifest.training_config)
     if config.data not in CORPUS_KIND:
         raise ValueError(f"OOD sets need a built-in corpus, the artifact was trained on {config.data!r}")
     corpus = DATASETS[config.data](config, Path(cache_dir))

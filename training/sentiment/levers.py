@@ -23,7 +23,6 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from models.core.predictor import MCRequest, PredictorOptions, PreparedItem
 from models.sentiment.encoders import family_of
 from models.sentiment.predictor import SentimentPredictor
 from training.core.classification_metrics import uncertainty_scores
+from training.core.config import recorded_config
 from training.core.progress import ProgressLog
 from training.sentiment.config import SentimentConfig
 from training.sentiment.data import plan_subsets
@@ -112,9 +112,7 @@ def evaluate(predictor: SentimentPredictor, data: Encoded, rates: Sequence[float
 
 def plan(artifact: Path, cache_dir: Path) -> tuple[SentimentConfig, Any, Any]:
     """The artifact's job config, its data (IMDB or synthetic) and the job's subsets (same seeds: the same parts)."""
-    raw = read_manifest(artifact).training_config or {}
-    known = {f.name for f in fields(SentimentConfig)}
-    config = SentimentConfig(**{k: v for k, v in raw.items() if k in known})
+    config = recorded_config(SentimentConfig, read_manifest(artifact).training_config)
     if config.data not in ("imdb", "synthetic"):
         raise ValueError(f"{artifact}: trained on {config.data!r}; levers rebuild the built-in corpora's splits only")
     data = DATASETS[config.data](config, cache_dir)

@@ -20,11 +20,11 @@ trigram's AUROC from 0.91 to 0.94).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.core.config import recorded_config
 from training.core.fetch import IMDB, ensure_archive
 from training.core.ood_probes import draw_probes
 from training.core.ood_sets import OODSets
@@ -126,8 +126,7 @@ def base_teacher(config: SentimentConfig, cache_dir: Path) -> Teacher | None:
 def artifact_ood_sets(predictor: Any, cache_dir: Path, sizes: OODSizes | None = None) -> OODSets:
     """The OOD sets of a trained artifact's own data: its manifest's training config re-cuts the same IMDB splits
     and validation parts (training.sentiment.data) and names the reviews it was fine-tuned on."""
-    fields = {f.name for f in dataclasses.fields(SentimentConfig)}
-    config = SentimentConfig(**{k: v for k, v in predictor.manifest.training_config.items() if k in fields})
+    config = recorded_config(SentimentConfig, predictor.manifest.training_config)
     if config.data != "imdb":
         raise ValueError(f"OOD sets need IMDB data, the artifact was trained on {config.data!r}")
     data = load_imdb(ensure_archive(IMDB, cache_dir), config.split_seed, config.validation_size, config.test_size)

@@ -35,8 +35,8 @@ from models.core.device import resolve_dtype
 from models.core.dropout import validate_sites
 from models.core.predictor import PredictorOptions
 from models.registry import LOADERS
-from training.core.config import make_config
-from training.core.predicting import predict_all, prepare_all, score_all
+from training.core.config import recorded_config
+from training.core.predicting import predict_all, prepare_all, rebuilt, score_all
 from training.core.sequence_quality import measure_table
 from training.core.uncertainty_stats import correlation_table
 from training.translation.config import TranslationConfig
@@ -106,13 +106,6 @@ def inference_rate(model: Any, rate: float | None) -> Iterator[None]:
             setattr(model.config, name, value)
 
 
-def lever_predictor(predictor: Any, lever: Lever) -> Any:
-    """The serving predictor of the same placed model with the lever's last-k and sites."""
-    options = dataclasses.replace(predictor.options, mc_last_k=lever.last_k or predictor.num_layers,
-                                  mc_dropout_sites=lever.sites)
-    return type(predictor)(predictor.model, predictor.tokenizer, predictor.manifest, options)
-
-
 def held_out(predictor: Any, pairs: Sequence[tuple[str, str]], seed: int, batch_size: int,
              phase: str) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
     """(source ids, greedy output ids, sentence chrF [N]) of the pairs the server accepts."""
@@ -126,7 +119,7 @@ def evaluate(predictor: Any, lever: Lever, part: tuple[list[list[int]], list[lis
              batch_size: int, phase: str) -> dict[str, Any]:
     """{"seconds", "correlation_with_sentence_chrf": {measure: {pearson, spearman, expected_sign}}} of one lever."""
     sources, outputs, chrf = part
-    served = lever_predictor(predictor, lever)
+    served = rebuilt(predictor, last_k=lever.last_k or predictor.num_layers, sites=lever.sites)
     started = time.perf_counter()
     with inference_rate(predictor.model, lever.rate):
         uncertainties = score_all(served, sources, outputs, lever.samples, seed, batch_size, phase,
@@ -171,9 +164,7 @@ def markdown(result: Mapping[str, Any]) -> str:
 def plan(manifest_config: Mapping[str, Any], cache_dir: Path) -> tuple[TranslationConfig, dict[str, Any]]:
     """The job's TranslationConfig from the manifest's training config (keys the class does not know are dropped)
     and the held-out parts it cut (job.held_out_parts) from its data, re-read."""
-    known = {f.name for f in dataclasses.fields(TranslationConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in manifest_config.items() if k in known}
-    config = make_config(TranslationConfig, {}, values)
+    config = recorded_config(TranslationConfig, manifest_config)
     return config, held_out_parts(config, DATASETS[config.data](config, cache_dir))
 
 

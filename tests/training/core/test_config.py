@@ -1,10 +1,11 @@
 """The generated command line: presets, typed overrides of every field, and refusals."""
 
 import dataclasses
+import json
 
 import pytest
 
-from training.core.config import TrainConfig, build_parser, make_config, parse_args
+from training.core.config import TrainConfig, build_parser, make_config, parse_args, recorded_config
 from training.sentiment.job import PRESETS, SentimentConfig
 
 PROG = "test"
@@ -66,6 +67,14 @@ def test_make_config_raises_on_unknown_or_invalid_fields() -> None:
     # a field's `choices` hold outside the command line too (argparse checks them only there)
     with pytest.raises(ValueError, match="model must be one of"):
         make_config(SentimentConfig, {}, {"model": "gpt"})
+
+
+def test_a_recorded_config_drops_unknown_keys_and_restores_tuples() -> None:
+    """What a manifest's JSON record of the job config gives back (training.*.levers, the OOD refits read it)."""
+    record = {**make_config(SentimentConfig, PRESETS["tiny"], {}).to_dict(), "a_field_of_other_code": 1}
+    config = recorded_config(SentimentConfig, json.loads(json.dumps(record)))
+    assert config == make_config(SentimentConfig, PRESETS["tiny"], {})
+    assert recorded_config(TrainConfig, None) == TrainConfig()
 
 
 def test_presets_are_valid_configs() -> None:
