@@ -159,7 +159,9 @@ class TopTokenOut(BaseModel):
 
 
 class TokenOut(BaseModel):
-    """One output token (subword), in output order."""
+    """One output token (subword), in output order. Which to trust for "this token is likely wrong": 1 −
+    `probability` (on the quick generation model no MC lever ranks next-token errors better than the deterministic
+    probability: README, `python -m training.generation.levers`); `mutual_information` is the weakest error signal."""
 
     token: str = Field(description="The token's text (a subword; `</s>` for the end of sequence).")
     probability: float = Field(description="Mean over the T samples of the token's probability, 0..1 "

@@ -105,6 +105,32 @@ def fit_ood(predictor: Any, sets: OODSets, s: OODSettings) -> tuple[OODDetector,
 
 
 Extracted = dict[str, Features]  # features_of's output per set name
+Source = tuple[str, str, int, int, dict[str, torch.Tensor], dict[str, torch.Tensor]]
+
+
+def candidate_sources(feats: dict[str, dict[int, torch.Tensor]], s: OODSettings, densities: dict[str, Density],
+                      token_nll: dict[str, dict[str, torch.Tensor]], teacher_rows: Rows | None,
+                      names: Sequence[str]) -> list[Source]:
+    """(name, method, layer, method rank, statistics, raw score of each set in `names`) of every candidate before its
+    length term: each feature method × layer on the statistics of `feats["bank"]`, kNN in the teacher's space when
+    `teacher_rows` is given, and each fitted token density in `s.methods` (`token_nll`: method → set → mean NLL)."""
+    sources: list[Source] = []
+    for layer in s.layers:
+        for rank, method in enumerate(s.methods):
+            if method not in FEATURE_METHODS:
+                continue
+            stats = fit_statistics(method, feats["bank"][layer])
+            sources.append((f"{method}/layer_{layer}", method, layer, rank, stats,
+                            {name: distances(method, stats, feats[name][layer], s.k) for name in names}))
+    if teacher_rows is not None:  # kNN in the teacher's space, ranked as kNN
+        sources += projected_sources(feats, teacher_rows, names, s.layers, s.k, list(s.methods).index("knn_cosine"))
+    for method, density in densities.items():
+        if method in s.methods:
+            sources.append((method, method, 0, list(s.methods).index(method), dict(density.tensors),
+                            token_nll[method]))
+    return sources
+
+
 def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densities: dict[str, Density] | None = None,
                       teacher_rows: Rows | None = None) -> tuple[OODDetector, dict[str, Any]]:
     """Steps 2-5 of the module docstring on `features_of`'s output per set name (bank, choice, ...): what `fit_ood`
@@ -144,24 +170,11 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
         if best is None or key > best:
             best, chosen = key, (name, method, layer, coef, stats, d, hybrid)
 
-    sources = []  # (name, method, layer, method rank, statistics, raw distance per set) before the length term
     feature_stats: dict[str, dict[str, torch.Tensor]] = {}  # of each hidden-state candidate, for the hybrids
     token_nll = {method: {name: density.nll(extracted[name][3]) for name in named[1:]}
                  for method, density in densities.items()}
-    for layer in s.layers:
-        for rank, method in enumerate(s.methods):
-            if method not in FEATURE_METHODS:
-                continue
-            stats = fit_statistics(method, feats["bank"][layer])
-            sources.append((f"{method}/layer_{layer}", method, layer, rank, stats,
-                            {name: distances(method, stats, feats[name][layer], s.k) for name in named[1:]}))
-    if teacher_rows is not None:  # kNN in the teacher's space, ranked as kNN
-        sources += projected_sources(feats, teacher_rows, named[1:], s.layers, s.k, list(s.methods).index("knn_cosine"))
-    for method, density in densities.items():
-        if method in s.methods:
-            sources.append((method, method, 0, list(s.methods).index(method), dict(density.tensors),
-                            token_nll[method]))
-    for base, method, layer, rank, stats, raw in sources:
+    for base, method, layer, rank, stats, raw in candidate_sources(feats, s, densities, token_nll, teacher_rows,
+                                                                   named[1:]):
         slope = length_slope(raw["choice"], lengths["choice"])  # in-domain validation texts only
         # Only a distance that falls with length is corrected (the short-input effect); otherwise raw alone.
         for fraction in (s.length_fractions if slope < 0 else (0.0,)):

@@ -113,8 +113,10 @@ def prompt_report(predictor: Any, pairs: Sequence[Window], s: GenEvalSettings) -
     return report, held["curves"]
 
 
-def token_report(predictor: Any, blocks: torch.Tensor, s: GenEvalSettings) -> dict[str, Any]:
-    """Step 4 of the module docstring on `blocks` [n, S] (each block's first token is its prompt)."""
+def token_report(predictor: Any, blocks: torch.Tensor, s: GenEvalSettings,
+                 phase: str = "test: token report") -> dict[str, Any]:
+    """Step 4 of the module docstring on `blocks` [n, S] (each block's first token is its prompt); `phase` names
+    the progress lines."""
     c = s.choices
     outputs = [b[1:].tolist() for b in blocks]
 
@@ -128,7 +130,7 @@ def token_report(predictor: Any, blocks: torch.Tensor, s: GenEvalSettings) -> di
             "expected_entropy": measures.expected_entropy, "mi": measures.mutual_information}
 
     rows = score_all(predictor, [b[:1].tolist() for b in blocks], outputs, c.mc_samples, c.seed,
-                     max(1, c.batch_size // 4), "test: token report", reduce)
+                     max(1, c.batch_size // 4), phase, reduce)
     labels = torch.cat([errors for errors, _ in rows])
     auroc = {name: ood_auroc(torch.cat([v[name] for _, v in rows]), labels) for name in TOKEN_MEASURES}
     best = max(auroc, key=lambda name: -math.inf if math.isnan(auroc[name]) else auroc[name])

@@ -11,25 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from models.core.ood import METHODS
 from models.core.predictor import PredictorOptions
 from models.registry import LOADERS
 from training.core.ood_artifact import write_with_ood
 from training.core.ood_fit import fit_ood
-from training.core.ood_sets import OODSets, OODSettings
-from training.generation.probes import OOD_POOLING as GENERATION_POOLING
-from training.generation.probes import artifact_ood_sets as generation_sets
-from training.sentiment.probes import artifact_ood_sets as sentiment_sets
-from training.translation.probes import artifact_ood_sets as translation_sets
-
-# task → OOD sets of an artifact's own data (each task's probes.py; the same sets its job fits at its end)
-SETS: dict[str, Callable[[Any, Path], OODSets]] = {"sentiment": sentiment_sets, "translation": translation_sets,
-                                                   "generation": generation_sets}
-POOLING: dict[str, str] = {"generation": GENERATION_POOLING}  # the others: "mean"
+from training.core.ood_sets import OODSettings
+from training.ood.tasks import POOLING, SETS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

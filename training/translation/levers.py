@@ -7,10 +7,11 @@ the artifact's τ, on the same verses: the manifest's training config re-reads t
 held-out parts (job.held_out_parts).
 1. The `validation_calibration` verses (what the job chose last-k and τ on) are decoded once, greedy at T = 0
    (the decode does not depend on a lever), and scored by sentence chrF against their references.
-2. Each lever scores those outputs through the serving predictor's `score` under its masks. A SPEC is
-   comma-separated `key=value`s over the artifact's serving defaults: `T` (masks), `k` (last-k; `all` = the whole
-   model, embeddings included), `rate` (every non-zero dropout rate of the model's config set to it, for this
-   comparison only; `job` = the trained rates) and `sites` (`+`-joined, e.g. `hidden+attention`). Per lever:
+2. Each lever scores those outputs through the serving predictor's `score` under its masks. A SPEC
+   (training/core/levers.py) is comma-separated `key=value`s over the artifact's serving defaults: `T` (masks),
+   `k` (last-k; `all` = the whole model, embeddings included), `rate` (every non-zero dropout rate of the model's
+   config set to it, for this comparison only; `job` = the trained rates) and `sites` (`+`-joined, e.g.
+   `hidden+attention`). Per lever:
    Pearson / Spearman of every sequence measure with sentence chrF, and the seconds the scoring took.
 3. The lever whose D-TP per token has the largest validation Pearson is chosen; only it reads the test verses the
    job reported on (TP per token from the same pass, the deterministic baseline, beside it).
@@ -32,10 +33,10 @@ from typing import Any
 import torch
 
 from models.core.device import resolve_dtype
-from models.core.dropout import validate_sites
 from models.core.predictor import PredictorOptions
 from models.registry import LOADERS
 from training.core.config import recorded_config
+from training.core.levers import Lever, parse_levers
 from training.core.predicting import predict_all, prepare_all, rebuilt, score_all
 from training.core.sequence_quality import measure_table
 from training.core.uncertainty_stats import correlation_table
@@ -55,40 +56,6 @@ SHOWN = {"TP/tok": "sequence_log_prob_per_token", "D-TP/tok": "mc_log_prob_mean_
          "D-Var/tok": "mc_log_prob_var_per_token", "entropy": "mean_token_entropy",
          "MI": "mean_token_mutual_information"}
 BASELINE, CHOSEN_BY = "sequence_log_prob_per_token", "mc_log_prob_mean_per_token"
-
-
-@dataclasses.dataclass(frozen=True)
-class Lever:
-    """One MC configuration: masks, last-k (None = every layer), inference rate (None = trained), live sites."""
-
-    samples: int
-    last_k: int | None
-    rate: float | None
-    sites: frozenset[str]
-
-
-def parse_lever(spec: str, base: Lever) -> Lever:
-    """`base` with the SPEC's keys (module docstring) replaced; ValueError names a bad key or value."""
-    lever = base
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        key, _, value = part.partition("=")
-        try:
-            if key == "T":
-                lever = dataclasses.replace(lever, samples=int(value))
-            elif key == "k":
-                lever = dataclasses.replace(lever, last_k=None if value == "all" else int(value))
-            elif key == "rate":
-                lever = dataclasses.replace(lever, rate=None if value == "job" else float(value))
-            elif key == "sites":
-                lever = dataclasses.replace(lever, sites=validate_sites(value.split("+")))
-            else:
-                raise ValueError(f"unknown key {key!r} (T, k, rate, sites)")
-        except ValueError as exc:
-            raise ValueError(f"lever {spec!r}: {exc}") from exc
-    if lever.samples < 1 or (lever.last_k is not None and lever.last_k < 1) or not (
-            lever.rate is None or 0.0 < lever.rate < 1.0):
-        raise ValueError(f"lever {spec!r}: T and k must be ≥ 1 and a rate in (0, 1)")
-    return lever
 
 
 @contextmanager
@@ -186,11 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = LOADERS[TASK](args.artifact, options)
     base = Lever(int(predictor.manifest.calibration.get("mc_samples", predictor.manifest.default_mc_samples)),
                  predictor.last_k, None, frozenset(predictor.sites))
-    if any("=" not in s or not s.partition("=")[0] for s in args.lever):
-        parser.error(f"--lever takes NAME=SPEC (e.g. 'whole=k=all'), got {args.lever}")
-    specs = dict(s.partition("=")[::2] for s in args.lever) if args.lever else DEFAULT_LEVERS
     try:
-        levers = {name: parse_lever(spec, base) for name, spec in specs.items()}
+        levers = parse_levers(args.lever, DEFAULT_LEVERS, base)
     except ValueError as exc:
         parser.error(str(exc))
     config, parts = plan(predictor.manifest.training_config, args.cache_dir)

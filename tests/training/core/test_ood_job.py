@@ -22,6 +22,7 @@ from training.core.ood_job import fit_for_job, with_ood
 from training.core.ood_sets import OODSets, OODSizes, Probes
 from training.generation.job import main as generation_main
 from training.ood.__main__ import main as ood_main
+from training.ood.ceiling import main as ceiling_main
 from training.translation.data import load_synthetic_translation
 from training.translation.probes import ood_sets
 
@@ -66,6 +67,21 @@ def test_generation_job_fits_ood_and_the_cli_refits_the_same(tmp_path: Path, off
     assert {k: again["chosen"][k] for k in ("method", "layer", "pooling")} == \
         {k: report["chosen"][k] for k in ("method", "layer", "pooling")}
     assert again["chosen"]["threshold"] == pytest.approx(report["chosen"]["threshold"], rel=1e-3)
+
+    # the ceiling reads the same validation sets, scores the served detector as a request is, and never test
+    with pytest.raises(SystemExit) as bad:
+        ceiling_main(["--task", "generation", "--artifact", str(artifact), "--rate", "1.5"])
+    assert bad.value.code == 2
+    json_out = tmp_path / "ceiling.json"
+    assert ceiling_main(["--task", "generation", "--artifact", str(artifact), "--cache-dir", str(cache),
+                         "--json-out", str(json_out), "--top", "3"]) == 0
+    ceiling = json.loads(json_out.read_text())
+    assert ceiling["n"] == {"in_domain": report["n"]["choice"] + report["n"]["threshold"],
+                            "probes": report["n"]["choice_probes"], "candidates": len(ceiling["rows"])}
+    assert {"token_bigram", "token_trigram", f"knn_cosine/layer_{report['chosen']['layer']}"} <= set(ceiling["rows"])
+    served, oracle = ceiling["served"], ceiling["oracle"]
+    assert set(oracle["unseen_kind_flag_rate"]) == {"bible", "shakespeare", "news"}
+    assert max(served["flag_rate"]["in_domain"], oracle["flag_rate"]["in_domain"]) <= 0.05
 
 
 class _Config:

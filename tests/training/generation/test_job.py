@@ -33,14 +33,6 @@ from training.generation.synthetic import synthetic_documents
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("gen")
-    assert main(["--preset", "tiny", "--output-dir", str(root / "out"), "--cache-dir", str(root / "cache")]) == 0
-    (path,) = (root / "out" / "generation").iterdir()
-    return path
-
-
-@pytest.fixture(scope="module")
 def served(artifact: Path) -> GenerationPredictor:
     return GenerationPredictor.load(artifact, PredictorOptions(device="cpu", dtype="float32"))
 

@@ -7,23 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from models.core.artifacts import read_manifest
-from training.translation.levers import CHOSEN_BY, Lever, inference_rate, main, parse_lever
-
-BASE = Lever(samples=10, last_k=1, rate=None, sites=frozenset({"hidden"}))
-
-
-def test_a_spec_replaces_only_the_keys_it_names() -> None:
-    assert parse_lever("", BASE) == BASE
-    assert parse_lever("k=all,T=30", BASE) == Lever(30, None, None, frozenset({"hidden"}))
-    assert parse_lever("rate=0.05, sites=hidden+attention", BASE) == Lever(
-        10, 1, 0.05, frozenset({"hidden", "attention"}))
-    assert parse_lever("rate=job", parse_lever("rate=0.2", BASE)).rate is None
-
-
-@pytest.mark.parametrize("spec", ["depth=3", "T=many", "T=0", "k=0", "rate=1.5", "rate=0", "sites=hidden+ffn"])
-def test_a_bad_spec_is_refused_with_the_spec_named(spec: str) -> None:
-    with pytest.raises(ValueError, match="lever"):
-        parse_lever(spec, BASE)
+from training.translation.levers import CHOSEN_BY, inference_rate, main
 
 
 def test_the_inference_rate_changes_only_live_rates_and_is_restored_even_after_an_error() -> None:
