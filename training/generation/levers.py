@@ -19,9 +19,7 @@ Prints a Markdown table (lever × measure: validation AUROC; seconds) and the te
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,12 +29,9 @@ from typing import Any
 
 import torch
 
-from models.core.device import resolve_dtype
-from models.core.predictor import PredictorOptions
 from models.generation.model import LlamaDropoutRates, dropout_layers, install_dropout
-from models.registry import LOADERS
 from training.core.config import recorded_config
-from training.core.levers import Lever, parse_levers
+from training.core.levers import Lever, emit, lever_parser, load_levers
 from training.core.predicting import rebuilt
 from training.generation.batches import subset
 from training.generation.config import GenerationConfig
@@ -127,37 +122,17 @@ def plan(predictor: Any, cache_dir: Path) -> tuple[GenerationConfig, dict[str, t
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.generation.levers",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--artifact", required=True, type=Path)
-    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
-    parser.add_argument("--lever", action="append", default=[], metavar="NAME=SPEC",
-                        help="a lever to compare (repeatable; default: " + "; ".join(
-                            f"{k}={v}" for k, v in DEFAULT_LEVERS.items()) + ")")
+    parser = lever_parser("python -m training.generation.levers", __doc__.split("\n\n")[0], DEFAULT_LEVERS)
     parser.add_argument("--blocks", type=int, default=16, help="validation blocks, and test blocks, scored")
-    parser.add_argument("--dtype", default="auto", help="compute dtype (auto: bf16 where the CPU computes it fast)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     if args.blocks < 1:
         parser.error(f"--blocks {args.blocks} must be ≥ 1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = PredictorOptions(device=args.device, dtype=resolve_dtype(args.dtype, args.device))
-    predictor = LOADERS[TASK](args.artifact, options)
-    base = Lever(int(predictor.manifest.calibration.get("mc_samples", predictor.manifest.default_mc_samples)),
-                 predictor.last_k, None, frozenset(predictor.sites))
-    try:
-        levers = parse_levers(args.lever, DEFAULT_LEVERS, base)
-    except ValueError as exc:
-        parser.error(str(exc))
+    predictor, levers = load_levers(parser, args, TASK, DEFAULT_LEVERS)
     config, parts = plan(predictor, args.cache_dir)
     s = eval_settings(config, torch.device(args.device), dropout_layers(predictor.model))
     result = compare(predictor, parts, levers, s, args.blocks, config.split_seed) | {
-        "artifact": str(args.artifact), "dtype": options.dtype}
-    print(markdown(result))
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2))
+        "artifact": str(args.artifact), "dtype": predictor.options.dtype}
+    emit(result, markdown(result), args.json_out)
     return 0
 
 

@@ -20,9 +20,7 @@ Prints a Markdown table (lever × measure: validation Pearson; seconds) and the 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,11 +30,8 @@ from typing import Any
 
 import torch
 
-from models.core.device import resolve_dtype
-from models.core.predictor import PredictorOptions
-from models.registry import LOADERS
 from training.core.config import recorded_config
-from training.core.levers import Lever, parse_levers
+from training.core.levers import Lever, emit, lever_parser, load_levers
 from training.core.predicting import predict_all, prepare_all, rebuilt, score_all
 from training.core.sequence_quality import measure_table
 from training.core.uncertainty_stats import correlation_table
@@ -136,34 +131,15 @@ def plan(manifest_config: Mapping[str, Any], cache_dir: Path) -> tuple[Translati
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.translation.levers",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--artifact", required=True, type=Path)
-    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
-    parser.add_argument("--lever", action="append", default=[], metavar="NAME=SPEC",
-                        help="a lever to compare (repeatable; default: " + "; ".join(
-                            f"{k}={v}" for k, v in DEFAULT_LEVERS.items()) + ")")
-    parser.add_argument("--dtype", default="auto", help="compute dtype (auto: bf16 where the CPU computes it fast)")
-    parser.add_argument("--device", default="cpu")
+    parser = lever_parser("python -m training.translation.levers", __doc__.split("\n\n")[0], DEFAULT_LEVERS)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = PredictorOptions(device=args.device, dtype=resolve_dtype(args.dtype, args.device))
-    predictor = LOADERS[TASK](args.artifact, options)
-    base = Lever(int(predictor.manifest.calibration.get("mc_samples", predictor.manifest.default_mc_samples)),
-                 predictor.last_k, None, frozenset(predictor.sites))
-    try:
-        levers = parse_levers(args.lever, DEFAULT_LEVERS, base)
-    except ValueError as exc:
-        parser.error(str(exc))
+    predictor, levers = load_levers(parser, args, TASK, DEFAULT_LEVERS)
     config, parts = plan(predictor.manifest.training_config, args.cache_dir)
     result = compare(predictor, parts, levers, config.seed, args.batch_size) | {
-        "artifact": str(args.artifact), "dtype": options.dtype, "temperature": predictor.calibration.temperature}
-    print(markdown(result))
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2))
+        "artifact": str(args.artifact), "dtype": predictor.options.dtype,
+        "temperature": predictor.calibration.temperature}
+    emit(result, markdown(result), args.json_out)
     return 0
 
 
