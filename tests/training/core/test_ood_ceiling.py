@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.core.ood_ceiling import line_report, oracle, out_of_fold_logistic
+from training.core.ood_ceiling import forward_selection, line_report, oracle, out_of_fold_logistic
 from training.core.uncertainty_stats import ood_auroc
 
 
@@ -41,3 +41,15 @@ def test_the_oracle_flags_the_kinds_it_saw_and_says_what_an_unseen_kind_gets() -
     assert got["flag_rate"]["in_domain"] <= 0.05 and got["columns"] == 2
     # fitted on b alone, the regression looks along column 1: most of a stays under the line
     assert got["unseen_kind_flag_rate"]["a"] < 0.5 and got["unseen_kind_flag_rate"]["b"] < 0.5
+
+
+def test_forward_selection_picks_the_informative_candidates_before_the_noise() -> None:
+    gen = torch.Generator().manual_seed(2)
+    in_domain = torch.randn(200, 4, generator=gen)
+    a = torch.randn(60, 4, generator=gen) + torch.tensor([0.0, 5.0, 0.0, 0.0])
+    b = torch.randn(60, 4, generator=gen) + torch.tensor([0.0, 0.0, 5.0, 0.0])
+    columns = torch.cat([in_domain, a, b])  # the last column plays ln(tokens): always in the mix
+    mixes = forward_selection(columns, ["noise", "shifts a", "shifts b"], 200, ["a"] * 60 + ["b"] * 60, 0.05)
+    assert len(mixes) == 3 and set(mixes[1]["picked"]) == {"shifts a", "shifts b"}
+    assert mixes[1]["auroc"] > mixes[0]["auroc"] > 0.7
+    assert mixes[1]["flag_rate"]["a"] > 0.8 and mixes[1]["flag_rate"]["b"] > 0.8

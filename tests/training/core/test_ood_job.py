@@ -81,6 +81,8 @@ def test_generation_job_fits_ood_and_the_cli_refits_the_same(tmp_path: Path, off
     assert {"token_bigram", "token_trigram", f"knn_cosine/layer_{report['chosen']['layer']}"} <= set(ceiling["rows"])
     served, oracle = ceiling["served"], ceiling["oracle"]
     assert set(oracle["unseen_kind_flag_rate"]) == {"bible", "shakespeare", "news"}
+    assert [len(mix["picked"]) for mix in ceiling["mixes"]] == [1, 2, 3]
+    assert set(ceiling["mixes"][-1]["picked"]) <= set(ceiling["rows"])
     assert max(served["flag_rate"]["in_domain"], oracle["flag_rate"]["in_domain"]) <= 0.05
 
 
