@@ -11,9 +11,9 @@ held-out parts (job.held_out_blocks), with the artifact's own tokenizer.
    that error (`one_minus_p`, the deterministic baseline, and the MC measures), with the seconds it took. A SPEC
    (training/core/levers.py): `T`, `k` (last-k; `all` = every layer with dropout), `rate` (the model's non-zero
    dropout rates set to it, for this comparison only; `job` = the trained rates); `sites`: only "hidden" here.
-2. The lever whose best MC measure has the largest validation AUROC is chosen; only it reads the test blocks the
-   job's token report read (the first `--blocks` of `test_perplexity` in the job's order), with `one_minus_p`
-   from the same pass beside it.
+2. The lever whose best MC measure has the largest validation AUROC is chosen; only it reads `--blocks` test
+   blocks of `test_perplexity`, drawn as the job's token report drew its own (the same seeded order: 16 include the
+   quick preset's 8), with `one_minus_p` from the same pass beside it.
 Prints a Markdown table (lever × measure: validation AUROC; seconds) and the test line; `--json-out` keeps all.
 """
 

@@ -1,8 +1,9 @@
 """`python -m training.ood.ceiling --task sentiment|translation|generation --artifact artifacts/<name>/<version>
 [--cache-dir .cache] [--layers 0,1,2] [--k 10] [--rate 0.05] [--top 10] [--device cpu] [--json-out FILE]`:
 how far the OOD signals of an artifact could go, on its own validation sets only (training/core/ood_ceiling.py:
-every raw candidate of an OOD fit, the served detector, and a logistic regression fitted on the validation probes
-themselves, scored out of fold, which bounds any mix of those signals). Prints a Markdown table (and writes the
+every raw candidate of an OOD fit, the served detector, a logistic regression fitted on the validation probes
+themselves, scored out of fold, which bounds any mix of those signals, and its small mixes of one to three
+candidates by forward selection). Prints a Markdown table (and writes the
 whole report as JSON with `--json-out`). Exit status 0 on success, 2 on bad arguments; errors propagate.
 """
 
@@ -38,13 +39,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--rate {args.rate} must be in (0, 1)")
     if not args.artifact.is_dir():
         parser.error(f"--artifact {args.artifact} is not a directory")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    predictor = LOADERS[args.task](args.artifact, PredictorOptions(device=args.device, dtype="float32"))
     try:
-        layers = ([int(x) for x in args.layers.split(",")] if args.layers
-                  else list(range(predictor.ood_feature_layers())))
+        asked = [int(x) for x in args.layers.split(",")] if args.layers else None
     except ValueError:
         parser.error(f"--layers {args.layers!r} must be a comma list of integers")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    predictor = LOADERS[args.task](args.artifact, PredictorOptions(device=args.device, dtype="float32"))
+    available = predictor.ood_feature_layers()
+    if asked is not None and not all(0 <= layer < available for layer in asked):
+        parser.error(f"--layers {args.layers!r}: this model has layers 0..{available - 1}")
+    layers = asked if asked is not None else list(range(available))
     if predictor.ood is not None and predictor.ood.layer not in layers:
         layers.append(predictor.ood.layer)  # the served detector reads its own layer
     settings = OODSettings(layers=layers, methods=[m for m in METHODS if m != "hybrid"], k=args.k,

@@ -69,9 +69,10 @@ def test_generation_job_fits_ood_and_the_cli_refits_the_same(tmp_path: Path, off
     assert again["chosen"]["threshold"] == pytest.approx(report["chosen"]["threshold"], rel=1e-3)
 
     # the ceiling reads the same validation sets, scores the served detector as a request is, and never test
-    with pytest.raises(SystemExit) as bad:
-        ceiling_main(["--task", "generation", "--artifact", str(artifact), "--rate", "1.5"])
-    assert bad.value.code == 2
+    for bad_args in (["--rate", "1.5"], ["--layers", "one"], ["--layers", "0,999"]):
+        with pytest.raises(SystemExit) as bad:
+            ceiling_main(["--task", "generation", "--artifact", str(artifact), "--cache-dir", str(cache), *bad_args])
+        assert bad.value.code == 2
     json_out = tmp_path / "ceiling.json"
     assert ceiling_main(["--task", "generation", "--artifact", str(artifact), "--cache-dir", str(cache),
                          "--json-out", str(json_out), "--top", "3"]) == 0
