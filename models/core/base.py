@@ -23,7 +23,8 @@ from models.core.calibration import Calibration
 from models.core.device import place_model
 from models.core.dropout import DEFAULT_MC_SITES, SITES, validate_sites
 from models.core.loading import load_verified
-from models.core.ood import OODDetector, load_detector
+from models.core.ood import OODDetector
+from models.core.ood_files import load_detector
 from models.core.predictor import MCRequest, PredictorOptions, PreparedItem, served_samples
 
 log = logging.getLogger(__name__)
@@ -161,10 +162,11 @@ class BasePredictor:
         serving path takes them from (for fitting and evaluating detectors; training/core/ood_fit.py)."""
         raise NotImplementedError
 
-    def _ood_outcomes(self, features: torch.Tensor | None,
+    def _ood_outcomes(self, features: torch.Tensor | Mapping[int, torch.Tensor] | None,
                       items: Sequence[PreparedItem]) -> list[tuple[float | None, bool]]:
-        """(ood_score, out_of_distribution) per item from its pooled features [B, d] and its token count (the
-        detector's length term), (None, False) without a detector."""
+        """(ood_score, out_of_distribution) per item from its pooled features [B, d] (by layer, for a detector that
+        reads several: `ood.layers`) and its token ids (the detector's length term and density), (None, False)
+        without a detector."""
         if self.ood is None or (features is None and not self.ood.uses_tokens):
             return [(None, False)] * len(items)
         scores = self.ood.score_items(features, [item.input_ids for item in items])

@@ -17,7 +17,8 @@ and saved in the artifact beside the model, and scores a new input's features in
   w · (length-adjusted feature distance) / s_f + (1 − w) · (token NLL) / s_b, `hybrid` = {"feature_method",
   "weight" w, "scales" [s_f, s_b], "density" (the token method; absent = token_bigram)} with the scales the
   in-domain validation standard deviations, so neither term dominates by its units (what one says of register,
-  the other says of meaning).
+  the other says of meaning); `hybrid["extra"]` may add a third part, the kNN distance of a second layer's features
+  (models/core/ood_extra.py; the detector then reads `layers`, both).
 - length term: the distance minus `length_coef` × ln(input tokens). Short inputs' pooled features lie further from
   any bank than long ones' (fewer tokens average out less), so a raw distance ranks a short in-domain input (a
   one-sentence review) with short out-of-domain ones; the fit (training/core/ood_fit.py) estimates the slope of
@@ -30,9 +31,10 @@ fitted on) and
 `ood/stats.safetensors` (knn_cosine: "bank" [N, d]; mahalanobis: "mean" [d], "precision" [d, d]; either may add the
 projection's "proj_*" tensors; token_bigram: the
 counts of models/core/token_density.py, its λ and α under "bigram" in ood.json; token_trigram: the counts of
-models/core/token_trigram.py, its D and α under "trigram"; hybrid: a feature method's and a density's), both listed in
-the manifest's sha256 file list. `load_detector` returns None when an artifact has neither file (older artifacts
-serve `ood_score` null) and raises ArtifactError for anything malformed; no pickle anywhere.
+models/core/token_trigram.py, its D and α under "trigram"; hybrid: a feature method's and a density's, and an extra
+part's "extra_bank", models/core/ood_extra.py), both listed in the manifest's sha256 file list.
+`models/core/ood_files.load_detector` returns None when an artifact has neither file (older artifacts serve
+`ood_score` null) and raises ArtifactError for anything malformed; no pickle anywhere.
 """
 
 from __future__ import annotations
@@ -45,11 +47,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from models.core import ood_projection, token_density, token_trigram
-from models.core.artifacts import ArtifactError, Manifest
+from models.core import ood_extra, ood_projection, token_density, token_trigram
 from models.core.ood_methods import (
     FEATURE_METHODS,
     POOLINGS,
@@ -61,7 +61,7 @@ from models.core.ood_methods import (
 )
 
 __all__ = ["METHODS", "OODDetector", "abstain_decision", "distances", "fit_statistics", "flag_threshold",
-           "length_adjusted", "load_detector", "pool"]
+           "length_adjusted", "pool"]
 
 OOD_DIR = "ood"
 CONFIG_FILE = f"{OOD_DIR}/ood.json"
@@ -105,7 +105,7 @@ class OODDetector:
     def __post_init__(self) -> None:
         problems = _problems(self.method, self.layer, self.threshold, self.pooling, self.k, self.tensors)
         if self.method == "hybrid":
-            problems += _hybrid_problems(self.hybrid, self.tensors)
+            problems += _hybrid_problems(self.hybrid, self.tensors, self.layer)
         if not isinstance(self.length_coef, (int, float)) or isinstance(self.length_coef, bool) \
                 or not math.isfinite(self.length_coef):
             problems.append(f"length_coef {self.length_coef!r} is not a finite number")
@@ -133,6 +133,12 @@ class OODDetector:
         return str(self.hybrid.get("feature_method", self.method))
 
     @property
+    def layers(self) -> tuple[int, ...]:
+        """The hidden-state layers it reads: its own, then a hybrid's extra part's (models/core/ood_extra.py)."""
+        extra = self.hybrid.get("extra")
+        return (self.layer, int(extra["layer"])) if extra else (self.layer,)
+
+    @property
     def feature_dim(self) -> int:
         """The feature dimension it scores (a token method: the vocabulary size)."""
         if self.uses_tokens:
@@ -155,19 +161,24 @@ class OODDetector:
             return token_trigram.TokenTrigram({n: self.tensors[n] for n in token_trigram.TENSORS}, **self.trigram)
         return token_density.TokenBigram({n: self.tensors[n] for n in token_density.TENSORS}, **self.bigram)
 
-    def score_items(self, features: torch.Tensor | None, ids: Sequence[Sequence[int]]) -> list[float]:
-        """`ood_score` of each input from what the serving pass has: its pooled features [B, d] (None for
-        token_bigram) and its served token ids, whatever the method."""
+    def score_items(self, features: torch.Tensor | Mapping[int, torch.Tensor] | None,
+                    ids: Sequence[Sequence[int]]) -> list[float]:
+        """`ood_score` of each input from what the serving pass has: its pooled features [B, d] of `layer`, or by
+        layer those of every layer in `layers` (None for a token method), and its served token ids."""
         if self.uses_tokens:
             return self.scores_of_ids(ids)
-        if features is None:
-            raise ValueError(f"a {self.method} detector needs the inputs' features")
+        by_layer = features if isinstance(features, Mapping) else {self.layer: features}
+        if any(by_layer.get(layer) is None for layer in self.layers):
+            raise ValueError(f"a {self.method} detector needs the inputs' features of layers {list(self.layers)}")
         lengths = [len(x) for x in ids]
         if self.method != "hybrid":
-            return self.scores(features, lengths)
+            return self.scores(by_layer[self.layer], lengths)
         weight, (feature_scale, token_scale) = self.hybrid["weight"], self.hybrid["scales"]
-        feature = self._feature_distance(features, lengths).cpu()  # where the ids' NLL is
+        feature = self._feature_distance(by_layer[self.layer], lengths).cpu()  # where the ids' NLL is
         raw = weight * feature / feature_scale + (1.0 - weight) * self.density().nll(ids) / token_scale
+        if extra := self.hybrid.get("extra"):
+            second = ood_extra.distance(self.tensors, by_layer[extra["layer"]], self.k).cpu()
+            raw = raw + extra["weight"] * second / extra["scale"]
         return (raw / self.threshold).tolist()
 
     def scores_of_ids(self, ids: Sequence[Sequence[int]]) -> list[float]:
@@ -244,7 +255,7 @@ def _problems(method: Any, layer: Any, threshold: Any, pooling: Any, k: Any,
     return out or ood_projection.problems(tensors, int(statistics.shape[-1]))
 
 
-def _hybrid_problems(hybrid: Mapping[str, Any], tensors: Mapping[str, Any]) -> list[str]:
+def _hybrid_problems(hybrid: Mapping[str, Any], tensors: Mapping[str, Any], layer: int) -> list[str]:
     method, weight, scales = hybrid.get("feature_method"), hybrid.get("weight"), hybrid.get("scales")
     density = hybrid.get("density", "token_bigram")
     if method not in FEATURE_METHODS:
@@ -257,40 +268,7 @@ def _hybrid_problems(hybrid: Mapping[str, Any], tensors: Mapping[str, Any]) -> l
     if not isinstance(scales, (list, tuple)) or len(scales) != 2 or not all(
             isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in scales):
         out.append(f"hybrid scales {scales!r} are not two finite numbers > 0")
-    features = {n: t for n, t in tensors.items() if n not in _TOKEN_TENSORS}
+    features = {n: t for n, t in tensors.items() if n not in _TOKEN_TENSORS and not n.startswith(ood_extra.PREFIX)}
     tokens = {n: t for n, t in tensors.items() if n in _TOKEN_TENSORS}
-    return [*out, *_problems(method, 0, 1.0, "mean", 1, features), *_DENSITIES[density][1](tokens)]
-
-
-def load_detector(artifact_dir: Path, manifest: Manifest) -> OODDetector | None:
-    """The detector saved in a verified artifact, None when it has none. Raises ArtifactError when the OOD files
-    are malformed, half present, or not covered by the manifest's checksums."""
-    artifact_dir = Path(artifact_dir)
-    present = [name for name in (CONFIG_FILE, STATS_FILE) if (artifact_dir / name).exists()]
-    if not present:
-        return None
-    where = f"{artifact_dir}: OOD statistics"
-    if len(present) != 2:
-        raise ArtifactError(f"{where}: {present} without its pair ({CONFIG_FILE} and {STATS_FILE} go together)")
-    unlisted = [name for name in present if name not in manifest.files]
-    if unlisted:
-        raise ArtifactError(f"{where}: {unlisted} not in the manifest's checksums")
-    try:
-        config = json.loads((artifact_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-        tensors = load_file(str(artifact_dir / STATS_FILE))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError) as exc:
-        raise ArtifactError(f"{where}: unreadable: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ArtifactError(f"{where}: {CONFIG_FILE} is not a JSON object")
-    try:
-        detector = OODDetector(method=config.get("method"), layer=config.get("layer"),
-                               threshold=config.get("threshold"), tensors=dict(tensors),
-                               pooling=config.get("pooling", "mean"), k=config.get("k", 1),
-                               info=config.get("info") or {}, length_coef=config.get("length_coef", 0.0),
-                               bigram=config.get("bigram") or {}, hybrid=config.get("hybrid") or {},
-                               trigram=config.get("trigram") or {})
-    except (ValueError, TypeError) as exc:
-        raise ArtifactError(f"{where}: {exc}") from exc
-    if config.get("feature_dim", detector.feature_dim) != detector.feature_dim:
-        raise ArtifactError(f"{where}: feature_dim {config.get('feature_dim')} but tensors of {detector.feature_dim}")
-    return detector
+    return [*out, *_problems(method, 0, 1.0, "mean", 1, features), *_DENSITIES[density][1](tokens),
+            *ood_extra.problems(hybrid.get("extra"), layer, tensors)]

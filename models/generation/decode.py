@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -64,7 +64,7 @@ class DecodeResult:
     mask: torch.Tensor
     prompt_width: int
     hidden: torch.Tensor | None
-    prompt_features: torch.Tensor | None = None  # [B, d] pooled OOD features of the prompt (`feature_layer`)
+    prompt_features: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, d] pooled OOD features by layer
 
 
 def decode_batch(
@@ -80,14 +80,14 @@ def decode_batch(
     use_cache: bool = True,
     capture_layer: int | None = None,
     sinks: Sequence[TextSink | None] | None = None,
-    feature_layer: int | None = None,
+    feature_layers: Sequence[int] = (),
     feature_pooling: str = "mean",
 ) -> DecodeResult:
     """Decode every prompt (module docstring). `temperature` is the calibration τ of the recorded
     log-probabilities (sampling uses each row's own temperature). `sinks[i]`, when given, receives row i's
     text as it becomes safe to stream (models/sampling.StopText); the deltas join into the final text.
-    `feature_layer`, when given, pools the input of that decoder layer over the prompt's positions in the first
-    (prompt) forward into `prompt_features` (models/core/ood.pool). Call under torch.inference_mode() with
+    `feature_layers`: the input of each of those decoder layers, pooled over the prompt's positions in the first
+    (prompt) forward, into `prompt_features` by layer (models/core/ood.pool). Call under torch.inference_mode() with
     model.eval()."""
     if model.training:
         raise RuntimeError("decode_batch expects model.eval()")
@@ -102,13 +102,12 @@ def decode_batch(
     active = [True] * len(prompts)
     cache = DynamicCache(config=model.config) if use_cache else None
     capture = capture_layer_input(model, capture_layer) if capture_layer is not None else nullcontext([])
-    features = capture_layer_input(model, feature_layer) if feature_layer is not None else nullcontext([])
-    prompt_features = None
-    with capture as chunks, features as feature_chunks:
+    prompt_features: dict[int, torch.Tensor] = {}
+    with capture as chunks, ExitStack() as stack:
+        feature_chunks = {layer: stack.enter_context(capture_layer_input(model, layer)) for layer in feature_layers}
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_of(mask), past_key_values=cache,
                        use_cache=use_cache).logits[:, -1]
-        if feature_layer is not None:
-            prompt_features = pool(feature_chunks[0], mask, feature_pooling)
+        prompt_features = {layer: pool(got[0], mask, feature_pooling) for layer, got in feature_chunks.items()}
         while True:
             log_dist = torch.log_softmax(logits.float() / temperature, dim=-1)
             entropy = -(log_dist.exp() * log_dist).nan_to_num(nan=0.0).sum(dim=-1)

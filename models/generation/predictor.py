@@ -144,7 +144,7 @@ class GenerationPredictor(BasePredictor):
                 eos_ids=self.eos_ids, pad_id=self.pad_id, temperature=self.calibration.temperature,
                 capture_layer=self.num_layers - self.last_k if scored else None,
                 sinks=[r.text_sink for r in requests],
-                feature_layer=self.ood.layer if self.ood is not None else None,
+                feature_layers=self.ood.layers if self.ood is not None else (),
                 feature_pooling=self.ood.pooling if self.ood is not None else "mean",
             )
             log_probs = self._score(result, scored, requests) if scored else {}

@@ -128,9 +128,11 @@ class OnnxSentimentPredictor(SentimentPredictor):
 
     def _predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[SentimentPrediction]:
         per_item, features = self.graph_logits(items, requests)
-        if self.ood is not None and features is None:  # a given graph has no OOD output: one torch pass below it
-            features = self.ood_features(items, [self.ood.layer])[self.ood.layer]
-        outcomes = self._ood_outcomes(features, items)
+        by_layer = {} if features is None else {self.graph_feature_layer: features}
+        missing = [layer for layer in self.ood.layers if layer not in by_layer] if self.ood is not None else []
+        if missing:  # a given graph has no OOD output, or the detector reads a second layer: one torch pass for them
+            by_layer |= self.ood_features(items, missing)
+        outcomes = self._ood_outcomes(by_layer or None, items)
         return [self._prediction(item, request, item_logits, outcome)
                 for item, request, item_logits, outcome in zip(items, requests, per_item, outcomes, strict=True)]
 

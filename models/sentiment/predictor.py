@@ -101,7 +101,7 @@ class SentimentPredictor(BasePredictor):
         return max(1, item.n_tokens * per_sample_layers // self.num_layers + request.mc_samples)
 
     def _predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[SentimentPrediction]:
-        layers = [self.ood.layer] if self.ood is not None else []
+        layers = list(self.ood.layers) if self.ood is not None else []
         features: dict[int, torch.Tensor] = {}
         with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
             input_ids, mask = pad_ids([item.input_ids for item in items], self.tokenizer.pad_token_id, self.device)
@@ -116,9 +116,9 @@ class SentimentPredictor(BasePredictor):
                 feature_layers=layers,
                 features_out=features,
             )
-            if layers and layers[0] not in features:  # full MC expands rows before that layer: one more pass
+            if any(layer not in features for layer in layers):  # full MC expands rows before them: one more pass
                 features = self.ood_features(items, layers)
-        outcomes = self._ood_outcomes(features.get(layers[0]) if layers else None, items)
+        outcomes = self._ood_outcomes(features if layers else None, items)
         return [self._prediction(item, request, logits.cpu(), outcome)
                 for item, request, logits, outcome in zip(items, requests, per_item, outcomes, strict=True)]
 

@@ -137,10 +137,10 @@ class TranslationPredictor(BasePredictor):
         max_new_tokens, num_beams, mode = keys.pop()
         with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
             input_ids, mask = pad_ids([item.input_ids for item in items], self.pad_id, self.device)
-            layers = [self.ood.layer] if self.ood is not None else []
+            layers = list(self.ood.layers) if self.ood is not None else []
             enc, features = self.ops.encode(self.model, input_ids, mask, layers,
                                             self.ood.pooling if self.ood is not None else "mean")
-            outcomes = self._ood_outcomes(features.get(layers[0]) if layers else None, items)
+            outcomes = self._ood_outcomes(features if layers else None, items)
             outputs = [tokens or [self.eos_id]
                        for tokens in self.ops.decode(self.model, enc, max_new_tokens, num_beams)]
             wanted = [i for i, (item, r) in enumerate(zip(items, requests, strict=True))

@@ -170,8 +170,7 @@ def ceiling(predictor: Any, sets: OODSets, s: OODSettings) -> dict[str, Any]:
     columns.append(lengths.clamp_min(1).log())
     detector = getattr(predictor, "ood", None)
     if detector is not None:  # the served score, as a request is scored
-        served = {name: torch.tensor(detector.score_items(feats[name].get(detector.layer), extracted[name][3]))
-                  for name in names}
+        served = {name: torch.tensor(detector.score_items(feats[name], extracted[name][3])) for name in names}
         report["served"] = line_report(*joined(served), kinds, s.max_flag_rate)
     n_in = len(extracted["choice"][2]) + len(extracted["threshold"][2])
     report["oracle"] = oracle(torch.stack(columns, 1), n_in, kinds, s.max_flag_rate)

@@ -9,7 +9,8 @@
    `settings.length_fractions` of that slope (0 = the raw distance; only a slope < 0, distance falling with length,
    is corrected; models/core/ood.py says why); with a `teacher` (a sentence embedder), kNN also runs on the
    features mapped onto its space (training/core/ood_teacher.py); with "hybrid" among the methods, the best four
-   hidden-state candidates are also mixed with each fitted token density's NLL (training/core/ood_hybrid.py);
+   hidden-state candidates are also mixed with each fitted token density's NLL, and the best two of those mixes
+   take, in turn, each other layer's raw kNN distance as a third part (training/core/ood_hybrid.py);
 3. the choice: the candidate with the largest AUROC of in-domain `choice` texts (validation) against the `choice`
    probes (validation-side probes; ties: no length term, the lower layer, then the order of `settings.methods`);
    each candidate also reports what a line at `max_flag_rate` of the `choice` texts flags of each probe kind;
@@ -36,10 +37,11 @@ from typing import Any
 
 import torch
 
+from models.core import ood_extra
 from models.core.ood import OODDetector, distances, fit_statistics, flag_threshold, length_adjusted
 from models.core.ood_methods import FEATURE_METHODS, group_threshold, length_slope, transfer_rate
 from training.core.ood_densities import Density, fit_densities
-from training.core.ood_hybrid import hybrids
+from training.core.ood_hybrid import Hybrid, hybrids, third_parts
 from training.core.ood_sets import OODSets, OODSettings
 from training.core.ood_teacher import Features, Rows, projected_sources, regression_rows
 from training.core.predicting import prepare_all
@@ -47,6 +49,7 @@ from training.core.progress import ProgressLog
 from training.core.uncertainty_stats import ood_auroc
 
 log = logging.getLogger(__name__)
+THIRD_PART_BASES = 2  # the best two-part mixes on validation that may take a third part
 
 
 def features_of(predictor: Any, texts: Sequence[str], parameters: dict[str, Any], s: OODSettings,
@@ -173,8 +176,11 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
     feature_stats: dict[str, dict[str, torch.Tensor]] = {}  # of each hidden-state candidate, for the hybrids
     token_nll = {method: {name: density.nll(extracted[name][3]) for name in named[1:]}
                  for method, density in densities.items()}
+    knn: dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}  # raw kNN per layer: third parts
     for base, method, layer, rank, stats, raw in candidate_sources(feats, s, densities, token_nll, teacher_rows,
                                                                    named[1:]):
+        if base == f"knn_cosine/layer_{layer}":
+            knn[layer] = (stats, raw)
         slope = length_slope(raw["choice"], lengths["choice"])  # in-domain validation texts only
         # Only a distance that falls with length is corrected (the short-input effect); otherwise raw alone.
         for fraction in (s.length_fractions if slope < 0 else (0.0,)):
@@ -186,11 +192,21 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
                 adjusted[name], feature_stats[name] = (method, d), stats
     if "hybrid" in s.methods and adjusted:
         ranked = sorted(adjusted, key=lambda n: -candidates[n]["validation_auroc"])
+        mixed: list[tuple[Hybrid, dict[str, torch.Tensor]]] = []
         for method, density in densities.items():
             for h in hybrids(adjusted, ranked, token_nll[method], method):
-                part = candidates[h.feature]
-                consider(h.name, "hybrid", part["layer"], list(s.methods).index("hybrid"), part["length_fraction"],
-                         part["length_coef"], {**feature_stats[h.feature], **density.tensors}, h.distances, h.config)
+                mixed.append((h, {**feature_stats[h.feature], **density.tensors}))
+        # the best two-part mixes on validation may take a third part: another layer's kNN (ood_hybrid.third_parts)
+        best_mixes = sorted(mixed, key=lambda m: -_auroc(m[0].distances["choice"], m[0].distances["choice_probes"]))
+        for h, tensors in list(mixed):
+            if any(h is b for b, _ in best_mixes[:THIRD_PART_BASES]):
+                layer_of = candidates[h.feature]["layer"]
+                mixed += [(t, {**tensors, **ood_extra.tensors_of(knn[t.config["extra"]["layer"]][0]["bank"])})
+                          for t in third_parts(h, layer_of, {j: raw for j, (_, raw) in knn.items()})]
+        for h, tensors in mixed:
+            part = candidates[h.feature]
+            consider(h.name, "hybrid", part["layer"], list(s.methods).index("hybrid"), part["length_fraction"],
+                     part["length_coef"], tensors, h.distances, h.config)
     assert chosen is not None
     name, method, layer, coef, stats, chosen_d, hybrid = chosen
     best_hybrid = max((n for n, c in candidates.items() if "hybrid" in c), default=None,
@@ -210,7 +226,7 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
                            hybrid=hybrid)
 
     def scored(set_name: str) -> torch.Tensor:  # through the served detector, as a request is scored
-        return torch.tensor(detector.score_items(feats[set_name].get(layer), extracted[set_name][3]))
+        return torch.tensor(detector.score_items(feats[set_name], extracted[set_name][3]))
 
     flags = {set_name: scored(set_name) > 1.0 for set_name in ("threshold", "test")}
     probe_scores = scored("test_probes")

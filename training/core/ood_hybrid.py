@@ -7,6 +7,8 @@ text it is. On the quick artifacts, mixing them raised validation AUROC from 0.9
 sentiment, from 0.975 (bigram alone) to 0.983 for translation and from 0.926 to 0.935 for generation
 (prompts). Only the best few hidden-state candidates on validation are mixed (`top`), so the search stays small;
 the choice among everything, hybrids included, is still the largest validation AUROC (training/core/ood_fit.py).
+`third_parts` adds to a two-part mix the raw kNN distance of another layer (models/core/ood_extra.py): the third
+signal `python -m training.ood.ceiling` found worth adding in every task (the embedding layer's).
 """
 
 from __future__ import annotations
@@ -54,4 +56,29 @@ def hybrids(features: Mapping[str, tuple[str, dict[str, torch.Tensor]]], ranked:
             config = {"feature_method": method, "weight": weight, "scales": [feature_scale, token_scale],
                       "density": density}
             out.append(Hybrid(f"hybrid_{weight:g}({name}+{density})", name, config, mixed))
+    return out
+
+
+# of a third part's term, beside the hybrid's two (whose weights sum to 1). Negative ones too: the embedding layer's
+# distance from the training inputs is mostly how short an input is (in-domain correlation with ln(tokens) −0.72 on
+# generation's prompts, −0.93 on sentiment's), and subtracting some of it corrects the hybrid's excess on short
+# in-domain inputs better than its length term (the ceiling's logistic mixes weight it negatively in every task).
+EXTRA_WEIGHTS = (-0.5, -0.35, -0.2, 0.2, 0.35, 0.5)
+
+
+def third_parts(base: Hybrid, layer: int, knn: Mapping[int, dict[str, torch.Tensor]],
+                weights: Sequence[float] = EXTRA_WEIGHTS) -> list[Hybrid]:
+    """`base` (a hybrid whose hidden state is at `layer`) plus, at every weight (negative ones included), the kNN
+    cosine distance per set of each other layer (`knn[j]`: its raw distance per set), over its spread on the
+    `choice` texts: the detector's `hybrid["extra"]` part (models/core/ood_extra.py). Why: `python -m
+    training.ood.ceiling` finds the embedding layer's kNN the third signal worth adding in every task."""
+    out = []
+    for second, d in knn.items():
+        if second == layer:
+            continue
+        scale = spread(d["choice"])
+        for weight in weights:
+            mixed = {part: base.distances[part] + weight * d[part] / scale for part in base.distances}
+            config = {**base.config, "extra": {"layer": second, "weight": weight, "scale": scale}}
+            out.append(Hybrid(f"{base.name}{weight:+g}*knn_cosine/layer_{second}", base.feature, config, mixed))
     return out

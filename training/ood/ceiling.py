@@ -49,8 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if asked is not None and not all(0 <= layer < available for layer in asked):
         parser.error(f"--layers {args.layers!r}: this model has layers 0..{available - 1}")
     layers = asked if asked is not None else list(range(available))
-    if predictor.ood is not None and predictor.ood.layer not in layers:
-        layers.append(predictor.ood.layer)  # the served detector reads its own layer
+    if predictor.ood is not None:  # the served detector reads its own layers
+        layers += [layer for layer in predictor.ood.layers if layer not in layers]
     settings = OODSettings(layers=layers, methods=[m for m in METHODS if m != "hybrid"], k=args.k,
                            pooling=POOLING.get(args.task, "mean"), max_flag_rate=args.rate)
     report = ceiling(predictor, SETS[args.task](predictor, args.cache_dir), settings)

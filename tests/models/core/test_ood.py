@@ -18,9 +18,9 @@ from models.core.ood import (
     fit_statistics,
     flag_threshold,
     length_adjusted,
-    load_detector,
     pool,
 )
+from models.core.ood_files import load_detector
 from models.core.ood_methods import group_threshold, length_slope, transfer_rate
 from models.core.token_density import TokenBigram
 from models.core.token_trigram import TokenTrigram

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.core.artifacts import ArtifactError, Manifest, sha256_file
-from models.core.ood import CONFIG_FILE, STATS_FILE, OODDetector, distances, fit_statistics, load_detector
+from models.core.ood import CONFIG_FILE, STATS_FILE, OODDetector, distances, fit_statistics
+from models.core.ood_files import load_detector
 from models.core.ood_projection import fit_projection, project
 
 

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.core import ood_extra
 from models.core.artifacts import ArtifactError
 from models.core.ood import OODDetector, fit_statistics
 from models.core.padding import pad_ids
 from models.core.predictor import MCRequest, PredictorOptions
+from models.core.token_density import TokenBigram
 from models.registry import load_predictor
 from models.sentiment.mc import DropoutRates, forward_logits
 from models.sentiment.model import build_tiny_classifier
@@ -93,6 +95,17 @@ def test_ood_scores_come_from_the_graph_and_match_torch(artifact: Path) -> None:
     for want, got in zip(reference.predict(items, requests), onnx.predict(items, requests), strict=True):
         assert want.ood_score is not None and got.ood_score == pytest.approx(want.ood_score, abs=PROB_TOL)
         assert got.out_of_distribution == want.out_of_distribution and got.abstain_reason == want.abstain_reason
+    # a three-part hybrid also reads layer 0, which the graph does not output: one torch pass gives it
+    density = TokenBigram.fit([i.input_ids for i in items], len(reference.tokenizer))
+    second = torch.nn.functional.normalize(torch.randn(20, reference.model.config.hidden_size), dim=-1)
+    for predictor in (reference, onnx):
+        predictor.attach_ood(OODDetector(
+            "hybrid", 2, 3.0, {**fit_statistics("knn_cosine", bank), **density.tensors, **ood_extra.tensors_of(second)},
+            k=3, bigram={"lam": 0.7, "alpha": 0.5}, hybrid={"feature_method": "knn_cosine", "weight": 0.5,
+                                                          "scales": [0.05, 0.5],
+                                                          "extra": {"layer": 0, "weight": 0.3, "scale": 0.05}}))
+    for want, got in zip(reference.predict(items, requests), onnx.predict(items, requests), strict=True):
+        assert want.ood_score is not None and got.ood_score == pytest.approx(want.ood_score, abs=PROB_TOL)
 
 
 def test_backend_refusals(tmp_path: Path, artifact: Path) -> None:

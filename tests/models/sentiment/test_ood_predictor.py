@@ -67,7 +67,14 @@ def test_fit_choose_threshold_and_serve_at_every_t(artifact: Path, tmp_path: Pat
     # the four best hidden-state candidates on validation, each mixed with each density's NLL at three weights
     best = sorted((n for n, c in report["candidates"].items() if c["method"] in ("knn_cosine", "mahalanobis")),
                   key=lambda n: -report["candidates"][n]["validation_auroc"])[:4]
-    assert hybrids == {f"hybrid_{w:g}({n}+{d})" for n in best for w in (0.3, 0.5, 0.7) for d in densities}
+    two = {name for name in hybrids if "*knn_cosine" not in name}
+    assert two == {f"hybrid_{w:g}({n}+{d})" for n in best for w in (0.3, 0.5, 0.7) for d in densities}
+    # the two best of those may take a third part: the raw kNN of each other layer, at six weights
+    bases = sorted((n for n in report["candidates"] if n in two),
+                   key=lambda n: -report["candidates"][n]["validation_auroc"])[:2]
+    weights = (-0.5, -0.35, -0.2, 0.2, 0.35, 0.5)
+    assert hybrids - two == {f"{b}{w:+g}*knn_cosine/layer_{j}" for b in bases for w in weights
+                             for j in (0, 1, 2) if j != report["candidates"][b]["layer"]}
     best_hybrid = max((n for n in report["candidates"] if n in hybrids),  # the first of equals, as the fit
                       key=lambda n: report["candidates"][n]["validation_auroc"])
     assert set(report["table"]["all"]) == plain_names | {report["chosen"]["candidate"], best_hybrid}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models.core.token_density import TokenBigram
 from training.core.ood_fit import fit_from_features
 from training.core.ood_sets import OODSets, OODSettings, Probes
 
@@ -74,3 +75,29 @@ def test_each_candidate_reports_what_a_line_at_the_choice_texts_quantile_flags_o
 def test_settings_refuse_a_share_outside_0_1() -> None:
     with pytest.raises(ValueError, match="transfer_fractions"):
         OODSettings(layers=[0], transfer_fractions=(1.0, 1.5))
+
+
+def test_a_third_part_is_chosen_when_a_second_layer_sees_what_the_first_does_not() -> None:
+    gen = torch.Generator().manual_seed(5)
+    n = {"bank": 200, "choice": 80, "threshold": 100, "test": 80, "choice_probes": 60, "test_probes": 60}
+
+    def layers(name: str) -> dict[int, torch.Tensor]:
+        if "probes" not in name:
+            return {0: _near(n[name], gen), 1: _near(n[name], gen)}
+        half = n[name] // 2  # kind "a" is unlike the bank at layer 0 only, kind "b" at layer 1 only
+        return {0: torch.cat([_near(half, gen, far=half), _near(half, gen)]),
+                1: torch.cat([_near(half, gen), _near(half, gen, far=half)])}
+
+    ids = [(1, 2, 3)]  # one token pattern everywhere: the density cannot tell the kinds apart
+    extracted = {name: (layers(name), torch.full((count,), 10), list(range(count)), ids * count)
+                 for name, count in n.items()}
+    density = TokenBigram.fit([list(ids[0])] * 10, vocab_size=5)
+    kinds = ["a"] * 30 + ["b"] * 30
+    settings = OODSettings(layers=[0, 1], methods=("knn_cosine", "token_bigram", "hybrid"), k=5)
+    detector, report = fit_from_features(extracted, _sets(n, None, kinds), settings, {"token_bigram": density})
+    assert "*knn_cosine/layer_" in report["chosen"]["candidate"] and sorted(detector.layers) == [0, 1]
+    assert report["test"]["flag_rate"]["a"] > 0.8 and report["test"]["flag_rate"]["b"] > 0.8
+    assert report["test"]["flag_rate"]["in_domain"] <= 0.1
+    # served as a request is: both layers' features and the ids give the scores the fit drew its line on
+    scores = torch.tensor(detector.score_items(extracted["threshold"][0], extracted["threshold"][3]))
+    assert float((scores > 1.0).double().mean()) <= 0.05
