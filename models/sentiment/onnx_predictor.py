@@ -138,6 +138,8 @@ class OnnxSentimentPredictor(SentimentPredictor):
 
     def _task_facts(self) -> dict[str, Any]:
         ood = None if self.ood is None else ("graph output" if self.graph_feature_layer is not None else "torch pass")
+        if ood == "graph output" and len(self.ood.layers) > 1:  # a third part's layer the graph does not output
+            ood = f"graph output (layer {self.ood.layer}) + torch pass (layers {list(self.ood.layers[1:])})"
         return {**super()._task_facts(), "backend": {"name": BACKEND, "graph": self.graph_source,
                                                      "dtype": "float32", "threads": torch.get_num_threads(),
                                                      "layout": "packed", "ood_features": ood}}

@@ -106,6 +106,7 @@ def test_ood_scores_come_from_the_graph_and_match_torch(artifact: Path) -> None:
                                                           "extra": {"layer": 0, "weight": 0.3, "scale": 0.05}}))
     for want, got in zip(reference.predict(items, requests), onnx.predict(items, requests), strict=True):
         assert want.ood_score is not None and got.ood_score == pytest.approx(want.ood_score, abs=PROB_TOL)
+    assert onnx.describe()["backend"]["ood_features"] == "graph output (layer 2) + torch pass (layers [0])"
 
 
 def test_backend_refusals(tmp_path: Path, artifact: Path) -> None:
