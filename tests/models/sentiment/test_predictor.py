@@ -55,7 +55,9 @@ def test_seed_reproduces_and_t0_is_deterministic(predictor) -> None:
     a, b, c = predictor.predict([item] * 3, [MCRequest(10, 5), MCRequest(10, 5), MCRequest(10, 6)])
     assert a.uncertainty == b.uncertainty
     assert a.uncertainty != c.uncertainty
-    d, e = predictor.predict([item, item], [MCRequest(0, 1), MCRequest(0, 2)])
+    # T = 0 ignores the seed. Each in a batch of its own: rows of one batch may differ in the last float bits
+    # (the GEMM kernel's blocking by row position; seen once in seven full runs on an AMX CPU), not the seed.
+    (d,), (e,) = predictor.predict([item], [MCRequest(0, 1)]), predictor.predict([item], [MCRequest(0, 2)])
     assert d == e and d.uncertainty is None and d.abstain is False
 
 
