@@ -106,6 +106,9 @@ class OODDetector:
         problems = _problems(self.method, self.layer, self.threshold, self.pooling, self.k, self.tensors)
         if self.method == "hybrid":
             problems += _hybrid_problems(self.hybrid, self.tensors, self.layer)
+            if not problems and self.hybrid.get("extra") and self.tensors[ood_extra.BANK].shape[-1] != self.feature_dim:
+                problems.append(f"hybrid extra bank of dimension {self.tensors[ood_extra.BANK].shape[-1]}, the "
+                                f"features {self.feature_dim}")  # every layer of these models has one width
         if not isinstance(self.length_coef, (int, float)) or isinstance(self.length_coef, bool) \
                 or not math.isfinite(self.length_coef):
             problems.append(f"length_coef {self.length_coef!r} is not a finite number")

@@ -51,10 +51,13 @@ def test_a_malformed_third_part_is_refused(tmp_path: Path, change: dict[str, obj
         load_detector(tmp_path, _manifest_for(tmp_path))
 
 
-def test_a_third_parts_bank_without_its_config_or_its_config_without_the_bank_is_refused() -> None:
+def test_a_third_parts_bank_without_its_config_its_config_without_a_bank_or_a_bank_of_another_width_is_refused() -> None:
     two, bank = _hybrid(), ood_extra.tensors_of(_cluster(5, 3, FAR))
     with pytest.raises(ValueError, match="without a hybrid extra part"):
         OODDetector("hybrid", 0, 2.0, {**two.tensors, **bank}, k=3, bigram=two.bigram, hybrid=two.hybrid)
+    with pytest.raises(ValueError, match="dimension 3, the features 16"):
+        OODDetector("hybrid", 0, 2.0, {**two.tensors, **ood_extra.tensors_of(torch.ones(4, 3))}, k=3,
+                    bigram=two.bigram, hybrid={**two.hybrid, "extra": {"layer": 2, "weight": 0.3, "scale": 0.1}})
     with pytest.raises(ValueError, match="extra_bank"):
         OODDetector("hybrid", 0, 2.0, dict(two.tensors), k=3, bigram=two.bigram,
                     hybrid={**two.hybrid, "extra": {"layer": 2, "weight": 0.3, "scale": 0.1}})
