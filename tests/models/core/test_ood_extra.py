@@ -51,7 +51,7 @@ def test_a_malformed_third_part_is_refused(tmp_path: Path, change: dict[str, obj
         load_detector(tmp_path, _manifest_for(tmp_path))
 
 
-def test_a_third_parts_bank_without_its_config_its_config_without_a_bank_or_a_bank_of_another_width_is_refused() -> None:
+def test_a_bank_without_its_config_a_config_without_its_bank_or_a_bank_of_another_width_is_refused() -> None:
     two, bank = _hybrid(), ood_extra.tensors_of(_cluster(5, 3, FAR))
     with pytest.raises(ValueError, match="without a hybrid extra part"):
         OODDetector("hybrid", 0, 2.0, {**two.tensors, **bank}, k=3, bigram=two.bigram, hybrid=two.hybrid)
