@@ -12,10 +12,11 @@ so a batch of mixed lengths costs its tokens, not B × L) and rows expand at the
   `mask_layer{i}_attention_output` and `mask_layer{i}_output` [R, L, H] below the top layer and [R, 1, H] for
   the top layer (it computes only the [CLS] query), `mask_head` [R, H].
 
-Output `logits` float32 [R, C] (before temperature); with `feature_layer` also `ood_features` float32 [B, H],
-the L2-normalised mean of that layer's hidden state over each item's tokens (models/core/ood.pool), the OOD
-detector's input, so serving needs no second pass. `masks_for` draws the multipliers with `MaskSource`, seeded
-per row exactly as the torch path draws them, so the same request and seed give the same answer on either
+Output `logits` float32 [R, C] (before temperature); with `feature_layers` also, for each of them in order,
+`ood_features_<layer>` float32 [B, H] (`ood_output`), the L2-normalised mean of that layer's hidden state over
+each item's tokens (models/core/ood.pool), the OOD detector's input, so serving needs no second pass.
+`masks_for` draws the multipliers with `MaskSource`, seeded per row exactly as the torch path draws them, so the
+same request and seed give the same answer on either
 backend (up to float rounding: the graph runs attention as explicit matmuls in float32, where the torch path
 uses the fused kernel and possibly bf16 autocast). A device app may draw its masks from any RNG instead.
 """
@@ -37,7 +38,7 @@ from models.sentiment.mc import EMBEDDINGS_SITE, DropoutRates, _site, num_layers
 
 INPUTS = ("input_ids", "attention_mask", "row_index")
 OUTPUT = "logits"
-OOD_OUTPUT = "ood_features"
+OOD_OUTPUT = "ood_features"  # the prefix of each feature output's name (`ood_output`)
 # Opset 17: LayerNormalization as one op (onnxruntime, Core ML and most mobile runtimes take it).
 OPSET = 17
 
@@ -81,6 +82,11 @@ def row_index(mc_samples: Sequence[int]) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(mc_samples)), torch.tensor([max(t, 1) for t in mc_samples]))
 
 
+def ood_output(layer: int) -> str:
+    """The name of the graph output holding the pooled OOD features of `layer`."""
+    return f"{OOD_OUTPUT}_{layer}"
+
+
 def feature_layer_in_graph(n_layers: int, last_k: int, layer: int) -> bool:
     """Whether the hidden state after layer `layer` (0 = embeddings) is still deterministic and per item in the
     graph, so it can give the OOD features: the embeddings, and the layers below the stochastic region."""
@@ -92,19 +98,20 @@ class MCGraph(nn.Module):
 
     `packed`: the deterministic layers below the stochastic region run on the real tokens only, as in the torch
     path (GEMMs see no padding; attention alone sees [B, L]); off for Core ML, which has no dynamic-length
-    NonZero. `feature_layer`: also output OOD_OUTPUT, the pooled features of that layer (models/core/ood.pool);
-    it must satisfy `feature_layer_in_graph`."""
+    NonZero. `feature_layers`: also output the pooled features of each (models/core/ood.pool, `ood_output`); each
+    must satisfy `feature_layer_in_graph`."""
 
-    def __init__(self, model: nn.Module, last_k: int, packed: bool = True, feature_layer: int | None = None) -> None:
+    def __init__(self, model: nn.Module, last_k: int, packed: bool = True, feature_layers: Sequence[int] = ()) -> None:
         super().__init__()
         self.model = model.eval()
         self.n_layers = num_layers(model)
         self.last_k = last_k
         self.names = mask_names(self.n_layers, last_k)
         self.packed = packed
-        if feature_layer is not None and not feature_layer_in_graph(self.n_layers, last_k, feature_layer):
-            raise ValueError(f"layer {feature_layer} is stochastic or per sample in a last-{last_k} graph")
-        self.feature_layer = feature_layer
+        for layer in feature_layers:
+            if not feature_layer_in_graph(self.n_layers, last_k, layer):
+                raise ValueError(f"layer {layer} is stochastic or per sample in a last-{last_k} graph")
+        self.feature_layers = tuple(feature_layers)
 
     def _attention(self, layer: nn.Module, q_in: torch.Tensor, kv_in: torch.Tensor,
                    key_bias: torch.Tensor) -> torch.Tensor:
@@ -118,7 +125,7 @@ class MCGraph(nn.Module):
         return (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).flatten(2)
 
     def _packed_layers(self, h: torch.Tensor, attention_mask: torch.Tensor, key_bias: torch.Tensor, count: int,
-                       features: list[torch.Tensor]) -> torch.Tensor:
+                       features: dict[int, torch.Tensor]) -> torch.Tensor:
         """The first `count` layers on packed tokens [N, H]; returns the padded [B, L, H] output."""
         flat = attention_mask.flatten()
         pack = flat.nonzero().squeeze(1)  # [N] flat positions of the real tokens
@@ -131,18 +138,18 @@ class MCGraph(nn.Module):
             context = self._attention(layer, padded, padded, key_bias).flatten(0, 1).index_select(0, pack)
             attended = layer.attention.output.LayerNorm(layer.attention.output.dense(context) + x)
             x = layer.output.LayerNorm(layer.output.dense(layer.intermediate(attended)) + attended)
-            if index + 1 == self.feature_layer:
-                features.append(pool(x.index_select(0, unpack).reshape_as(h), attention_mask))
+            if index + 1 in self.feature_layers:
+                features[index + 1] = pool(x.index_select(0, unpack).reshape_as(h), attention_mask)
         return x.index_select(0, unpack).reshape_as(h)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, row_index: torch.Tensor,
-                *masks: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                *masks: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         mask = dict(zip(self.names, masks, strict=True))
         bert = self.model.bert
         # Additive key bias [B, 1, 1, L]: 0 for tokens, a large negative number for padding.
         key_bias = (1.0 - attention_mask[:, None, None, :].float()) * -1e9
         h = bert.embeddings(input_ids=input_ids)
-        features: list[torch.Tensor] = [pool(h, attention_mask)] if self.feature_layer == 0 else []
+        features = {0: pool(h, attention_mask)} if 0 in self.feature_layers else {}
         expanded = False
         if "mask_embeddings" in mask:
             h, key_bias, expanded = h.index_select(0, row_index) * mask["mask_embeddings"], \
@@ -170,13 +177,13 @@ class MCGraph(nn.Module):
             if f"mask_layer{index}_output" in mask:
                 ff = ff * mask[f"mask_layer{index}_output"]
             h = layer.output.LayerNorm(ff + attended)
-            if index + 1 == self.feature_layer and not expanded:
-                features.append(pool(h, attention_mask))
+            if index + 1 in self.feature_layers and not expanded:
+                features[index + 1] = pool(h, attention_mask)
         pooled = bert.pooler(h)
         if not expanded:
             pooled = pooled.index_select(0, row_index)
         logits = self.model.classifier(pooled * mask["mask_head"]).float()
-        return (logits, features[0]) if self.feature_layer is not None else logits
+        return (logits, *(features[layer] for layer in self.feature_layers)) if self.feature_layers else logits
 
 
 def example_inputs(graph: MCGraph, hidden: int) -> tuple[torch.Tensor, ...]:
@@ -189,21 +196,20 @@ def example_inputs(graph: MCGraph, hidden: int) -> tuple[torch.Tensor, ...]:
     return (ids, attention, row_index([2, 0]), *(masks[name] for name in graph.names))
 
 
-def export_onnx(model: nn.Module, last_k: int, target: Path | None = None, feature_layer: int | None = None) -> bytes:
+def export_onnx(model: nn.Module, last_k: int, target: Path | None = None,
+                feature_layers: Sequence[int] = ()) -> bytes:
     """The packed MC graph of `model` (fp32, CPU) as ONNX bytes, also written to `target` when given; with
-    `feature_layer`, its OOD features are a second output. Dynamic axes: batch, length, rows."""
+    `feature_layers`, their OOD features are further outputs (`ood_output`). Dynamic axes: batch, length, rows."""
     # A float32 CPU copy: the caller's model (perhaps placed on a GPU, perhaps serving) is left as it is.
     model = copy.deepcopy(model).float().cpu().eval()
     # A new Module trains by default, and export restores that mode.
-    graph = MCGraph(model, last_k, packed=True, feature_layer=feature_layer).eval()
+    graph = MCGraph(model, last_k, packed=True, feature_layers=feature_layers).eval()
     hidden = int(model.config.hidden_size)
     axes: dict[str, dict[int, str]] = {"input_ids": {0: "batch", 1: "length"},
                                        "attention_mask": {0: "batch", 1: "length"},
                                        "row_index": {0: "rows"}, OUTPUT: {0: "rows"}}
-    outputs = [OUTPUT]
-    if feature_layer is not None:
-        outputs.append(OOD_OUTPUT)
-        axes[OOD_OUTPUT] = {0: "batch"}
+    outputs = [OUTPUT, *(ood_output(layer) for layer in graph.feature_layers)]
+    axes |= {ood_output(layer): {0: "batch"} for layer in graph.feature_layers}
     top = graph.n_layers - 1
     per_row = {"mask_head", f"mask_layer{top}_attention_output", f"mask_layer{top}_output"}  # no length axis
     for name in graph.names:

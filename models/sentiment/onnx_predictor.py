@@ -28,12 +28,12 @@ from models.core.artifacts import ArtifactError, Manifest
 from models.core.ood import OODDetector
 from models.core.predictor import MCRequest, PredictorOptions, PreparedItem, SentimentPrediction
 from models.sentiment.onnx_graph import (
-    OOD_OUTPUT,
     OUTPUT,
     export_onnx,
     feature_layer_in_graph,
     mask_names,
     masks_for,
+    ood_output,
     row_index,
 )
 from models.sentiment.predictor import SentimentPredictor
@@ -81,7 +81,7 @@ class OnnxSentimentPredictor(SentimentPredictor):
         self.hidden = int(self.model.config.hidden_size)
         self.graph_source = str(options.onnx_model) if options.onnx_model else "exported at load"
         self.session: Any = None
-        self.graph_feature_layer: int | None = None  # the OOD layer whose features the graph outputs, if any
+        self.graph_feature_layers: tuple[int, ...] = ()  # the OOD layers whose features the graph outputs
         if options.onnx_model:  # a given graph opens (and is checked) now; an exported one once the OOD layer is known
             self._open_session(Path(options.onnx_model))
 
@@ -89,12 +89,12 @@ class OnnxSentimentPredictor(SentimentPredictor):
         super().attach_ood(detector)
         if self.options.onnx_model:
             return
-        # Export with the detector's layer as a second output, so its features cost no extra pass.
-        layer = self.ood.layer if self.ood is not None else None
-        if layer is not None and not feature_layer_in_graph(self.num_layers, self.last_k, layer):
-            layer = None  # full MC expands rows before that layer: features come from one torch pass
-        self._open_session(export_onnx(self.model, self.last_k, feature_layer=layer))
-        self.graph_feature_layer = layer
+        # Export with the detector's layers as further outputs, so their features cost no extra pass; a layer that
+        # full MC reaches only after rows expanded comes from one torch pass instead.
+        layers = tuple(layer for layer in (self.ood.layers if self.ood is not None else ())
+                       if feature_layer_in_graph(self.num_layers, self.last_k, layer))
+        self._open_session(export_onnx(self.model, self.last_k, feature_layers=layers))
+        self.graph_feature_layers = layers
 
     def _open_session(self, graph: bytes | Path) -> None:
         self.session = cpu_session(graph, torch.get_num_threads())
@@ -105,9 +105,9 @@ class OnnxSentimentPredictor(SentimentPredictor):
                                 f"({expected})")
 
     def graph_logits(self, items: Sequence[PreparedItem],
-                     requests: Sequence[MCRequest]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """The graph's logits per item ([max(T_i, 1), C], before temperature) and, when the graph outputs the
-        OOD detector's layer, its pooled features [B, H] (else None)."""
+                     requests: Sequence[MCRequest]) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+        """The graph's logits per item ([max(T_i, 1), C], before temperature) and the pooled features [B, H] of each
+        OOD detector layer the graph outputs."""
         if self.session is None:  # built without `load`: export now
             self.attach_ood(self.ood)
         samples = [r.mc_samples for r in requests]
@@ -121,25 +121,26 @@ class OnnxSentimentPredictor(SentimentPredictor):
                           self.live_rates)
         feed = {"input_ids": ids, "attention_mask": attention, "row_index": row_index(samples).numpy(),
                 **{name: mask.numpy() for name, mask in masks.items()}}
-        in_graph = self.ood is not None and self.ood.layer == self.graph_feature_layer
-        outputs = self.session.run([OUTPUT, OOD_OUTPUT] if in_graph else [OUTPUT], feed)
+        layers = [layer for layer in self.graph_feature_layers if self.ood is not None and layer in self.ood.layers]
+        outputs = self.session.run([OUTPUT, *(ood_output(layer) for layer in layers)], feed)
         per_item = list(torch.split(torch.from_numpy(outputs[0]), [max(t, 1) for t in samples]))
-        return per_item, torch.from_numpy(outputs[1]) if in_graph else None
+        return per_item, {layer: torch.from_numpy(out) for layer, out in zip(layers, outputs[1:], strict=True)}
 
     def _predict(self, items: Sequence[PreparedItem], requests: Sequence[MCRequest]) -> list[SentimentPrediction]:
-        per_item, features = self.graph_logits(items, requests)
-        by_layer = {} if features is None else {self.graph_feature_layer: features}
+        per_item, by_layer = self.graph_logits(items, requests)
         missing = [layer for layer in self.ood.layers if layer not in by_layer] if self.ood is not None else []
-        if missing:  # a given graph has no OOD output, or the detector reads a second layer: one torch pass for them
+        if missing:  # a given graph has no OOD output, or full MC expands rows below a layer: one torch pass
             by_layer |= self.ood_features(items, missing)
         outcomes = self._ood_outcomes(by_layer or None, items)
         return [self._prediction(item, request, item_logits, outcome)
                 for item, request, item_logits, outcome in zip(items, requests, per_item, outcomes, strict=True)]
 
     def _task_facts(self) -> dict[str, Any]:
-        ood = None if self.ood is None else ("graph output" if self.graph_feature_layer is not None else "torch pass")
-        if ood == "graph output" and len(self.ood.layers) > 1:  # a third part's layer the graph does not output
-            ood = f"graph output (layer {self.ood.layer}) + torch pass (layers {list(self.ood.layers[1:])})"
+        ood = None
+        if self.ood is not None:
+            outside = [layer for layer in self.ood.layers if layer not in self.graph_feature_layers]
+            ood = "graph output" if not outside else f"torch pass (layers {outside})" if len(outside) == len(
+                self.ood.layers) else f"graph output + torch pass (layers {outside})"
         return {**super()._task_facts(), "backend": {"name": BACKEND, "graph": self.graph_source,
                                                      "dtype": "float32", "threads": torch.get_num_threads(),
                                                      "layout": "packed", "ood_features": ood}}

@@ -29,7 +29,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 from models.core.artifacts import Manifest
 from models.core.base import BasePredictor
 from models.core.device import autocast_context
-from models.core.ood import abstain_decision, pool
+from models.core.ood import abstain_decision
 from models.core.padding import pad_ids
 from models.core.predictor import (
     ClassificationUncertainty,
@@ -160,11 +160,8 @@ class SentimentPredictor(BasePredictor):
         if pooling != "mean":
             raise ValueError(f"sentiment pools by mean, not {pooling!r}")
         features: dict[int, torch.Tensor] = {}
-        family = family_of(self.model)
         with torch.inference_mode(), autocast_context(self.device, self.options.dtype):
             input_ids, mask = pad_ids([item.input_ids for item in items], self.tokenizer.pad_token_id, self.device)
-            if family is not None and set(layers) == {0}:  # the embeddings alone (the ONNX backend's second layer)
-                return {0: pool(family.embed(self.model, input_ids, mask), mask.bool())}
             forward_logits(self.model, input_ids, mask, [0] * len(items), [0] * len(items), self.last_k, self.sites,
                            feature_layers=layers, features_out=features)
         return features

@@ -36,21 +36,24 @@ def test_graph_reproduces_the_torch_mc_logits_and_features_for_the_same_seeds(la
     model = build_tiny_classifier(120, ["neg", "pos"], num_layers=3, dropout=0.1, seed=3).eval()
     layer = 3 - last_k if last_k < 3 else 0  # the highest deterministic layer (full MC: the embeddings)
     assert feature_layer_in_graph(3, last_k, layer) and not feature_layer_in_graph(3, last_k, layer + 1)
-    session = ort.InferenceSession(export_onnx(model, last_k, feature_layer=layer), providers=["CPUExecutionProvider"])
+    graph = export_onnx(model, last_k, feature_layers=sorted({0, layer}))
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()][3:] == mask_names(3, last_k)
     ids, mask = pad_ids([[2, 15, 40, 7, 9, 3], [2, 77, 3], [2, 5, 6, 8, 10, 11, 12, 3]], 0)
     samples, seeds = [4, 0, 3], [5, 6, 7]
     features: dict[int, torch.Tensor] = {}
     with torch.inference_mode():
-        expected = torch.cat(forward_logits(model, ids, mask, samples, seeds, last_k, SITES, feature_layers=[layer],
+        expected = torch.cat(forward_logits(model, ids, mask, samples, seeds, last_k, SITES, feature_layers={0, layer},
                                             features_out=features))
     masks = masks_for(3, last_k, model.config.hidden_size, ids.shape[1], samples, seeds,
                       DropoutRates.of(model).live(SITES))
     feed = {"input_ids": ids.numpy(), "attention_mask": mask.long().numpy(), "row_index": row_index(samples).numpy(),
             **{name: value.numpy() for name, value in masks.items()}}
-    got, got_features = (torch.from_numpy(out) for out in session.run(["logits", "ood_features"], feed))
+    got, got_features, got_embeddings = (torch.from_numpy(out) for out in session.run(
+        ["logits", f"ood_features_{layer}", "ood_features_0"], feed))
     torch.testing.assert_close(got, expected.float(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got_features, features[layer], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got_embeddings, features[0], rtol=1e-4, atol=1e-5)
     assert not torch.equal(got[0], got[1]), "MC rows of one item must differ"
     padded = MCGraph(model, last_k, packed=False)  # the Core ML layout
     with torch.inference_mode():
@@ -95,7 +98,7 @@ def test_ood_scores_come_from_the_graph_and_match_torch(artifact: Path) -> None:
     for want, got in zip(reference.predict(items, requests), onnx.predict(items, requests), strict=True):
         assert want.ood_score is not None and got.ood_score == pytest.approx(want.ood_score, abs=PROB_TOL)
         assert got.out_of_distribution == want.out_of_distribution and got.abstain_reason == want.abstain_reason
-    # a three-part hybrid also reads layer 0, which the graph does not output: one torch pass gives it
+    # a three-part hybrid also reads layer 0: the graph outputs both layers
     density = TokenBigram.fit([i.input_ids for i in items], len(reference.tokenizer))
     second = torch.nn.functional.normalize(torch.randn(20, reference.model.config.hidden_size), dim=-1)
     for predictor in (reference, onnx):
@@ -106,7 +109,7 @@ def test_ood_scores_come_from_the_graph_and_match_torch(artifact: Path) -> None:
                                                           "extra": {"layer": 0, "weight": 0.3, "scale": 0.05}}))
     for want, got in zip(reference.predict(items, requests), onnx.predict(items, requests), strict=True):
         assert want.ood_score is not None and got.ood_score == pytest.approx(want.ood_score, abs=PROB_TOL)
-    assert onnx.describe()["backend"]["ood_features"] == "graph output (layer 2) + torch pass (layers [0])"
+    assert onnx.describe()["backend"]["ood_features"] == "graph output"  # layers 2 and 0 both
 
 
 def test_backend_refusals(tmp_path: Path, artifact: Path) -> None:
