@@ -27,7 +27,7 @@ import torch
 
 from models.core.ood_methods import flag_threshold
 from training.core.ood_densities import fit_densities
-from training.core.ood_fit import candidate_sources, features_of
+from training.core.ood_fit import by_kind, candidate_sources, features_of, in_out_auroc
 from training.core.ood_sets import OODSets, OODSettings
 from training.core.ood_teacher import regression_rows
 from training.core.uncertainty_stats import ood_auroc
@@ -42,15 +42,12 @@ def line_report(in_domain: torch.Tensor, probes: torch.Tensor, kinds: Sequence[s
     """AUROC of `probes` (kind per row) against `in_domain`, overall and per kind, and the share of each kind (and of
     all probes, and of `in_domain`: at most `rate` by construction) above the line flagging `rate` of `in_domain`."""
     line = flag_threshold(in_domain, rate)
-    labels = torch.cat([torch.zeros(len(in_domain)), torch.ones(len(probes))])
-    by_kind = {kind: torch.tensor([k == kind for k in kinds]) for kind in dict.fromkeys(kinds)}
+    kinds_of = by_kind(probes, kinds)
     return {
-        "auroc": ood_auroc(torch.cat([in_domain, probes]).double(), labels),
-        "auroc_by_kind": {kind: ood_auroc(torch.cat([in_domain, probes[m]]).double(),
-                                          torch.cat([torch.zeros(len(in_domain)), torch.ones(int(m.sum()))]))
-                          for kind, m in by_kind.items()},
+        "auroc": in_out_auroc(in_domain.double(), probes.double()),
+        "auroc_by_kind": {kind: in_out_auroc(in_domain.double(), out.double()) for kind, out in kinds_of.items()},
         "flag_rate": {"in_domain": float((in_domain > line).double().mean()),
-                      **{kind: float((probes[m] > line).double().mean()) for kind, m in by_kind.items()},
+                      **{kind: float((out > line).double().mean()) for kind, out in kinds_of.items()},
                       "probes": float((probes > line).double().mean())},
     }
 
@@ -173,8 +170,9 @@ def ceiling(predictor: Any, sets: OODSets, s: OODSettings) -> dict[str, Any]:
         served = {name: torch.tensor(detector.score_items(feats[name], extracted[name][3])) for name in names}
         report["served"] = line_report(*joined(served), kinds, s.max_flag_rate)
     n_in = len(extracted["choice"][2]) + len(extracted["threshold"][2])
-    report["oracle"] = oracle(torch.stack(columns, 1), n_in, kinds, s.max_flag_rate)
-    report["mixes"] = forward_selection(torch.stack(columns, 1), list(report["rows"]), n_in, kinds, s.max_flag_rate)
+    stacked = torch.stack(columns, 1)
+    report["oracle"] = oracle(stacked, n_in, kinds, s.max_flag_rate)
+    report["mixes"] = forward_selection(stacked, list(report["rows"]), n_in, kinds, s.max_flag_rate)
     report["n"] = {"in_domain": n_in, "probes": len(kinds), "candidates": len(report["rows"])}
     log.info("ood/ceiling: oracle AUROC %.4f, flags %s", report["oracle"]["auroc"], report["oracle"]["flag_rate"])
     return report

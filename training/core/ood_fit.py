@@ -74,12 +74,14 @@ def features_of(predictor: Any, texts: Sequence[str], parameters: dict[str, Any]
             torch.tensor([item.n_tokens for item in items], dtype=torch.long), kept, [item.input_ids for item in items])
 
 
-def _auroc(in_domain: torch.Tensor, out: torch.Tensor) -> float:
+def in_out_auroc(in_domain: torch.Tensor, out: torch.Tensor) -> float:
+    """AUROC of `out` (label 1) against `in_domain` (label 0), higher = out of distribution."""
     labels = torch.cat([torch.zeros(len(in_domain)), torch.ones(len(out))])
     return ood_auroc(torch.cat([in_domain, out]), labels)
 
 
-def _by_kind(scores: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
+def by_kind(scores: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The rows of `scores` of each kind (`kinds`, one per row), kinds in first-seen order."""
     return {kind: scores[torch.tensor([k == kind for k in kinds])] for kind in dict.fromkeys(kinds)}
 
 
@@ -157,18 +159,19 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
                  stats: dict[str, torch.Tensor], d: dict[str, torch.Tensor], hybrid: dict[str, Any]) -> None:
         nonlocal best, chosen
         choice_in, choice_out, test_in, test_out = d["choice"], d["choice_probes"], d["test"], d["test_probes"]
-        validation = _auroc(choice_in, choice_out)
+        validation = in_out_auroc(choice_in, choice_out)
         candidates[name] = {
             "method": method, "layer": layer, "length_fraction": fraction, "length_coef": coef,
             **({"hybrid": hybrid} if hybrid else {}), "validation_auroc": validation,
-            "validation_auroc_by_kind": {kind: _auroc(choice_in, out) for kind, out in
-                                         _by_kind(choice_out, choice_kinds).items()},
-            "test_auroc": _auroc(test_in, test_out),
-            "test_auroc_by_kind": {kind: _auroc(test_in, out) for kind, out in _by_kind(test_out, test_kinds).items()},
+            "validation_auroc_by_kind": {kind: in_out_auroc(choice_in, out) for kind, out in
+                                         by_kind(choice_out, choice_kinds).items()},
+            "test_auroc": in_out_auroc(test_in, test_out),
+            "test_auroc_by_kind": {kind: in_out_auroc(test_in, out)
+                                   for kind, out in by_kind(test_out, test_kinds).items()},
         }
         line = flag_threshold(choice_in, s.max_flag_rate)  # what a line at 5 % of the choice texts flags of each kind
         candidates[name]["validation_flag_rate_by_kind"] = {
-            kind: float((out > line).double().mean()) for kind, out in _by_kind(choice_out, choice_kinds).items()}
+            kind: float((out > line).double().mean()) for kind, out in by_kind(choice_out, choice_kinds).items()}
         key = (validation, -fraction, -layer, -rank)  # ties: no length term, the lower layer, method order
         if best is None or key > best:
             best, chosen = key, (name, method, layer, coef, stats, d, hybrid)
@@ -192,21 +195,22 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
                 adjusted[name], feature_stats[name] = (method, d), stats
     if "hybrid" in s.methods and adjusted:
         ranked = sorted(adjusted, key=lambda n: -candidates[n]["validation_auroc"])
-        mixed: list[tuple[Hybrid, dict[str, torch.Tensor]]] = []
-        for method, density in densities.items():
-            for h in hybrids(adjusted, ranked, token_nll[method], method):
-                mixed.append((h, {**feature_stats[h.feature], **density.tensors}))
-        # the best two-part mixes on validation may take a third part: another layer's kNN (ood_hybrid.third_parts)
-        best_mixes = sorted(mixed, key=lambda m: -_auroc(m[0].distances["choice"], m[0].distances["choice_probes"]))
-        for h, tensors in list(mixed):
-            if any(h is b for b, _ in best_mixes[:THIRD_PART_BASES]):
-                layer_of = candidates[h.feature]["layer"]
-                mixed += [(t, {**tensors, **ood_extra.tensors_of(knn[t.config["extra"]["layer"]][0]["bank"])})
-                          for t in third_parts(h, layer_of, {j: raw for j, (_, raw) in knn.items()})]
-        for h, tensors in mixed:
+        def consider_hybrid(h: Hybrid, tensors: dict[str, torch.Tensor]) -> None:
             part = candidates[h.feature]
             consider(h.name, "hybrid", part["layer"], list(s.methods).index("hybrid"), part["length_fraction"],
                      part["length_coef"], tensors, h.distances, h.config)
+
+        two_part: list[tuple[Hybrid, dict[str, torch.Tensor]]] = []
+        for method, density in densities.items():
+            for h in hybrids(adjusted, ranked, token_nll[method], method):
+                two_part.append((h, {**feature_stats[h.feature], **density.tensors}))
+                consider_hybrid(*two_part[-1])
+        # the best two-part mixes on validation may take a third part: another layer's kNN (ood_hybrid.third_parts)
+        two_part.sort(key=lambda m: -candidates[m[0].name]["validation_auroc"])
+        raw_knn = {layer: raw for layer, (_, raw) in knn.items()}
+        for h, tensors in two_part[:THIRD_PART_BASES]:
+            for t in third_parts(h, candidates[h.feature]["layer"], raw_knn):
+                consider_hybrid(t, {**tensors, **ood_extra.tensors_of(knn[t.config["extra"]["layer"]][0]["bank"])})
     assert chosen is not None
     name, method, layer, coef, stats, chosen_d, hybrid = chosen
     best_hybrid = max((n for n, c in candidates.items() if "hybrid" in c), default=None,
@@ -230,11 +234,11 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
 
     flags = {set_name: scored(set_name) > 1.0 for set_name in ("threshold", "test")}
     probe_scores = scored("test_probes")
-    probe_flags = _by_kind(probe_scores > 1.0, test_kinds)
+    probe_flags = by_kind(probe_scores > 1.0, test_kinds)
     test_scores = scored("test")
-    by_group = {group: {kind: _auroc(in_scores, out) for kind, out in
-                        _by_kind(probe_scores, test_kinds).items()}
-                for group, in_scores in _by_kind(test_scores, groups).items()}
+    by_group = {group: {kind: in_out_auroc(in_scores, out) for kind, out in
+                        by_kind(probe_scores, test_kinds).items()}
+                for group, in_scores in by_kind(test_scores, groups).items()}
     report = {
         "chosen": {"candidate": name, "method": method, "layer": layer, "pooling": s.pooling, "k": s.k,
                    "length_fraction": candidates[name]["length_fraction"], "length_coef": coef, "threshold": threshold,
@@ -250,11 +254,11 @@ def fit_from_features(extracted: Extracted, sets: OODSets, s: OODSettings, densi
                  "auroc_by_in_domain_group_and_kind": by_group,
                  "flag_rate": {"in_domain": float(flags["test"].double().mean()),
                                **{f"in_domain/{g}": float(f.double().mean())
-                                  for g, f in _by_kind(flags["test"], groups).items()},
+                                  for g, f in by_kind(flags["test"], groups).items()},
                                **{kind: float(f.double().mean()) for kind, f in probe_flags.items()}}},
         "validation_flag_rate": float(flags["threshold"].double().mean()),
         "validation_flag_rate_by_group": {g: float(f.double().mean())
-                                          for g, f in _by_kind(flags["threshold"], threshold_groups).items()},
+                                          for g, f in by_kind(flags["threshold"], threshold_groups).items()},
         "table": probe_table({n: c for n, c in candidates.items()
                               if n in (name, best_hybrid) or not (c["length_fraction"] or "hybrid" in c)}),
         "candidates": candidates,
